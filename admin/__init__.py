@@ -1,0 +1,1 @@
+"""The bureau staff's web UI."""

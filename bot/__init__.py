@@ -1,0 +1,1 @@
+"""The WeChat bot: understanding questions and answering over the WeChat protocol."""

@@ -1,0 +1,150 @@
+"""Build the bot's aiohttp application from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from bot.dialog import Bot, Guide, Snapshot
+from bot.models import LateReply
+from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
+from bot.webhook import WeChatEndpoint
+from content.load import load_county
+from content.queries import current_revision, load_published
+from huimin.db import Database
+from huimin.settings import Settings, require_wechat
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE = web.AppKey("database", Database)
+BOT = web.AppKey("bot", Bot)
+ENDPOINT = web.AppKey("endpoint", WeChatEndpoint)
+RELOAD_SECONDS = 3.0
+
+
+class ContentMissing(RuntimeError):
+    """The database has no FAQ content yet."""
+
+
+async def load_snapshot(db: Database, county: dict[str, Any], guide: Guide) -> Snapshot:
+    """Read the published content and build a matcher for it (off the event loop)."""
+    async with db.session() as session:
+        content = await load_published(session)
+    if not content.entries:
+        raise ContentMissing("the database has no FAQ content: run `huimin init` first")
+    return await asyncio.to_thread(Snapshot.build, content, county, guide)
+
+
+async def _follow_content(app: web.Application) -> None:
+    """Pick up published content changes from any process within a few seconds."""
+    bot, db = app[BOT], app[DATABASE]
+    while True:
+        await asyncio.sleep(RELOAD_SECONDS)
+        try:
+            async with db.session() as session:
+                revision = await current_revision(session)
+            if revision != bot.snapshot.revision:
+                bot.snapshot = await load_snapshot(db, dict(bot.county), bot.guide)
+                log.info("content revision %s loaded", revision)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("content reload failed; still answering from revision %s",
+                          bot.snapshot.revision)
+
+
+def _resources(settings: Settings):  # type: ignore[no-untyped-def]
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        redis = None
+        if settings.redis_url:
+            from redis.asyncio import Redis
+
+            redis = Redis.from_url(settings.redis_url)
+            ledger: Any = RedisLedger(redis)
+            conversations: Any = RedisConversations(redis)
+        else:
+            ledger = DatabaseLedger(db)
+            conversations = DatabaseConversations(db)
+            await ledger.forget_old()
+        guide = Guide.load()
+        county = load_county(settings.county_file)
+        snapshot = await load_snapshot(db, county, guide)
+        bot = Bot(snapshot=snapshot, guide=guide, county=county,
+                  conversations=conversations, db=db)
+
+        async def deliver_late(openid: str, text: str) -> None:
+            # Sent as a customer-service message by the notifier; kept until then.
+            async with db.session() as session:
+                session.add(LateReply(openid=openid, text=text))
+            log.warning("a reply missed WeChat's deadline and was queued for later delivery")
+
+        endpoint = WeChatEndpoint(
+            settings.wechat_token or "", bot.reply_for, ledger,
+            appid=settings.wechat_appid, aes_key=settings.wechat_aes_key,
+            replay_window=settings.replay_window, reply_deadline=settings.reply_deadline,
+            max_body_bytes=settings.max_body_bytes, deliver_late=deliver_late,
+            fallback=bot.say("busy.j2"),
+        )
+        app[DATABASE], app[BOT], app[ENDPOINT] = db, bot, endpoint
+        follower = asyncio.create_task(_follow_content(app))
+        yield
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await endpoint.drain()
+        if redis is not None:
+            await redis.aclose()
+        await db.dispose()
+
+    return resources
+
+
+async def healthz(request: web.Request) -> web.Response:
+    bot = request.app[BOT]
+    return web.json_response({"status": "ok", "content_revision": bot.snapshot.revision,
+                              "faq_entries": len(bot.snapshot.answers)})
+
+
+async def _handshake(request: web.Request) -> web.StreamResponse:
+    return await request.app[ENDPOINT].handshake(request)
+
+
+async def _receive(request: web.Request) -> web.StreamResponse:
+    return await request.app[ENDPOINT].receive(request)
+
+
+@web.middleware
+async def plain_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """HTTP errors as short plain text; anything unexpected is logged, not leaked."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return web.Response(status=503, text="服务暂时不可用，请稍后再试")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The bot application: ``/wechat``, ``/healthz`` and, in demo mode, ``/demo/chat``."""
+    require_wechat(settings)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[plain_errors])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_resources(settings))
+    app.router.add_get("/wechat", _handshake)
+    app.router.add_post("/wechat", _receive)
+    app.router.add_get("/healthz", healthz)
+    if settings.demo:
+        from bot import demo
+
+        demo.add_routes(app)
+    return app

@@ -1,0 +1,271 @@
+"""What the bot says: from a parsed WeChat message to the reply text.
+
+Knows nothing of HTTP or crypto (see ``bot.webhook``); tests call
+:meth:`Bot.reply_for` with a parsed message and no server.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from sqlalchemy import update
+
+from bot.matcher import Band, Match, Matcher
+from bot.models import AskedQuestion, Follower
+from bot.store import ConversationStore
+from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
+from content.queries import PublishedContent
+from content.schema import render
+from huimin.db import Database, upsert, utcnow
+
+log = logging.getLogger(__name__)
+_DIGITS = re.compile(r"^\d{1,2}$")
+_LONG_DIGITS = re.compile(r"\d{4,}")
+_PARTICLES = "啊呀啦吧呢哈嘛哦噢喔嗯了"
+MEDIA_TYPES = {"image", "video", "shortvideo", "location", "link", "file"}
+
+replies_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR / "replies"),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    trim_blocks=False,
+    keep_trailing_newline=False,
+)
+
+
+def mask_digits(text: str) -> str:
+    """Hide any run of 4+ digits (ID numbers, phone numbers, card numbers)."""
+    return _LONG_DIGITS.sub(lambda m: "*" * len(m.group(0)), text)
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    faq_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Guide:
+    """The fixed parts of the conversation: menu topics, menu clicks and intents."""
+
+    topics: tuple[Topic, ...]
+    clicks: Mapping[str, Mapping[str, Any]]
+    wechat_menu: Mapping[str, Any]
+    intents: Mapping[str, frozenset[str]]
+    other_departments: Mapping[str, str]
+
+    @classmethod
+    def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE) -> Guide:
+        menu = yaml.safe_load(menu_file.read_text(encoding="utf-8"))
+        intents = yaml.safe_load(intents_file.read_text(encoding="utf-8"))
+        return cls(
+            topics=tuple(Topic(t["name"], tuple(t["faq"])) for t in menu["topics"]),
+            clicks=menu["clicks"],
+            wechat_menu=menu["wechat_menu"],
+            intents={k: frozenset(str(v) for v in intents[k])
+                     for k in ("greeting", "thanks", "help", "more")},
+            other_departments=intents.get("other_departments") or {},
+        )
+
+
+@dataclass
+class Snapshot:
+    """One published content revision, ready to answer from."""
+
+    revision: int
+    matcher: Matcher
+    questions: dict[str, str]
+    answers: dict[str, str]
+    details: dict[str, str]
+
+    @classmethod
+    def build(cls, content: PublishedContent, county: Mapping[str, Any], guide: Guide) -> Snapshot:
+        entries = [entry for _, entry in content.entries]
+        return cls(
+            revision=content.revision,
+            matcher=Matcher(entries, content.dictionary, guide.other_departments),
+            questions={e.id: e.question for e in entries},
+            answers={e.id: render(e.answer, county) for e in entries},
+            details={e.id: render(e.details, county) for e in entries if e.details},
+        )
+
+
+def say(template: str, county: Mapping[str, Any], guide: Guide, **values: Any) -> str:
+    """Render one reply template from ``content/templates/replies``."""
+    text = replies_env.get_template(template).render(county=county, topics=guide.topics,
+                                                     **values)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def reply_to_match(match: Match, snapshot: Snapshot, county: Mapping[str, Any],
+                   guide: Guide) -> str:
+    """The reply for a matcher verdict: the answer, the choices, or an honest decline."""
+    if match.band is Band.ANSWER:
+        return snapshot.answers[match.candidates[0].faq_id]
+    if match.band is Band.CHOICES:
+        return say("did_you_mean.j2", county, guide,
+                   questions=[snapshot.questions[c] for c in match.choices])
+    return say("dont_know.j2", county, guide, referral=match.referral)
+
+
+@dataclass
+class Bot:
+    """Answers one beneficiary's message, keeping per-openid state in ``conversations``."""
+
+    snapshot: Snapshot
+    guide: Guide
+    county: Mapping[str, Any]
+    conversations: ConversationStore
+    db: Database
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def say(self, template: str, **values: Any) -> str:
+        return say(template, self.county, self.guide, **values)
+
+    # ----- entry point -----------------------------------------------------
+    async def reply_for(self, message: Any) -> str | None:
+        """The reply text for a parsed wechatpy message, or None for no reply."""
+        kind = message.type
+        self.stats[kind] = self.stats.get(kind, 0) + 1
+        openid = str(message.source)
+        if kind == "text":
+            return await self.answer_text(openid, message.content or "")
+        if kind == "voice":
+            recognised = (message.recognition or "").strip()
+            if not recognised:
+                return self.say("voice_unclear.j2")
+            return await self.answer_text(openid, recognised)
+        if kind == "event":
+            return await self.answer_event(openid, message)
+        if kind in MEDIA_TYPES:
+            return self.say("media.j2", kind=kind)
+        return self.say("media.j2", kind="other")
+
+    async def answer_event(self, openid: str, message: Any) -> str | None:
+        event = (message.event or "").lower()
+        if event in {"subscribe", "subscribe_scan"}:
+            await self._set_following(openid, True)
+            return self.say("welcome.j2")
+        if event == "unsubscribe":
+            await self._set_following(openid, False)
+            return None
+        if event == "scan":
+            return self.say("menu.j2")
+        if event == "click":
+            return await self.answer_click(openid, str(message.key or ""))
+        return None
+
+    async def answer_click(self, openid: str, key: str) -> str:
+        action = self.guide.clicks.get(key)
+        if action is None:
+            return self.say("menu.j2")
+        if "topic" in action:
+            return await self.show_topic(openid, int(action["topic"]))
+        if "faq" in action:
+            return await self.give_answer(openid, str(action["faq"]))
+        return self.say("menu.j2")
+
+    async def answer_text(self, openid: str, text: str) -> str:
+        matcher = self.snapshot.matcher
+        cleaned = matcher.normalise.clean(text)
+        if _DIGITS.match(cleaned):
+            return await self.answer_number(openid, int(cleaned))
+        intent = self.intent_of(cleaned)
+        if intent == "greeting":
+            return self.say("greeting.j2")
+        if intent == "thanks":
+            return self.say("thanks.j2")
+        if intent == "help":
+            await self.conversations.put(openid, {})
+            return self.say("menu.j2")
+        if intent == "more":
+            state = await self.conversations.get(openid)
+            detail = self.snapshot.details.get(str(state.get("last_faq")))
+            return detail or self.say("no_details.j2")
+        match = matcher.match(text)
+        return await self.answer_match(openid, match)
+
+    def intent_of(self, cleaned: str) -> str | None:
+        forms = {cleaned, cleaned.rstrip(_PARTICLES),
+                 self.snapshot.matcher.normalise.strip_fillers(cleaned)}
+        for intent, phrases in self.guide.intents.items():
+            if forms & phrases:
+                return intent
+        return None
+
+    async def answer_match(self, openid: str, match: Match) -> str:
+        if match.band is Band.ANSWER:
+            return await self.give_answer(openid, match.candidates[0].faq_id)
+        asked_id = await self._record_asked(match)
+        if match.band is Band.CHOICES:
+            state = {"choices": match.choices, "asked": asked_id, "kind": "did_you_mean"}
+        else:
+            state = {}
+        await self.conversations.put(openid, state)
+        return reply_to_match(match, self.snapshot, self.county, self.guide)
+
+    async def answer_number(self, openid: str, number: int) -> str:
+        state = await self.conversations.get(openid)
+        choices = state.get("choices") or []
+        if choices:
+            if state.get("kind") == "did_you_mean" and number == 0:
+                await self._record_choice(state.get("asked"), "0")
+                await self.conversations.put(openid, {})
+                return self.say("none_of_these.j2")
+            if 1 <= number <= len(choices):
+                chosen = str(choices[number - 1])
+                if state.get("kind") == "did_you_mean":
+                    await self._record_choice(state.get("asked"), chosen)
+                return await self.give_answer(openid, chosen)
+        if 1 <= number <= len(self.guide.topics):
+            return await self.show_topic(openid, number)
+        return self.say("bad_number.j2")
+
+    async def show_topic(self, openid: str, number: int) -> str:
+        topic = self.guide.topics[number - 1]
+        ids = [i for i in topic.faq_ids if i in self.snapshot.answers]
+        if len(ids) == 1:
+            return await self.give_answer(openid, ids[0])
+        await self.conversations.put(openid, {"choices": ids, "kind": "topic"})
+        return self.say("topic.j2", topic=topic,
+                        questions=[self.snapshot.questions[i] for i in ids])
+
+    async def give_answer(self, openid: str, faq_id: str) -> str:
+        answer = self.snapshot.answers.get(faq_id)
+        if answer is None:
+            return self.say("menu.j2")
+        await self.conversations.put(openid, {"last_faq": faq_id})
+        return answer
+
+    # ----- records ---------------------------------------------------------
+    async def _record_asked(self, match: Match) -> int | None:
+        row = AskedQuestion(
+            text=mask_digits(match.normalised.text)[:200],
+            band=match.band.value,
+            candidates=[{"faq_id": c.faq_id, "score": c.score} for c in match.candidates],
+        )
+        async with self.db.session() as session:
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def _record_choice(self, asked_id: Any, chosen: str) -> None:
+        if not isinstance(asked_id, int):
+            return
+        async with self.db.session() as session:
+            await session.execute(update(AskedQuestion).where(AskedQuestion.id == asked_id)
+                                  .values(chosen_faq_id=chosen))
+
+    async def _set_following(self, openid: str, following: bool) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"openid": openid, "following": following}
+        values["subscribed_at" if following else "unsubscribed_at"] = now
+        async with self.db.session() as session:
+            await upsert(session, Follower, values, key="openid")

@@ -1,0 +1,74 @@
+"""Tables owned by the bot: asked questions, followers, dedup ledger, conversations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from huimin.db import Base, utcnow
+
+
+class AskedQuestion(Base):
+    """A question the bot could not answer with confidence (asked back or declined).
+
+    Only the normalised text is kept, with digit runs masked, so an ID or phone
+    number typed into the chat never lands here; the asker is not recorded.
+    """
+
+    __tablename__ = "asked_questions"
+    __table_args__ = (Index("ix_asked_questions_asked_at", "asked_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    text: Mapped[str] = mapped_column(String(200))
+    band: Mapped[str] = mapped_column(String(16))
+    candidates: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    # The entry the user then picked from the "did you mean" list (0 = none of them).
+    chosen_faq_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Follower(Base):
+    """Who follows the official account (subscribe / unsubscribe events)."""
+
+    __tablename__ = "followers"
+
+    openid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    following: Mapped[bool] = mapped_column(Boolean, default=True)
+    subscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class HandledMessage(Base):
+    """Dedup ledger (when Redis is not configured): one row per WeChat message."""
+
+    __tablename__ = "handled_messages"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    reply: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+
+
+class ConversationRow(Base):
+    """Conversation state per openid (when Redis is not configured)."""
+
+    __tablename__ = "conversations"
+
+    openid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict[str, object]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LateReply(Base):
+    """A reply that was not ready within WeChat's deadline, waiting for delivery
+    by customer-service message."""
+
+    __tablename__ = "late_replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,156 @@
+"""Turn a raw question into the comparable forms the matcher scores.
+
+Steps: NFKC (full width to half width), traditional to simplified (OpenCC),
+lower case, drop punctuation, emoji and spaces, apply the colloquial/typo
+dictionary, drop filler words. Then two codings that make typos harmless:
+each syllable's pinyin (so homophones typed by pinyin input coincide) and the
+jieba word sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import jieba
+import opencc
+from pypinyin import Style, lazy_pinyin
+
+from content.schema import Dictionary
+
+jieba.setLogLevel(logging.WARNING)
+_t2s = opencc.OpenCC("t2s")
+_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_HAN = re.compile(r"[\u3400-\u9fff]")
+# Pinyin-input and dialect confusions that make different syllables sound alike.
+_FUZZY_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"), ("f", "h"), ("r", "l"))
+_FUZZY_FINALS = (("ing", "in"), ("eng", "en"), ("iang", "ian"), ("uang", "uan"))
+_PUA_SYLLABLES = 0xF0000  # supplementary private use area: never in real text
+_PUA_WORDS = 0x100000
+
+
+def fuzzy_syllable(syllable: str) -> str:
+    """Fold a toneless pinyin syllable onto its sound-alike class."""
+    for full, short in _FUZZY_INITIALS:
+        if syllable.startswith(full):
+            syllable = short + syllable[len(full):]
+            break
+    for full, short in _FUZZY_FINALS:
+        if syllable.endswith(full):
+            return syllable[: -len(full)] + short
+    return syllable
+
+
+class _Codebook:
+    """Gives each distinct symbol (a syllable, a word) one private-use character."""
+
+    def __init__(self, base: int) -> None:
+        self._base = base
+        self._codes: dict[str, str] = {}
+        self._lock = threading.Lock()  # content reloads run in a worker thread
+
+    def code(self, symbol: str) -> str:
+        found = self._codes.get(symbol)
+        if found is None:
+            with self._lock:
+                found = self._codes.get(symbol)
+                if found is None:
+                    found = self._codes[symbol] = chr(self._base + len(self._codes))
+        return found
+
+
+_syllables = _Codebook(_PUA_SYLLABLES)
+_words = _Codebook(_PUA_WORDS)
+
+
+def sound_code(text: str) -> str:
+    """One character per syllable, equal for homophones (低包 == 低保 == 底保)."""
+    out = []
+    for chunk in lazy_pinyin(text, style=Style.NORMAL, errors=lambda s: list(s)):
+        if chunk and chunk.isascii() and chunk.isalpha() and len(chunk) > 1:
+            out.append(_syllables.code(fuzzy_syllable(chunk)))
+        else:
+            out.append(chunk)
+    return "".join(out)
+
+
+def add_words(words: Iterable[str]) -> None:
+    """Teach jieba domain words (低保金, 一卡通, 护理补贴 …) so they stay whole."""
+    for word in words:
+        if word and _HAN.search(word):
+            jieba.add_word(word, freq=200000)
+
+
+def words(text: str) -> list[str]:
+    """jieba's segmentation of an already normalised text."""
+    return [w for w in jieba.lcut(text, HMM=False) if w.strip()]
+
+
+def word_code(word_list: Iterable[str]) -> str:
+    """One character per word, words compared by sound."""
+    return "".join(_words.code(sound_code(w)) for w in word_list)
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A question in every form the matcher uses."""
+
+    text: str  # cleaned, dictionary applied, fillers removed
+    sound: str  # sound_code(text)
+    words: tuple[str, ...]  # sound codes of each jieba word
+    word_string: str  # word_code(...)
+
+
+class Normaliser:
+    """Cleans questions with one county's dictionary."""
+
+    def __init__(self, dictionary: Dictionary) -> None:
+        self.dictionary = dictionary
+        replacements = {_clean(k): _clean(v) for k, v in dictionary.replacements.items()}
+        replacements = {k: v for k, v in replacements.items() if k and k != v}
+        self._replacements = replacements
+        self._replace_re = _alternation(replacements)
+        self._filler_re = _alternation(_clean(f) for f in dictionary.fillers)
+        add_words(replacements.values())
+
+    def clean(self, raw: str) -> str:
+        """Width, script, case, punctuation and dictionary, keeping filler words."""
+        text = _clean(raw)
+        if self._replace_re is not None:
+            text = self._replace_re.sub(lambda m: self._replacements[m.group(0)], text)
+        return text
+
+    def strip_fillers(self, text: str) -> str:
+        """Drop filler words; a question made only of fillers is kept as it was."""
+        if self._filler_re is None:
+            return text
+        stripped = self._filler_re.sub("", text)
+        return stripped or text
+
+    def __call__(self, raw: str) -> Normalised:
+        text = self.strip_fillers(self.clean(raw))
+        segmented = words(text)
+        sounds = tuple(sound_code(w) for w in segmented)
+        return Normalised(
+            text=text,
+            sound="".join(sounds),
+            words=sounds,
+            word_string="".join(_words.code(s) for s in sounds),
+        )
+
+
+def _clean(raw: str) -> str:
+    text = unicodedata.normalize("NFKC", raw)
+    text = _t2s.convert(text).lower()
+    return _NOT_WORD.sub("", text)
+
+
+def _alternation(terms: Iterable[str]) -> re.Pattern[str] | None:
+    unique = sorted({t for t in terms if t}, key=lambda t: (-len(t), t))
+    if not unique:
+        return None
+    return re.compile("|".join(re.escape(t) for t in unique))

@@ -1,0 +1,149 @@
+"""State shared by every bot process: the dedup ledger and conversation state.
+
+Two implementations of each: Redis (when ``HUIMIN_REDIS_URL`` is set) and the
+database. Both make a WeChat retry of a message see the first reply, even when
+the retry reaches another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.models import ConversationRow, HandledMessage
+from huimin.db import Database, upsert, utcnow
+
+LEDGER_TTL = timedelta(hours=1)
+CONVERSATION_TTL = timedelta(minutes=30)
+_POLL = 0.05
+
+
+class MessageLedger(Protocol):
+    """Remembers which messages were handled and what was replied."""
+
+    async def claim(self, key: str) -> bool:
+        """True when this process is the first to see ``key`` and must handle it."""
+
+    async def record(self, key: str, reply: str) -> None:
+        """Store the reply (``""`` for none) for later retries of ``key``."""
+
+    async def reply_of(self, key: str, wait: float) -> str | None:
+        """The recorded reply, waiting up to ``wait`` seconds for the first handler."""
+
+
+class ConversationStore(Protocol):
+    """Per-openid conversation state (pending choices, last answer …)."""
+
+    async def get(self, openid: str) -> dict[str, Any]: ...
+
+    async def put(self, openid: str, state: dict[str, Any]) -> None: ...
+
+
+async def _poll(fetch: Any, wait: float) -> str | None:
+    deadline = time.monotonic() + wait
+    while True:
+        reply = await fetch()
+        if reply is not None or time.monotonic() >= deadline:
+            return reply
+        await asyncio.sleep(_POLL)
+
+
+class RedisLedger:
+    def __init__(self, redis: Any, prefix: str = "huimin:msg:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def claim(self, key: str) -> bool:
+        ttl = int(LEDGER_TTL.total_seconds())
+        return bool(await self.redis.set(self.prefix + key, "\x00", nx=True, ex=ttl))
+
+    async def record(self, key: str, reply: str) -> None:
+        await self.redis.set(self.prefix + key, reply, ex=int(LEDGER_TTL.total_seconds()))
+
+    async def reply_of(self, key: str, wait: float) -> str | None:
+        async def fetch() -> str | None:
+            value = await self.redis.get(self.prefix + key)
+            if value is None:
+                return ""  # expired: nothing left to repeat
+            value = value.decode() if isinstance(value, bytes) else value
+            return None if value == "\x00" else value
+
+        return await _poll(fetch, wait)
+
+
+class RedisConversations:
+    def __init__(self, redis: Any, prefix: str = "huimin:conv:") -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    async def get(self, openid: str) -> dict[str, Any]:
+        raw = await self.redis.get(self.prefix + openid)
+        return json.loads(raw) if raw else {}
+
+    async def put(self, openid: str, state: dict[str, Any]) -> None:
+        if state:
+            await self.redis.set(self.prefix + openid, json.dumps(state, ensure_ascii=False),
+                                 ex=int(CONVERSATION_TTL.total_seconds()))
+        else:
+            await self.redis.delete(self.prefix + openid)
+
+
+class DatabaseLedger:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def claim(self, key: str) -> bool:
+        try:
+            async with self.db.session() as session:
+                session.add(HandledMessage(key=key))
+        except IntegrityError:
+            return False
+        return True
+
+    async def record(self, key: str, reply: str) -> None:
+        async with self.db.session() as session:
+            await session.execute(
+                update(HandledMessage).where(HandledMessage.key == key).values(reply=reply))
+
+    async def reply_of(self, key: str, wait: float) -> str | None:
+        async def fetch() -> str | None:
+            async with self.db.session() as session:
+                return await session.scalar(
+                    select(HandledMessage.reply).where(HandledMessage.key == key))
+
+        return await _poll(fetch, wait)
+
+    async def forget_old(self) -> int:
+        """Drop ledger rows older than WeChat's retry horizon."""
+        async with self.db.session() as session:
+            result = await session.execute(
+                delete(HandledMessage).where(HandledMessage.created_at < utcnow() - LEDGER_TTL))
+            return result.rowcount or 0
+
+
+class DatabaseConversations:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, openid: str) -> dict[str, Any]:
+        async with self.db.session() as session:
+            row = await session.get(ConversationRow, openid)
+            if row is None or row.expires_at.replace(tzinfo=utcnow().tzinfo) < utcnow():
+                return {}
+            return dict(row.state)
+
+    async def put(self, openid: str, state: dict[str, Any]) -> None:
+        async with self.db.session() as session:
+            if not state:
+                await session.execute(
+                    delete(ConversationRow).where(ConversationRow.openid == openid))
+                return
+            await upsert(session, ConversationRow, {
+                "openid": openid, "state": state, "expires_at": utcnow() + CONVERSATION_TTL,
+            }, key="openid")

@@ -1,0 +1,1 @@
+"""Shared core of Huimin: settings, database and the command line."""

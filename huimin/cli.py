@@ -1,0 +1,251 @@
+"""The ``huimin`` command line: one entry point for every part of the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from huimin.settings import Settings, SettingsError, load_settings
+
+DEMO_DEFAULTS: dict[str, Any] = {
+    "database_url": "sqlite+aiosqlite:///huimin-demo/huimin.db",
+    "wechat_token": "huimindemo",
+    "wechat_appid": "wxdemo0000000000",
+    "demo": True,
+}
+
+log = logging.getLogger("huimin")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ----- init -----------------------------------------------------------------
+async def initialise(settings: Settings) -> dict[str, int]:
+    """Create or upgrade the schema and load the shipped content (idempotent)."""
+    from content.load import catalogue_ids, load_content_files, load_county
+    from content.queries import sync_shipped_content
+    from content.schema import check
+    from huimin.db import Database
+    from huimin.migrate import upgrade
+
+    files = load_content_files()
+    problems = files.problems + check(files.entries, load_county(settings.county_file),
+                                      files.dictionary, catalogue_ids())
+    if problems:
+        raise SystemExit("content has problems, nothing loaded:\n"
+                         + "\n".join(f"  {p}" for p in problems))
+    if settings.database_url.startswith("sqlite"):
+        path = settings.database_url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    try:
+        await upgrade(db.engine)
+        async with db.session() as session:
+            return await sync_shipped_content(session, files.entries, files.dictionary)
+    finally:
+        await db.dispose()
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    counts = asyncio.run(initialise(settings))
+    print("schema up to date; content: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+# ----- serve / demo ---------------------------------------------------------
+def serve(settings: Settings, banner: str | None = None) -> None:
+    from aiohttp import web
+
+    from bot.app import create_app
+
+    app = create_app(settings)
+
+    async def announce(_app: web.Application) -> None:
+        if banner:
+            print(banner, flush=True)
+
+    app.on_startup.append(announce)
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
+                access_log=None)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    settings = settings.with_overrides(host=args.host or settings.host,
+                                       port=args.port or settings.port)
+    serve(settings, f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    settings = load_settings(defaults=DEMO_DEFAULTS)
+    settings = settings.with_overrides(host=args.host or settings.host,
+                                       port=args.port or settings.port)
+    _configure_logging(settings)
+    asyncio.run(initialise(settings))
+    base = f"http://{settings.host}:{settings.port}"
+    serve(settings, "\n".join([
+        "",
+        "Huimin demo is running.",
+        f"  Chat like a beneficiary:  {base}/demo/chat",
+        f"  WeChat webhook:           {base}/wechat   (token: {settings.wechat_token})",
+        f"  Health:                   {base}/healthz",
+        "Press Ctrl+C to stop.",
+        "",
+    ]))
+    return 0
+
+
+# ----- ask ------------------------------------------------------------------
+async def _snapshot(settings: Settings) -> Any:
+    from bot.app import load_snapshot
+    from bot.dialog import Guide
+    from content.load import load_county
+    from huimin.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        guide = Guide.load()
+        county = load_county(settings.county_file)
+        return await load_snapshot(db, county, guide), county, guide
+    finally:
+        await db.dispose()
+
+
+def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import ContentMissing
+    from bot.dialog import reply_to_match
+
+    try:
+        snapshot, county, guide = asyncio.run(_snapshot(settings))
+    except ContentMissing as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+
+    def reply(question: str) -> dict[str, Any]:
+        match = snapshot.matcher.match(question)
+        return {"question": question, "faq_id": match.faq_id,
+                "score": round(match.score, 1), "choices": match.choices,
+                "answer": reply_to_match(match, snapshot, county, guide)}
+
+    if args.question:
+        result = reply(args.question)
+        print(json.dumps(result, ensure_ascii=False) if args.json else result["answer"])
+        return 0
+    if not args.json:
+        print("huimin ask: give a question, or --json to read questions from standard input",
+              file=sys.stderr)
+        return 2
+    for line in sys.stdin:
+        question = line.rstrip("\r\n")
+        if question.strip():
+            print(json.dumps(reply(question), ensure_ascii=False), flush=False)
+    sys.stdout.flush()
+    return 0
+
+
+# ----- content --------------------------------------------------------------
+def cmd_content_check(settings: Settings, args: argparse.Namespace) -> int:
+    from content import DICTIONARY_FILE, FAQ_DIR
+    from content.load import catalogue_ids, load_content_files, load_county
+    from content.schema import check
+
+    faq_dir = Path(args.dir) / "faq" if args.dir else FAQ_DIR
+    dictionary = Path(args.dir) / "dictionary.yaml" if args.dir else DICTIONARY_FILE
+    files = load_content_files(faq_dir, dictionary)
+    problems = files.problems + check(files.entries, load_county(settings.county_file),
+                                      files.dictionary, catalogue_ids())
+    for problem in problems:
+        print(problem)
+    alternatives = sum(len(e.alternatives) for _, e in files.entries)
+    print(f"{len(files.entries)} entries, {alternatives} alternative phrasings, "
+          f"{len(files.dictionary.replacements)} dictionary replacements: "
+          + (f"{len(problems)} problem(s)" if problems else "ok"))
+    return 1 if problems else 0
+
+
+async def _export(settings: Settings, out: Path) -> list[Path]:
+    from content.load import export_content
+    from content.queries import load_published
+    from huimin.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            content = await load_published(session)
+    finally:
+        await db.dispose()
+    return export_content(list(content.entries), content.dictionary, out)
+
+
+def cmd_content_export(settings: Settings, args: argparse.Namespace) -> int:
+    written = asyncio.run(_export(settings, Path(args.out)))
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+# ----- wechat ---------------------------------------------------------------
+def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.dialog import Guide
+
+    print(json.dumps(dict(Guide.load().wechat_menu), ensure_ascii=False, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="huimin", description="Huimin (惠民) service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create or upgrade the schema and load shipped content"
+                   ).set_defaults(func=cmd_init)
+    for name, func, text in (("serve", cmd_serve, "run the WeChat bot server"),
+                             ("demo", cmd_demo, "run everything on SQLite with demo settings")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.set_defaults(func=func)
+    ask = sub.add_parser("ask", help="print the bot's reply to a question")
+    ask.add_argument("question", nargs="?")
+    ask.add_argument("--json", action="store_true",
+                     help="JSON output; without a question, one question per stdin line")
+    ask.set_defaults(func=cmd_ask)
+    content = sub.add_parser("content", help="FAQ content files").add_subparsers(
+        dest="action", required=True)
+    check = content.add_parser("check", help="validate the content files")
+    check.add_argument("--dir", help="a content folder (default: the shipped one)")
+    check.set_defaults(func=cmd_content_check)
+    export = content.add_parser("export", help="write the current content out as files")
+    export.add_argument("out", help="folder to write faq/*.yaml and dictionary.yaml into")
+    export.set_defaults(func=cmd_content_export)
+    wechat = sub.add_parser("wechat", help="WeChat account tools").add_subparsers(
+        dest="action", required=True)
+    wechat.add_parser("menu", help="print the custom menu JSON").set_defaults(
+        func=cmd_wechat_menu)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+    if args.command != "demo":
+        _configure_logging(settings)
+    try:
+        return int(args.func(settings, args) or 0)
+    except SettingsError as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Import every package's tables so that ``Base.metadata`` is complete.
+
+Alembic and test set-up import this module; application code imports the
+owning package's models directly.
+"""
+
+from bot import models as bot_models  # noqa: F401
+from content import models as content_models  # noqa: F401
+from huimin.db import Base
+
+metadata = Base.metadata

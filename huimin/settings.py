@@ -1,0 +1,133 @@
+"""Settings read from ``HUIMIN_*`` environment variables, validated once at start.
+
+Every bad value is reported with the name of the variable that holds it, so an
+operator can fix a deployment without reading a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "HUIMIN_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///huimin.db"
+DEFAULT_COUNTY_FILE = Path(__file__).resolve().parent.parent / "content" / "county.yaml"
+_AES_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")
+_DB_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or has a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Build it with :func:`load_settings`."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    wechat_token: str | None = None
+    wechat_appid: str | None = None
+    wechat_aes_key: str | None = None
+    county_file: Path = DEFAULT_COUNTY_FILE
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Seconds we allow ourselves before answering WeChat with "success" and
+    # delivering the reply later; WeChat gives up after 5 seconds.
+    reply_deadline: float = 4.0
+    # Requests whose timestamp is further than this from our clock are replays.
+    replay_window: int = 300
+    max_body_bytes: int = 64 * 1024
+    demo: bool = False
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (used by tests and the demo)."""
+        return replace(self, **changes)
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _parse_number(name: str, raw: str, kind: type, minimum: float) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, not {raw!r}")
+    return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> Settings:
+    """Read settings from ``environ`` (default: the process environment).
+
+    ``defaults`` supplies values used when a variable is not set (the demo uses
+    this); the environment always wins.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = dict(defaults or {})
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    for f in fields(Settings):
+        if f.name == "extra":
+            continue
+        name = PREFIX + f.name.upper()
+        if name not in env:
+            continue
+        raw = env[name]
+        if f.name in {"port", "replay_window", "max_body_bytes"}:
+            values[f.name] = _parse_number(name, raw, int, 1)
+        elif f.name == "reply_deadline":
+            values[f.name] = _parse_number(name, raw, float, 0.05)
+        elif f.name == "demo":
+            values[f.name] = _parse_bool(name, raw)
+        elif f.name == "county_file":
+            values[f.name] = Path(raw)
+        else:
+            values[f.name] = raw.strip() or None
+    extra = {k: v for k, v in env.items() if k.startswith(PREFIX)}
+    settings = Settings(**{k: v for k, v in values.items() if k in known}, extra=extra)
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Raise :class:`SettingsError` naming the first unusable variable."""
+    if not settings.database_url.startswith(_DB_SCHEMES):
+        raise SettingsError(
+            "HUIMIN_DATABASE_URL must start with sqlite+aiosqlite:// or "
+            f"postgresql+asyncpg://, not {settings.database_url.split('://')[0]!r}://"
+        )
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
+        raise SettingsError("HUIMIN_REDIS_URL must start with redis:// or rediss://")
+    if settings.wechat_aes_key is not None and not _AES_KEY.match(settings.wechat_aes_key):
+        raise SettingsError(
+            "HUIMIN_WECHAT_AES_KEY must be the 43-character EncodingAESKey from the "
+            "WeChat admin console (letters, digits, + and /)"
+        )
+    if settings.wechat_aes_key and not settings.wechat_appid:
+        raise SettingsError("HUIMIN_WECHAT_APPID is needed when HUIMIN_WECHAT_AES_KEY is set")
+    if settings.wechat_token is not None and not re.fullmatch(r"[A-Za-z0-9]{3,32}",
+                                                              settings.wechat_token):
+        raise SettingsError("HUIMIN_WECHAT_TOKEN must be 3 to 32 letters or digits")
+    if not settings.county_file.is_file():
+        raise SettingsError(f"HUIMIN_COUNTY_FILE: no such file {str(settings.county_file)!r}")
+
+
+def require_wechat(settings: Settings) -> None:
+    """The webhook cannot verify anything without the token."""
+    if not settings.wechat_token:
+        raise SettingsError("HUIMIN_WECHAT_TOKEN is required to serve the WeChat webhook")

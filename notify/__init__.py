@@ -1,0 +1,1 @@
+"""Reminders over WeChat and SMS (payout, recheck, application status)."""
