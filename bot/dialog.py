@@ -60,6 +60,8 @@ class Guide:
     wechat_menu: Mapping[str, Any]
     intents: Mapping[str, frozenset[str]]
     other_departments: Mapping[str, str]
+    domain_terms: tuple[str, ...]
+    programmes: tuple[tuple[str, ...], ...]
 
     @classmethod
     def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE) -> Guide:
@@ -72,7 +74,14 @@ class Guide:
             intents={k: frozenset(str(v) for v in intents[k])
                      for k in ("greeting", "thanks", "help", "more")},
             other_departments=intents.get("other_departments") or {},
+            domain_terms=tuple(intents.get("domain_terms") or ()),
+            programmes=tuple(tuple(group) for group in intents.get("programmes") or ()),
         )
+
+    def matcher(self, content: PublishedContent) -> Matcher:
+        """A matcher for ``content`` with this guide's domain words."""
+        return Matcher([entry for _, entry in content.entries], content.dictionary,
+                       self.other_departments, self.domain_terms, self.programmes)
 
 
 @dataclass
@@ -90,7 +99,7 @@ class Snapshot:
         entries = [entry for _, entry in content.entries]
         return cls(
             revision=content.revision,
-            matcher=Matcher(entries, content.dictionary, guide.other_departments),
+            matcher=guide.matcher(content),
             questions={e.id: e.question for e in entries},
             answers={e.id: render(e.answer, county) for e in entries},
             details={e.id: render(e.details, county) for e in entries if e.details},
