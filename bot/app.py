@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 
 from bot.dialog import Bot, Guide, Snapshot
 from bot.models import LateReply
@@ -34,8 +35,13 @@ class ContentMissing(RuntimeError):
 
 async def load_snapshot(db: Database, county: dict[str, Any], guide: Guide) -> Snapshot:
     """Read the published content and build a matcher for it (off the event loop)."""
-    async with db.session() as session:
-        content = await load_published(session)
+    try:
+        async with db.session() as session:
+            content = await load_published(session)
+    except DBAPIError as exc:
+        raise ContentMissing(
+            "the database has no Huimin schema (or cannot be read): run `huimin init` first"
+        ) from exc
     if not content.entries:
         raise ContentMissing("the database has no FAQ content: run `huimin init` first")
     return await asyncio.to_thread(Snapshot.build, content, county, guide)

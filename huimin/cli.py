@@ -25,6 +25,7 @@ log = logging.getLogger("huimin")
 def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # ----- init -----------------------------------------------------------------
@@ -79,9 +80,15 @@ def serve(settings: Settings, banner: str | None = None) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import ContentMissing
+
     settings = settings.with_overrides(host=args.host or settings.host,
                                        port=args.port or settings.port)
-    serve(settings, f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat")
+    try:
+        serve(settings, f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat")
+    except ContentMissing as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -173,6 +180,9 @@ def cmd_content_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, out: Path) -> list[Path]:
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.app import ContentMissing
     from content.load import export_content
     from content.queries import load_published
     from huimin.db import Database
@@ -181,13 +191,22 @@ async def _export(settings: Settings, out: Path) -> list[Path]:
     try:
         async with db.session() as session:
             content = await load_published(session)
+    except DBAPIError as exc:
+        raise ContentMissing("the database has no Huimin schema: run `huimin init` first") \
+            from exc
     finally:
         await db.dispose()
     return export_content(list(content.entries), content.dictionary, out)
 
 
 def cmd_content_export(settings: Settings, args: argparse.Namespace) -> int:
-    written = asyncio.run(_export(settings, Path(args.out)))
+    from bot.app import ContentMissing
+
+    try:
+        written = asyncio.run(_export(settings, Path(args.out)))
+    except ContentMissing as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(written)} files to {args.out}")
     return 0
 

@@ -1,0 +1,105 @@
+"""The `huimin` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def huimin(*args: str, database_url: str | None = None, stdin: str | None = None,
+           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
+    if database_url:
+        env["HUIMIN_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
+    return subprocess.run([sys.executable, "-m", "huimin.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_ask_prints_the_answer(database_url: str) -> None:
+    result = huimin("ask", "低保标准是多少", database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "7500" in result.stdout
+
+
+def test_ask_json_reads_questions_from_stdin_in_order(database_url: str) -> None:
+    questions = ["低保标准是多少", "低保", "明天会下雨吗", "", "五保户是啥"]
+    result = huimin("ask", "--json", database_url=database_url, stdin="\n".join(questions))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["question"] for line in lines] == [q for q in questions if q]
+    for line in lines:
+        assert set(line) == {"question", "faq_id", "score", "choices", "answer"}
+    standard, vague, weather, tekun = lines
+    assert standard["faq_id"] == "dibao-standard" and standard["choices"] == []
+    assert vague["faq_id"] is None and 1 <= len(vague["choices"]) <= 3
+    assert "您是想问" in vague["answer"]
+    assert weather["faq_id"] is None and weather["choices"] == []
+    assert "0000-1234567" in weather["answer"]  # the county hotline
+    assert tekun["faq_id"] == "tekun-what"
+
+
+def test_ask_on_an_empty_database_says_what_to_do(tmp_path: Path) -> None:
+    result = huimin("ask", "低保", database_url=f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    assert result.returncode == 2
+    assert "huimin init" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_content_check_passes_on_shipped_content() -> None:
+    result = huimin("content", "check")
+    assert result.returncode == 0, result.stdout
+    assert "31 entries" in result.stdout and result.stdout.rstrip().endswith("ok")
+
+
+def test_content_check_reports_problems_and_fails(tmp_path: Path) -> None:
+    (tmp_path / "faq").mkdir()
+    (tmp_path / "faq" / "x.yaml").write_text("- id: Bad Id\n  question: 问\n", encoding="utf-8")
+    result = huimin("content", "check", "--dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "faq/x.yaml: Bad Id: missing field 'alternatives'" in result.stdout
+    assert "catalogue entry is missing" in result.stdout
+
+
+def test_content_export(database_url: str, tmp_path: Path) -> None:
+    result = huimin("content", "export", str(tmp_path / "out"), database_url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "faq" / "dibao.yaml").is_file()
+    check = huimin("content", "check", "--dir", str(tmp_path / "out"))
+    assert check.returncode == 0, check.stdout
+
+
+def test_wechat_menu_prints_the_custom_menu_json() -> None:
+    result = huimin("wechat", "menu")
+    assert result.returncode == 0
+    menu = json.loads(result.stdout)
+    assert 1 <= len(menu["button"]) <= 3
+    for button in menu["button"]:
+        assert len(button["sub_button"]) <= 5
+        for sub in button["sub_button"]:
+            assert sub["type"] == "click" and sub["key"]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("HUIMIN_DATABASE_URL", "mysql://x", "HUIMIN_DATABASE_URL must start with"),
+    ("HUIMIN_WECHAT_AES_KEY", "tooshort", "HUIMIN_WECHAT_AES_KEY must be the 43-character"),
+    ("HUIMIN_PORT", "eighty", "HUIMIN_PORT must be a number"),
+    ("HUIMIN_REDIS_URL", "localhost:6379", "HUIMIN_REDIS_URL must start with redis://"),
+    ("HUIMIN_WECHAT_TOKEN", "has space", "HUIMIN_WECHAT_TOKEN must be 3 to 32"),
+])
+def test_bad_settings_are_named_clearly(name: str, value: str, message: str) -> None:
+    result = huimin("wechat", "menu", extra_env={name: value})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_token_is_refused(database_url: str) -> None:
+    result = huimin("serve", database_url=database_url)
+    assert result.returncode == 2
+    assert "HUIMIN_WECHAT_TOKEN is required" in result.stderr
