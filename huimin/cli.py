@@ -16,6 +16,8 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "database_url": "sqlite+aiosqlite:///huimin-demo/huimin.db",
     "wechat_token": "huimindemo",
     "wechat_appid": "wxdemo0000000000",
+    # Demo only: a real deployment sets its own HUIMIN_SECRET_KEY.
+    "secret_key": "demo-secret-not-for-production",
     "demo": True,
 }
 

@@ -7,5 +7,6 @@ owning package's models directly.
 from bot import models as bot_models  # noqa: F401
 from content import models as content_models  # noqa: F401
 from huimin.db import Base
+from huimin.registry import models as registry_models  # noqa: F401
 
 metadata = Base.metadata

@@ -34,6 +34,10 @@ class Settings:
     wechat_appid: str | None = None
     wechat_aes_key: str | None = None
     county_file: Path = DEFAULT_COUNTY_FILE
+    # Derives the keys that encrypt and hash ID and phone numbers. Never commit it.
+    secret_key: str | None = None
+    sms_provider: str = "console"
+    sms_console_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     # Seconds we allow ourselves before answering WeChat with "success" and
@@ -94,8 +98,8 @@ def load_settings(
             values[f.name] = _parse_number(name, raw, float, 0.05)
         elif f.name == "demo":
             values[f.name] = _parse_bool(name, raw)
-        elif f.name == "county_file":
-            values[f.name] = Path(raw)
+        elif f.name in {"county_file", "sms_console_file"}:
+            values[f.name] = Path(raw) if raw.strip() else None
         else:
             values[f.name] = raw.strip() or None
     extra = {k: v for k, v in env.items() if k.startswith(PREFIX)}
@@ -123,8 +127,20 @@ def validate(settings: Settings) -> None:
     if settings.wechat_token is not None and not re.fullmatch(r"[A-Za-z0-9]{3,32}",
                                                               settings.wechat_token):
         raise SettingsError("HUIMIN_WECHAT_TOKEN must be 3 to 32 letters or digits")
-    if not settings.county_file.is_file():
+    if settings.secret_key is not None and len(settings.secret_key) < 16:
+        raise SettingsError("HUIMIN_SECRET_KEY must be at least 16 characters")
+    if settings.sms_provider not in {"console"}:
+        raise SettingsError("HUIMIN_SMS_PROVIDER must be one of: console")
+    if not settings.county_file or not settings.county_file.is_file():
         raise SettingsError(f"HUIMIN_COUNTY_FILE: no such file {str(settings.county_file)!r}")
+
+
+def require_secret(settings: Settings) -> str:
+    """ID and phone numbers cannot be stored or looked up without the secret key."""
+    if not settings.secret_key:
+        raise SettingsError("HUIMIN_SECRET_KEY is required to store or look up ID and phone "
+                            "numbers (at least 16 random characters, kept out of the repo)")
+    return settings.secret_key
 
 
 def require_wechat(settings: Settings) -> None:

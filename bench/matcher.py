@@ -1,0 +1,218 @@
+"""Matcher accuracy and speed: ``python -m bench.matcher``.
+
+(a) Accuracy of the shipped FAQ on ``tests/data/devset.yaml`` and
+``tests/data/holdout.yaml``: in-scope score (1 for a confident right answer,
+0.5 when the right entry is among the "did you mean" choices), the share of
+off-topic questions declined, wrong confident answers, and band counts.
+
+(b) Throughput of :meth:`bot.matcher.Matcher.match` on the shipped FAQ and on a
+synthetic FAQ (``bench.synthetic``), with the matcher's build time and the
+per-question latency. Matchers are built exactly as the bot builds them.
+
+Prints figures only; nothing here asserts on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.synthetic import synthetic_faq
+from bot.dialog import Guide
+from bot.matcher import Band, Matcher
+from content.load import ContentFiles, load_content_files
+from content.queries import PublishedContent
+from content.schema import FaqEntry
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
+SETS = ("devset", "holdout")
+TARGET_QPS = 1000.0  # on the 1000-entry FAQ
+MIN_CALLS = 3000
+
+
+def load_set(name: str) -> list[dict[str, Any]]:
+    with (DATA / f"{name}.yaml").open(encoding="utf-8") as fh:
+        return [{"q": str(item["q"]), "expect": item.get("expect")} for item in yaml.safe_load(fh)]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned table: first column left-aligned, the rest right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        out = []
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - _width(cell))
+            out.append(cell + pad if i == 0 else pad + cell)
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _width(text: str) -> int:
+    """Display width: CJK characters take two columns."""
+    return sum(2 if "\u2e80" <= ch <= "\uffef" else 1 for ch in text)
+
+
+def build_matcher(guide: Guide, entries: Sequence[FaqEntry], files: ContentFiles,
+                  ) -> tuple[Matcher, float]:
+    """The matcher as the bot builds it, and how long that took (seconds)."""
+    content = PublishedContent(tuple(("bench.yaml", e) for e in entries), files.dictionary, 1)
+    started = time.perf_counter()
+    matcher = guide.matcher(content)
+    return matcher, time.perf_counter() - started
+
+
+# ----- accuracy ---------------------------------------------------------------
+def accuracy(matcher: Matcher, items: list[dict[str, Any]]) -> dict[str, Any]:
+    r: dict[str, Any] = Counter()
+    bands: Counter[str] = Counter()
+    for item in items:
+        match = matcher.match(item["q"])
+        bands[match.band.value] += 1
+        expect = item["expect"]
+        if expect is None:
+            r["off"] += 1
+            if match.band is Band.UNKNOWN:
+                r["declined"] += 1
+            elif match.band is Band.ANSWER:
+                r["off_answered"] += 1
+            else:
+                r["off_choices"] += 1
+            continue
+        r["in"] += 1
+        if match.band is Band.ANSWER:
+            if match.faq_id == expect:
+                r["right"] += 1
+            else:
+                r["wrong"] += 1
+        elif match.band is Band.CHOICES and expect in match.choices:
+            r["choice_hit"] += 1
+        else:
+            r["missed"] += 1
+    r["score"] = r["right"] + 0.5 * r["choice_hit"]
+    r["wrong_confident"] = r["wrong"] + r["off_answered"]
+    return {"counts": r, "bands": bands}
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+
+
+def report_accuracy(matcher: Matcher) -> None:
+    print("== (a) accuracy, shipped FAQ ==")
+    results = {name: accuracy(matcher, load_set(name)) for name in SETS}
+    in_rows, off_rows = [], []
+    for name, result in results.items():
+        c, b = result["counts"], result["bands"]
+        in_rows.append([name, c["in"], f"{c['score']:g}", _pct(c["score"], c["in"]),
+                        c["right"], c["choice_hit"], c["wrong"], c["missed"]])
+        off_rows.append([name, c["off"], c["declined"], _pct(c["declined"], c["off"]),
+                         c["off_choices"], c["off_answered"], c["wrong_confident"],
+                         b["answer"], b["choices"], b["unknown"]])
+    print(table(["set", "in-scope", "score", "score%", "right answer", "right in choices",
+                 "wrong answer", "missed"], in_rows))
+    print()
+    print(table(["set", "off-topic", "declined", "declined%", "offered choices",
+                 "answered", "wrong confident (all)", "band answer", "band choices",
+                 "band unknown"], off_rows))
+    print()
+    for name, result in results.items():
+        c = result["counts"]
+        print(f"{name}: in-scope score {c['score']:g}/{c['in']} ({_pct(c['score'], c['in'])})")
+        print(f"{name}: off-topic declined {c['declined']}/{c['off']} "
+              f"({_pct(c['declined'], c['off'])})")
+        print(f"{name}: wrong confident answers {c['wrong_confident']} "
+              f"({c['wrong']} in-scope to the wrong entry, {c['off_answered']} off-topic)")
+        b = result["bands"]
+        print(f"{name}: bands answer {b['answer']}, choices {b['choices']}, "
+              f"unknown {b['unknown']}")
+    print()
+
+
+# ----- throughput -------------------------------------------------------------
+def throughput(matcher: Matcher, questions: list[str], min_calls: int) -> dict[str, float]:
+    """Time ``match`` over ``questions`` repeated to at least ``min_calls`` calls."""
+    for question in questions:  # warm caches (pinyin, codebooks) once
+        matcher.match(question)
+    repeats = -(-min_calls // len(questions))
+    calls = questions * repeats
+    latencies = []
+    gc.collect()
+    clock = time.perf_counter_ns
+    started = clock()
+    for question in calls:
+        t0 = clock()
+        matcher.match(question)
+        latencies.append(clock() - t0)
+    elapsed = (clock() - started) / 1e9
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"calls": len(calls), "seconds": elapsed, "qps": len(calls) / elapsed,
+            "p50": cuts[49] / 1e6, "p99": cuts[98] / 1e6,
+            "mean": statistics.fmean(latencies) / 1e6}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=1000,
+                        help="size of the synthetic FAQ (default 1000)")
+    parser.add_argument("--calls", type=int, default=MIN_CALLS,
+                        help=f"minimum match calls per FAQ (default {MIN_CALLS})")
+    args = parser.parse_args(argv)
+
+    import jieba
+
+    started = time.perf_counter()
+    jieba.initialize()  # once per process; not part of any matcher build below
+    jieba_seconds = time.perf_counter() - started
+    files = load_content_files()
+    guide = Guide.load()
+    shipped = [entry for _, entry in files.entries]
+    matcher, shipped_build = build_matcher(guide, shipped, files)
+
+    report_accuracy(matcher)
+
+    print(f"== (b) throughput: Matcher.match, one thread, >= {args.calls} calls per FAQ ==")
+    questions = [item["q"] for name in SETS for item in load_set(name)]
+    runs = [("shipped", shipped, shipped_build, throughput(matcher, questions, args.calls),
+             None)]
+    del matcher
+    synthetic = synthetic_faq(args.entries)
+    big, big_build = build_matcher(guide, synthetic, files)
+    runs.append((f"synthetic-{args.entries}", synthetic, big_build,
+                 throughput(big, questions, args.calls), TARGET_QPS))
+    rows = []
+    for name, entries, build, t, target in runs:
+        verdict = "-" if target is None else (
+            f">= {target:g}: {'met' if t['qps'] >= target else 'MISSED'}")
+        rows.append([name, len(entries), sum(1 + len(e.alternatives) for e in entries),
+                     f"{build:.2f}", t["calls"], f"{t['qps']:.0f}", f"{t['mean']:.2f}",
+                     f"{t['p50']:.2f}", f"{t['p99']:.2f}", verdict])
+    print(table(["FAQ", "entries", "phrasings", "build s", "calls", "q/s", "mean ms",
+                 "p50 ms", "p99 ms", "target q/s"], rows))
+    print(f"(jieba dictionary load, once per process before any build: {jieba_seconds:.2f} s; "
+          f"{len(questions)} distinct dev+holdout questions)")
+    print()
+    for name, entries, build, t, target in runs:
+        line = (f"{name} ({len(entries)} entries): {t['qps']:.0f} questions/s, "
+                f"p50 {t['p50']:.2f} ms, p99 {t['p99']:.2f} ms, matcher built in {build:.2f} s")
+        if target is not None:
+            line += (f"; target >= {target:g} q/s "
+                     f"{'met' if t['qps'] >= target else 'MISSED'}")
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

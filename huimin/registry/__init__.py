@@ -1,0 +1,11 @@
+"""The registry of beneficiaries and their applications, shared by bot, notify and admin.
+
+Programmes and stages are the bureau's own words, in the order it uses them.
+"""
+
+PROGRAMMES = ("低保", "特困供养", "临时救助", "困难残疾人生活补贴", "重度残疾人护理补贴",
+              "孤儿基本生活费")
+# In progress, in order, then the three ways an application ends.
+STAGES = ("申请", "核对", "调查", "审核", "公示", "审批")
+OUTCOMES = ("已批准", "未批准", "已撤回")
+ALL_STAGES = STAGES + OUTCOMES
