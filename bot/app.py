@@ -13,12 +13,16 @@ from sqlalchemy.exc import DBAPIError
 
 from bot.dialog import Bot, Guide, Snapshot
 from bot.models import LateReply
+from bot.status import StatusDesk
 from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
 from bot.webhook import WeChatEndpoint
 from content.load import load_county
 from content.queries import current_revision, load_published
 from huimin.db import Database
+from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
+from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat
+from notify.sms import sms_provider
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +79,22 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
             redis = Redis.from_url(settings.redis_url)
             ledger: Any = RedisLedger(redis)
             conversations: Any = RedisConversations(redis)
+            limiter: Any = RedisGuessLimiter(redis)
         else:
             ledger = DatabaseLedger(db)
             conversations = DatabaseConversations(db)
+            limiter = DatabaseGuessLimiter(db)
             await ledger.forget_old()
         guide = Guide.load()
         county = load_county(settings.county_file)
         snapshot = await load_snapshot(db, county, guide)
         bot = Bot(snapshot=snapshot, guide=guide, county=county,
                   conversations=conversations, db=db)
+        if not settings.secret_key:
+            log.warning("HUIMIN_SECRET_KEY is not set: the status lookup is switched off")
+        bot.status = StatusDesk(
+            db=db, vault=Vault(settings.secret_key) if settings.secret_key else None,
+            limiter=limiter, sms=sms_provider(settings), county=county, say=bot.say)
 
         async def deliver_late(openid: str, text: str) -> None:
             # Sent as a customer-service message by the notifier; kept until then.
@@ -105,6 +116,7 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         await endpoint.drain()
+        await bot.status.drain()
         if redis is not None:
             await redis.aclose()
         await db.dispose()

@@ -19,6 +19,7 @@ from sqlalchemy import update
 
 from bot.matcher import Band, Match, Matcher
 from bot.models import AskedQuestion, Follower
+from bot.status import StatusDesk
 from bot.store import ConversationStore
 from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
 from content.queries import PublishedContent
@@ -133,6 +134,7 @@ class Bot:
     county: Mapping[str, Any]
     conversations: ConversationStore
     db: Database
+    status: StatusDesk | None = None
     stats: dict[str, int] = field(default_factory=dict)
 
     def say(self, template: str, **values: Any) -> str:
@@ -179,13 +181,24 @@ class Bot:
             return await self.show_topic(openid, int(action["topic"]))
         if "faq" in action:
             return await self.give_answer(openid, str(action["faq"]))
+        if "status" in action and self.status is not None:
+            reply, state = await self.status.start(openid)
+            await self.conversations.put(openid, state)
+            return reply
         return self.say("menu.j2")
 
     async def answer_text(self, openid: str, text: str) -> str:
         matcher = self.snapshot.matcher
         cleaned = matcher.normalise.clean(text)
+        state = await self.conversations.get(openid)
+        if self.status is not None:
+            handled = await self.status.handle(openid, text, cleaned, state)
+            if handled is not None:
+                reply, new_state = handled
+                await self.conversations.put(openid, new_state)
+                return reply
         if _DIGITS.match(cleaned):
-            return await self.answer_number(openid, int(cleaned))
+            return await self.answer_number(openid, int(cleaned), state)
         intent = self.intent_of(cleaned)
         if intent == "greeting":
             return self.say("greeting.j2")
@@ -195,7 +208,6 @@ class Bot:
             await self.conversations.put(openid, {})
             return self.say("menu.j2")
         if intent == "more":
-            state = await self.conversations.get(openid)
             detail = self.snapshot.details.get(str(state.get("last_faq")))
             return detail or self.say("no_details.j2")
         match = matcher.match(text)
@@ -220,8 +232,7 @@ class Bot:
         await self.conversations.put(openid, state)
         return reply_to_match(match, self.snapshot, self.county, self.guide)
 
-    async def answer_number(self, openid: str, number: int) -> str:
-        state = await self.conversations.get(openid)
+    async def answer_number(self, openid: str, number: int, state: dict[str, Any]) -> str:
         choices = state.get("choices") or []
         if choices:
             if state.get("kind") == "did_you_mean" and number == 0:

@@ -18,7 +18,10 @@ from tests.wechat import APPID, TOKEN
 TEST_DATABASE_URL = os.environ.get("HUIMIN_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("HUIMIN_TEST_REDIS_URL")
 VOLATILE_TABLES = ("asked_questions", "followers", "handled_messages", "conversations",
-                   "late_replies", "faq_entries", "dictionary_entries", "content_revisions")
+                   "late_replies", "faq_entries", "dictionary_entries", "content_revisions",
+                   "access_log", "verification_codes", "delegate_invitations", "bindings",
+                   "status_changes", "applications", "beneficiaries", "guess_counters")
+SECRET_KEY = "test-secret-key-0123456789"
 
 
 async def _reset_postgres(url: str) -> None:
@@ -91,13 +94,15 @@ def _has_tables() -> bool:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    """Settings for a bot in plain and safe mode, on this test's database."""
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for a bot in plain and safe mode, on this test's database; SMS go to
+    ``tmp_path / "sms.jsonl"`` through the console provider."""
     if TEST_REDIS_URL:
         asyncio.run(_flush_redis(TEST_REDIS_URL))
     return Settings(database_url=database_url, wechat_token=TOKEN, wechat_appid=APPID,
                     wechat_aes_key="abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
-                    redis_url=TEST_REDIS_URL)
+                    redis_url=TEST_REDIS_URL, secret_key=SECRET_KEY,
+                    sms_console_file=tmp_path / "sms.jsonl")
 
 
 @pytest.fixture

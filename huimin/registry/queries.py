@@ -100,11 +100,10 @@ def _differs(old: Any, new: Any) -> bool:
     return bool(old != new)
 
 
-async def find_beneficiary(session: AsyncSession, vault: Vault, id_number: str,
+async def find_beneficiary(session: AsyncSession, id_hash: str,
                            name: str) -> Beneficiary | None:
-    """The beneficiary with this ID number and name, if both match."""
-    person = await session.scalar(
-        select(Beneficiary).where(Beneficiary.id_hash == vault.lookup_hash(id_number)))
+    """The beneficiary with this ID number (by its keyed hash) and name, if both match."""
+    person = await session.scalar(select(Beneficiary).where(Beneficiary.id_hash == id_hash))
     if person is None or person.name != name:
         return None
     return person

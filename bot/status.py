@@ -1,0 +1,301 @@
+"""'Where is my application?': the verified binding and the status lookup.
+
+A person proves who they are with ID number + name + a 6-digit SMS code sent to
+the phone on record; the bot answers identically whether or not the ID exists.
+Then "查进度" shows each application with only masked data and stage names.
+A bound beneficiary can invite one family member or village assistant. Every
+lookup and every change of access is written to the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from sqlalchemy import and_, select
+
+from content import CONTENT_DIR
+from huimin.db import Database, utcnow
+from huimin.limits import GuessLimiter
+from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
+from huimin.registry import queries
+from huimin.registry.models import Beneficiary, VerificationCode
+from notify.sms import SmsProvider, render_sms
+
+log = logging.getLogger(__name__)
+CODE_TTL = timedelta(minutes=5)
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
+_ID_IN_MESSAGE = re.compile(r"\d{17}[\dXx]|\d{15,19}[Xx]?")
+_LABELS = re.compile(r"身份证号码|身份证号|身份证|号码|姓名|名字|我叫|我是|本人|是")
+_NAME = re.compile(r"^[\u3400-\u9fff·]{2,6}$")
+_CODE = re.compile(r"^\d{6}$")
+_INVITE = re.compile(r"^(?:绑定|邀请码)\s*([A-Za-z0-9]{8})$")
+INVITE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+STAGE_WORDS: dict[str, str] = yaml.safe_load(
+    (CONTENT_DIR / "stages.yaml").read_text(encoding="utf-8"))
+
+COMMANDS = {
+    "start": {"查进度", "查询进度", "进度查询", "我的申请", "查申请", "申请进度", "查我的申请"},
+    "unbind": {"解除绑定", "取消绑定", "解绑"},
+    "invite": {"授权家人", "邀请家人", "添加家人", "家人代查"},
+    "revoke_delegates": {"取消授权", "收回授权"},
+}
+
+
+def split_identity(text: str) -> tuple[str | None, str | None]:
+    """Pull an ID number and a name out of one message (either may be missing)."""
+    compact = re.sub(r"[\s,，.。:：;；、/|]+", " ", text).strip()
+    found = _ID_IN_MESSAGE.search(compact.replace(" ", ""))
+    id_part = found.group(0) if found else None
+    rest = compact
+    if id_part:
+        rest = rest.replace(" ", "").replace(id_part, " ")
+    rest = _LABELS.sub(" ", rest)
+    names = [w for w in rest.split() if _NAME.match(w)]
+    return id_part, (names[0] if len(names) == 1 else None)
+
+
+@dataclass
+class StatusDesk:
+    """Runs the binding flow and answers status lookups."""
+
+    db: Database
+    vault: Vault | None
+    limiter: GuessLimiter
+    sms: SmsProvider
+    county: dict[str, Any]
+    say: Callable[..., str]
+    pending: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # ----- commands -------------------------------------------------------------
+    def command_of(self, cleaned: str) -> str | None:
+        for command, words in COMMANDS.items():
+            if cleaned in words:
+                return command
+        return None
+
+    async def handle(self, openid: str, text: str, cleaned: str,
+                     state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The reply and the new state, or None when this is not about status."""
+        if self.vault is None:
+            if self.command_of(cleaned) or state.get("flow") == "bind":
+                log.error("HUIMIN_SECRET_KEY is not set: status lookup is unavailable")
+                return self.say("status_unavailable.j2"), {}
+            return None
+        command = self.command_of(cleaned)
+        invite = _INVITE.match(text.strip())
+        if command == "start":
+            return await self.start(openid)
+        if command == "unbind":
+            return await self.unbind(openid), {}
+        if command == "invite":
+            return await self.invite(openid), {}
+        if command == "revoke_delegates":
+            return await self.revoke_delegates(openid), {}
+        if invite:
+            return await self.redeem(openid, invite.group(1).upper()), {}
+        if state.get("flow") == "bind":
+            return await self.continue_binding(openid, text, state)
+        return None
+
+    async def start(self, openid: str) -> tuple[str, dict[str, Any]]:
+        async with self.db.session() as session:
+            binding = await queries.active_binding(session, openid)
+        if binding is not None:
+            return await self.show(openid, binding.beneficiary_id), {}
+        return self.say("status_ask_identity.j2"), {"flow": "bind", "step": "identity"}
+
+    # ----- binding --------------------------------------------------------------
+    async def continue_binding(self, openid: str, text: str,
+                               state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        if state.get("step") == "code":
+            if _CODE.match(text.strip()):
+                return await self.check_code(openid, text.strip(), state), {}
+            return None  # anything else leaves the flow and is answered normally
+        id_part, name = split_identity(text)
+        if id_part is None and name is None:
+            return None
+        if id_part is not None:
+            try:
+                id_number = normalise_id(id_part)
+            except PersonalDataError as exc:
+                return self.say("status_bad_id.j2", reason=str(exc)), state
+            state = {**state, "id_hash": self.vault_.lookup_hash(id_number)}
+        if name is not None:
+            state = {**state, "name": name}
+        if "id_hash" not in state:
+            return self.say("status_ask_id.j2"), state
+        if "name" not in state:
+            return self.say("status_ask_name.j2"), state
+        return await self.send_code(openid, state["id_hash"], state["name"])
+
+    @property
+    def vault_(self) -> Vault:
+        assert self.vault is not None
+        return self.vault
+
+    async def _lock_reply(self, *keys: str) -> str | None:
+        ends = [until for key in keys if (until := await self.limiter.locked_until(key))]
+        if not ends:
+            return None
+        return self.say("status_locked.j2", until=lock_time_text(max(ends)))
+
+    async def send_code(self, openid: str, id_hash: str,
+                        name: str) -> tuple[str, dict[str, Any]]:
+        keys = (f"openid:{openid}", f"id:{id_hash}")
+        locked = await self._lock_reply(*keys)
+        if locked:
+            return locked, {}
+        for key in keys:
+            await self.limiter.record_try(key)
+        code = f"{secrets.randbelow(10**6):06d}"
+        async with self.db.session() as session:
+            person = await queries.find_beneficiary(session, id_hash, name)
+            session.add(VerificationCode(
+                openid=openid, beneficiary_id=person.id if person else None,
+                code_hash=self.vault_.code_hash(code, openid), expires_at=utcnow() + CODE_TTL))
+            await queries.log_access(session, f"wechat:{openid}",
+                                     person.id if person else None, "verification_requested")
+            phone = (self.vault_.decrypt(person.phone_encrypted)
+                     if person is not None and person.phone_encrypted else None)
+        if phone:
+            # Sent after the reply, so the reply takes the same time either way.
+            self._background(self._send_sms(phone, code))
+        return self.say("status_code_sent.j2"), {"flow": "bind", "step": "code",
+                                                 "id_hash": id_hash}
+
+    async def _send_sms(self, phone: str, code: str) -> None:
+        text = render_sms("verification_code.j2", self.county, code=code)
+        result = await self.sms.send(phone, text)
+        if not result.accepted:
+            log.warning("verification SMS not accepted by %s: %s", result.provider, result.error)
+
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    async def check_code(self, openid: str, code: str, state: dict[str, Any]) -> str:
+        keys = [f"openid:{openid}"] + ([f"id:{state['id_hash']}"] if "id_hash" in state else [])
+        locked = await self._lock_reply(*keys)
+        if locked:
+            return locked
+        now = utcnow()
+        async with self.db.session() as session:
+            latest = await session.scalar(
+                select(VerificationCode)
+                .where(and_(VerificationCode.openid == openid, VerificationCode.used_at.is_(None)))
+                .order_by(VerificationCode.id.desc()).limit(1))
+            expires = latest.expires_at if latest else None
+            if expires is not None and expires.tzinfo is None:
+                expires = expires.replace(tzinfo=now.tzinfo)
+            good = (latest is not None and latest.beneficiary_id is not None
+                    and expires is not None and expires > now
+                    and hmac.compare_digest(latest.code_hash, self.vault_.code_hash(code, openid)))
+            if good:
+                assert latest is not None and latest.beneficiary_id is not None
+                latest.used_at = now
+                await queries.bind(session, openid, latest.beneficiary_id, "self",
+                                   granted_by=f"wechat:{openid}")
+                await queries.log_access(session, f"wechat:{openid}", latest.beneficiary_id,
+                                         "bound", role="self")
+                beneficiary_id = latest.beneficiary_id
+        if not good:
+            lock = None
+            for key in keys:
+                lock = await self.limiter.record_try(key) or lock
+            if lock:
+                return await self._lock_reply(*keys) or ""
+            return self.say("status_wrong_code.j2", tries_left=None)
+        for key in keys:
+            await self.limiter.clear(key)
+        return self.say("status_bound.j2") + "\n\n" + await self.show(openid, beneficiary_id)
+
+    # ----- lookups and access ------------------------------------------------------
+    async def show(self, openid: str, beneficiary_id: int) -> str:
+        async with self.db.session() as session:
+            person = await session.get(Beneficiary, beneficiary_id)
+            applications = await queries.applications_of(session, beneficiary_id)
+            await queries.log_access(session, f"wechat:{openid}", beneficiary_id, "status_view",
+                                     applications=len(applications))
+        assert person is not None
+        return self.say(
+            "status_applications.j2", masked_name=mask_name(person.name),
+            applications=[{
+                "programme": a.programme, "number": a.number, "stage": a.stage,
+                "stage_words": STAGE_WORDS.get(a.stage, ""),
+                "stage_date": f"{a.stage_date.year}年{a.stage_date.month}月{a.stage_date.day}日",
+                "next_step": a.next_step,
+            } for a in applications])
+
+    async def unbind(self, openid: str) -> str:
+        async with self.db.session() as session:
+            binding = await queries.active_binding(session, openid)
+            count = await queries.revoke_bindings(session, openid=openid, by=f"wechat:{openid}")
+            if binding is not None:
+                await queries.log_access(session, f"wechat:{openid}", binding.beneficiary_id,
+                                         "unbound", role=binding.role)
+        return self.say("status_unbound.j2", count=count)
+
+    async def invite(self, openid: str) -> str:
+        code = "".join(secrets.choice(INVITE_ALPHABET) for _ in range(8))
+        async with self.db.session() as session:
+            binding = await queries.active_binding(session, openid)
+            if binding is None or binding.role != "self":
+                return self.say("status_invite_self_only.j2")
+            await queries.create_invitation(session, self.vault_, binding.beneficiary_id, code,
+                                            created_by=f"wechat:{openid}")
+            await queries.log_access(session, f"wechat:{openid}", binding.beneficiary_id,
+                                     "delegate_invited")
+        return self.say("status_invitation.j2", code=code)
+
+    async def redeem(self, openid: str, code: str) -> str:
+        key = f"openid:{openid}"
+        locked = await self._lock_reply(key)
+        if locked:
+            return locked
+        async with self.db.session() as session:
+            invitation = await queries.redeem_invitation(session, self.vault_, code,
+                                                         used_by=f"wechat:{openid}")
+            if invitation is not None:
+                await queries.bind(session, openid, invitation.beneficiary_id, "delegate",
+                                   granted_by=invitation.created_by)
+                await queries.log_access(session, f"wechat:{openid}",
+                                         invitation.beneficiary_id, "bound", role="delegate")
+                person = await session.get(Beneficiary, invitation.beneficiary_id)
+        if invitation is None:
+            await self.limiter.record_try(key)
+            return self.say("status_bad_invitation.j2")
+        assert person is not None
+        return self.say("status_delegate_bound.j2", masked_name=mask_name(person.name))
+
+    async def revoke_delegates(self, openid: str) -> str:
+        async with self.db.session() as session:
+            binding = await queries.active_binding(session, openid)
+            if binding is None or binding.role != "self":
+                return self.say("status_invite_self_only.j2")
+            count = await queries.revoke_bindings(
+                session, beneficiary_id=binding.beneficiary_id, role="delegate",
+                by=f"wechat:{openid}")
+            await queries.log_access(session, f"wechat:{openid}", binding.beneficiary_id,
+                                     "delegates_revoked", count=count)
+        return self.say("status_delegates_revoked.j2", count=count)
+
+    async def drain(self) -> None:
+        while self.pending:
+            await asyncio.gather(*list(self.pending), return_exceptions=True)
+
+
+def lock_time_text(until: datetime) -> str:
+    """'11月29日18:05' in the county's time zone."""
+    local = until.astimezone(LOCAL_TIME)
+    return f"{local.month}月{local.day}日{local:%H:%M}"

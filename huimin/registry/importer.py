@@ -1,0 +1,496 @@
+"""Import the bureau's application list (CSV or XLSX, Chinese column headers).
+
+The file is the list staff export from the bureau's own system, or type in Excel:
+one row per application. Headers are matched after dropping spaces and anything in
+brackets (``月补助金额（元）`` is ``月补助金额``), with the common aliases each system
+uses (``身份证号码``, ``联系电话``, ``救助项目`` …). A file without one of the required
+columns is refused as a whole; otherwise every good row is saved, each in its own
+transaction, and every bad row is reported with the line number the user sees in
+Excel or a text editor and a reason in plain Chinese. A reason never contains an ID
+or phone number.
+
+Decisions:
+
+- A 申请编号 that already appeared on an earlier line of the same file is an error
+  on the later line ("申请编号重复（第N行已出现）"); the earlier line is kept. The
+  number is an application's identity, so a later row silently overwriting an
+  earlier one would hide a mistake in the file.
+- One person (the same 身份证号) on two lines with a different 姓名, 手机号 or 乡镇 is
+  an error on the later line: either would overwrite the other, and importing the same
+  file again would then not be a no-op.
+- An ID number stored by Excel as a number (``3.41323E+17``, or a numeric XLSX cell)
+  has lost its last digits, and is reported as such rather than as a bad check digit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import unicodedata
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from huimin.db import Database
+from huimin.personal import PersonalDataError, Vault, mask_text, normalise_id, normalise_phone
+from huimin.registry import ALL_STAGES, PROGRAMMES
+from huimin.registry.queries import ApplicationRecord, save_application
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("申请编号", "姓名", "身份证号", "乡镇", "项目", "环节", "环节日期")
+OPTIONAL = ("手机号", "下一步", "复核日期", "月补助金额")
+COLUMNS = REQUIRED + OPTIONAL
+
+# Other names for the columns, as headers are compared (no spaces, no brackets).
+ALIASES: dict[str, str] = {
+    "申请号": "申请编号", "申请单号": "申请编号", "业务编号": "申请编号", "编号": "申请编号",
+    "申请人": "姓名", "申请人姓名": "姓名", "救助对象姓名": "姓名",
+    "身份证号码": "身份证号", "公民身份号码": "身份证号", "身份证": "身份证号",
+    "证件号码": "身份证号", "申请人身份证号": "身份证号", "申请人身份证号码": "身份证号",
+    "乡镇街道": "乡镇", "乡镇/街道": "乡镇", "所属乡镇": "乡镇",
+    "救助项目": "项目", "保障类别": "项目", "救助类别": "项目", "保障项目": "项目",
+    "当前环节": "环节", "办理环节": "环节", "办理状态": "环节", "当前状态": "环节",
+    "办理日期": "环节日期", "环节时间": "环节日期",
+    "手机": "手机号", "手机号码": "手机号", "联系电话": "手机号", "电话": "手机号",
+    "联系方式": "手机号",
+    "下一步说明": "下一步", "办理提示": "下一步",
+    "下次复核日期": "复核日期", "复核时间": "复核日期",
+    "月补助": "月补助金额", "月保障金额": "月补助金额", "补助金额": "月补助金额",
+    "月补助标准": "月补助金额", "保障金额": "月补助金额",
+}
+
+# The bureau's older or shorter names for its programmes.
+PROGRAMME_ALIASES: dict[str, str] = {
+    "最低生活保障": "低保", "城乡低保": "低保", "农村低保": "低保", "城市低保": "低保",
+    "特困": "特困供养", "五保": "特困供养", "五保供养": "特困供养",
+    "特困人员供养": "特困供养", "特困人员救助供养": "特困供养",
+    "残疾人生活补贴": "困难残疾人生活补贴",
+    "护理补贴": "重度残疾人护理补贴", "残疾人护理补贴": "重度残疾人护理补贴",
+    "孤儿": "孤儿基本生活费", "孤儿基本生活保障": "孤儿基本生活费",
+}
+
+STAGE_ALIASES: dict[str, str] = {
+    "批准": "已批准", "审批通过": "已批准", "已通过": "已批准",
+    "不批准": "未批准", "不予批准": "未批准", "未通过": "未批准",
+    "撤回": "已撤回", "申请撤回": "已撤回",
+}
+
+NUMERIC_ID = "身份证号被Excel当成了数字，后几位已经丢了，请把这一列设为文本后重新填写"
+HEADER_SEARCH_ROWS = 10  # a title row or two above the headers is allowed
+MAX_AMOUNT = Decimal("99999999.99")  # Numeric(10, 2)
+
+_BRACKETED = re.compile(r"[(\[【][^)\]】]*[)\]】]")
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+_DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
+                   r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
+_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_SCIENTIFIC = re.compile(r"\d+(?:\.\d+)?[eE][+-]?\d+|\d{15,}\.0+")
+_AMOUNT = re.compile(r"-?\d+(?:\.\d+)?")
+_DIGIT_RUN = re.compile(r"\d{7,}")
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported (type, encoding, missing columns)."""
+
+
+class RowError(ValueError):
+    """One row cannot be imported; the message is the reason, in plain Chinese."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+    def summary(self) -> str:
+        return (f"新增 {self.added} 条，更新 {self.updated} 条，未变 {self.unchanged} 条，"
+                f"出错 {len(self.errors)} 行")
+
+    def error_lines(self) -> list[str]:
+        """One line per bad row, for printing: "第5行：身份证号校验位不对，请核对"."""
+        return [f"第{line}行：{reason}" for line, reason in self.errors]
+
+
+# --- reading ----------------------------------------------------------------------------
+
+def column_name(header: str) -> str | None:
+    """The column a header means (one of COLUMNS), or None for a column we do not use."""
+    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", header))
+    text = re.sub(r"\s+", "", text)
+    text = _BRACKETED.sub("", text).strip("*＊:：")
+    if text in COLUMNS:
+        return text
+    return ALIASES.get(text)
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, {column: value}) for each non-empty row after the header.
+
+    Values are stripped strings keyed by the column names in COLUMNS; columns we do
+    not use are left out. Raises ImportFileError when the file cannot be read or a
+    required column is missing (before yielding anything).
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = _csv_rows(path)
+    elif suffix == ".xlsx":
+        rows = _xlsx_rows(path)
+    else:
+        raise ImportFileError("只支持 .csv 和 .xlsx 文件")
+    columns: dict[int, str] | None = None
+    first_header: tuple[int, list[str]] | None = None
+    searched = 0
+    for line, cells in rows:
+        if not any(cells):
+            continue
+        if columns is None:
+            found = _header_columns(line, cells)
+            if first_header is None:
+                first_header = (line, cells)
+            if all(name in found.values() for name in REQUIRED):
+                columns = found
+                continue
+            searched += 1
+            if searched >= HEADER_SEARCH_ROWS:
+                break
+            continue
+        yield line, {name: cells[i] if i < len(cells) else "" for i, name in columns.items()}
+    if columns is None:
+        if first_header is None:
+            raise ImportFileError("文件是空的，没有表头")
+        found = _header_columns(*first_header)
+        missing = [name for name in REQUIRED if name not in found.values()]
+        raise ImportFileError(f"文件缺少这些列：{'、'.join(missing)}"
+                              f"（第{first_header[0]}行应为表头）")
+
+
+def _header_columns(line: int, cells: list[str]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    headers: dict[str, list[str]] = {}
+    for index, header in enumerate(cells):
+        name = column_name(header)
+        if name is not None:
+            found[index] = name
+            headers.setdefault(name, []).append(header)
+    for name, same in headers.items():
+        if len(same) > 1:
+            raise ImportFileError(f"第{line}行有几列都是“{name}”：{'、'.join(same)}，"
+                                  f"请只留一列")
+    return found
+
+
+def _clean(value: str) -> str:
+    return _INVISIBLE.sub("", value).strip()
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImportFileError(f"打不开文件：{path.name}") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            raise ImportFileError("看不懂文件的编码，请另存为“CSV UTF-8”格式") from exc
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if "\t" in first and "," not in first and "，" not in first else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    line = 1
+    try:
+        for cells in reader:
+            yield line, [_clean(cell) for cell in cells]
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise ImportFileError(f"第{line}行附近的格式不对（引号没有配对？）") from exc
+
+
+def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError) as exc:
+        raise ImportFileError(f"打不开这个 Excel 文件：{path.name}（请另存为 .xlsx 后再试）"
+                              ) from exc
+    try:
+        sheet = book.worksheets[0]
+        sheet.reset_dimensions()  # some exporters write a wrong size; read every row
+        columns: dict[int, str] = {}
+        for line, row in enumerate(sheet.iter_rows(values_only=True), start=1):
+            cells = [_cell_text(value, columns.get(i)) for i, value in enumerate(row)]
+            if not columns and any(cells):
+                # Until the header is found, guess it is this row: it decides how the
+                # cells below are read (an ID number typed as a number, a date serial).
+                guess = {i: name for i, cell in enumerate(cells)
+                         if (name := column_name(cell)) is not None}
+                if all(name in guess.values() for name in REQUIRED):
+                    columns = guess
+            yield line, cells
+    finally:
+        book.close()
+
+
+def _cell_text(value: object, column: str | None) -> str:
+    """One XLSX cell as the text the user typed."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time(0) else value.isoformat(" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, int | float):
+        if column == "身份证号":
+            # Excel keeps 15 significant digits: the number has lost the ID's last ones.
+            return f"{float(value):.5E}"
+        if column in ("环节日期", "复核日期") and 20000 <= value <= 80000:
+            from openpyxl.utils.datetime import from_excel
+
+            return from_excel(value).date().isoformat()  # a date cell without a date format
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return repr(value) if isinstance(value, float) else str(value)
+    return _clean(str(value))
+
+
+# --- checking ---------------------------------------------------------------------------
+
+def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
+    """Check one row's values; raises RowError naming every problem in the row."""
+    problems: list[str] = []
+
+    def text(column: str) -> str:
+        return unicodedata.normalize("NFKC", _clean(values.get(column) or ""))
+
+    number = text("申请编号")
+    if not number:
+        problems.append("申请编号是空的")
+    elif len(number) > 40:
+        problems.append("申请编号太长（最多40个字符）")
+
+    name = _name(_clean(values.get("姓名") or ""), problems)
+
+    id_number = ""
+    raw_id = text("身份证号").lstrip("'")
+    if not raw_id:
+        problems.append("身份证号是空的")
+    elif _SCIENTIFIC.fullmatch(raw_id):
+        problems.append(NUMERIC_ID)
+    else:
+        try:
+            id_number = normalise_id(raw_id)
+        except PersonalDataError as exc:
+            problems.append(str(exc))
+
+    phone: str | None = None
+    raw_phone = text("手机号").lstrip("'")
+    if raw_phone:
+        try:
+            phone = normalise_phone(raw_phone)
+        except PersonalDataError as exc:
+            problems.append(str(exc))
+
+    township = text("乡镇")
+    if not township:
+        problems.append("乡镇是空的")
+    elif len(township) > 32:
+        problems.append("乡镇名称太长（最多32个字）")
+
+    programme = _choice(text("项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES, problems)
+    stage = _choice(text("环节"), "环节", ALL_STAGES, STAGE_ALIASES, problems)
+    stage_date = _date(text("环节日期"), "环节日期", problems, required=True)
+    recheck_due = _date(text("复核日期"), "复核日期", problems, required=False)
+    amount = _amount(text("月补助金额"), problems)
+
+    next_step = re.sub(r"\s+", " ", _clean(values.get("下一步") or ""))
+    if len(next_step) > 200:
+        problems.append("下一步太长（最多200个字）")
+
+    if problems:
+        raise RowError("；".join(problems))
+    assert stage_date is not None and programme is not None and stage is not None
+    return ApplicationRecord(
+        number=number, name=name, id_number=id_number, phone=phone, township=township,
+        programme=programme, stage=stage, stage_date=stage_date, next_step=next_step,
+        recheck_due=recheck_due, monthly_amount=amount)
+
+
+def _shown(value: str) -> str:
+    """A cell's value quoted in a reason: short, and never an ID or phone number."""
+    value = _DIGIT_RUN.sub("…", mask_text(value))
+    return value if len(value) <= 20 else value[:20] + "…"
+
+
+def _name(raw: str, problems: list[str]) -> str:
+    name = unicodedata.normalize("NFKC", raw)
+    # Spaces padding a Chinese name out to line up in Excel: 张  三.
+    name = re.sub(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])", "", name)
+    name = re.sub(r"\s+", " ", name)
+    if not name:
+        problems.append("姓名是空的")
+    elif not 2 <= len(name) <= 20:
+        problems.append("姓名应为2到20个字")
+    elif re.search(r"\d", name):
+        problems.append("姓名里不应有数字")
+    return name
+
+
+def _choice(value: str, column: str, allowed: tuple[str, ...], aliases: dict[str, str],
+            problems: list[str]) -> str | None:
+    compact = re.sub(r"\s+", "", value)
+    if compact in allowed:
+        return compact
+    if compact in aliases:
+        return aliases[compact]
+    if not compact:
+        problems.append(f"{column}是空的")
+    else:
+        problems.append(f"{column}“{_shown(value)}”不认识，应为：{'、'.join(allowed)}")
+    return None
+
+
+def _date(value: str, column: str, problems: list[str], *, required: bool) -> date | None:
+    if not value:
+        if required:
+            problems.append(f"{column}是空的")
+        return None
+    match = _DATE.fullmatch(value) or _COMPACT_DATE.fullmatch(value)
+    if match:
+        try:
+            day = date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            problems.append(f"{column}“{_shown(value)}”不是真实的日期")
+            return None
+        if 1990 <= day.year <= 2100:
+            return day
+    problems.append(f"{column}“{_shown(value)}”看不懂，请写成 2026-11-28 这样")
+    return None
+
+
+def _amount(value: str, problems: list[str]) -> Decimal | None:
+    value = re.sub(r"[,，\s]", "", value).removesuffix("元").lstrip("¥￥")
+    if not value:
+        return None
+    if not _AMOUNT.fullmatch(value):
+        problems.append(f"月补助金额“{_shown(value)}”不是数字")
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        problems.append(f"月补助金额“{_shown(value)}”不是数字")
+        return None
+    if amount < 0:
+        problems.append("月补助金额不能是负数")
+    elif amount != amount.quantize(Decimal("0.01")):
+        problems.append("月补助金额最多两位小数（到分）")
+    elif amount > MAX_AMOUNT:
+        problems.append("月补助金额太大")
+    else:
+        return amount.quantize(Decimal("0.01"))
+    return None
+
+
+# --- importing --------------------------------------------------------------------------
+
+@dataclass
+class _Seen:
+    """What earlier lines of the file said, to catch duplicates and contradictions."""
+
+    numbers: dict[str, int] = field(default_factory=dict)
+    people: dict[str, tuple[int, ApplicationRecord]] = field(default_factory=dict)
+
+    def check(self, line: int, values: Mapping[str, str],
+              record: ApplicationRecord | None) -> str | None:
+        number = unicodedata.normalize("NFKC", _clean(values.get("申请编号") or ""))
+        if number:
+            if number in self.numbers:
+                return f"申请编号重复（第{self.numbers[number]}行已出现）"
+            self.numbers[number] = line
+        if record is None:
+            return None
+        earlier = self.people.get(record.id_number)
+        if earlier is None:
+            self.people[record.id_number] = (line, record)
+            return None
+        first_line, first = earlier
+        differs = [label for label, a, b in (("姓名", first.name, record.name),
+                                             ("乡镇", first.township, record.township))
+                   if a != b]
+        if first.phone and record.phone and first.phone != record.phone:
+            differs.append("手机号")
+        if differs:
+            return f"同一个身份证号在第{first_line}行的{'、'.join(differs)}和这一行不一样"
+        return None
+
+
+async def import_applications(db: Database, vault: Vault, path: Path,
+                              source: str = "import") -> ImportReport:
+    """Import every good row of the file; bad rows are reported, not saved.
+
+    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
+    a required column. Each row is saved in its own transaction.
+    """
+    report = ImportReport()
+    seen = _Seen()
+    for line, values in read_rows(path):
+        record: ApplicationRecord | None = None
+        reasons: list[str] = []
+        try:
+            record = parse_record(values)
+        except RowError as exc:
+            reasons.append(exc.reason)
+        conflict = seen.check(line, values, record)
+        if conflict:
+            reasons.insert(0, conflict)
+        if reasons or record is None:
+            report.errors.append((line, "；".join(reasons)))
+            continue
+        outcome = await _save(db, vault, record, source, line)
+        if outcome == "added":
+            report.added += 1
+        elif outcome == "updated":
+            report.updated += 1
+        elif outcome == "unchanged":
+            report.unchanged += 1
+        else:
+            report.errors.append((line, outcome))
+    log.info("imported %s: %s", path.name, report.summary())
+    return report
+
+
+async def _save(db: Database, vault: Vault, record: ApplicationRecord, source: str,
+                line: int) -> str:
+    """Save one row in its own transaction: its outcome, or the reason it failed."""
+    for attempt in (1, 2):
+        try:
+            async with db.session() as session:
+                return await save_application(session, vault, record, source)
+        except IntegrityError as exc:
+            # Most likely another import saving the same person or number at the same
+            # moment: the second try finds the row it saved.
+            log.warning("line %d: integrity error (attempt %d): %s", line, attempt,
+                        type(exc.orig).__name__)
+        except SQLAlchemyError as exc:
+            # The message would quote the row's values; log the kind of failure only.
+            log.warning("line %d: database error: %s", line, type(exc).__name__)
+            return "保存到数据库时出错，请稍后重试或联系管理员"
+    return "保存时和别的数据冲突，请核对申请编号和身份证号"

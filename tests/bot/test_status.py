@@ -1,0 +1,240 @@
+"""The verified binding and the status lookup, end to end through signed webhook requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from huimin.db import Database, utcnow
+from huimin.personal import Vault
+from huimin.registry.models import AccessLogEntry, Binding, VerificationCode
+from huimin.registry.queries import ApplicationRecord, save_application
+from huimin.settings import Settings
+from tests.conftest import SECRET_KEY
+from tests.wechat import reply_text, signed_query, text_xml
+
+ID = "34132319620817004X"
+PHONE = "13800138000"
+OTHER_VALID_ID = "110101199003074477"  # valid check digit, not in the registry
+
+
+@pytest.fixture
+async def registry(settings: Settings) -> Settings:
+    """张桂兰's 低保 application at stage 审核, plus a second applicant."""
+    db = Database(settings.database_url)
+    vault = Vault(SECRET_KEY)
+    async with db.session() as session:
+        await save_application(session, vault, ApplicationRecord(
+            number="LZ-2026-0017", name="张桂兰", id_number=ID, phone=PHONE, township="娄庄镇",
+            programme="低保", stage="审核", stage_date=date(2026, 11, 20),
+            next_step="乡镇审核后会在村里公示7天"), source="test")
+    await db.dispose()
+    return settings
+
+
+async def say(client, text: str, openid: str = "user-1") -> str:  # type: ignore[no-untyped-def]
+    response = await client.post("/wechat", params=signed_query(),
+                                  data=text_xml(text, openid=openid))
+    assert response.status == 200
+    return reply_text(await response.text())
+
+
+async def sms_lines(settings: Settings, expected: int, wait: float = 3.0) -> list[dict]:
+    path = settings.sms_console_file
+    assert path is not None
+    for _ in range(max(int(wait / 0.05), 1)):
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        if len(lines) >= expected:
+            break
+        await asyncio.sleep(0.05)
+    return [json.loads(line) for line in lines]
+
+
+def code_in(sms: dict) -> str:
+    found = re.search(r"\d{6}", sms["text"])
+    assert found
+    return found.group(0)
+
+
+async def count(settings: Settings, model, *where) -> int:  # type: ignore[no-untyped-def]
+    db = Database(settings.database_url)
+    async with db.session() as session:
+        value = await session.scalar(select(func.count()).select_from(model).where(*where))
+    await db.dispose()
+    return int(value or 0)
+
+
+async def bind_self(client, settings: Settings, openid: str = "user-1") -> str:  # type: ignore[no-untyped-def]
+    await say(client, "查进度", openid)
+    before = len(await sms_lines(settings, 0, wait=0))
+    await say(client, f"{ID} 张桂兰", openid)
+    code = code_in((await sms_lines(settings, before + 1))[-1])
+    return await say(client, code, openid)
+
+
+async def test_binding_end_to_end_shows_the_application(client, registry: Settings) -> None:
+    assert "身份证号和姓名" in await say(client, "查进度")
+    sent = await say(client, f"{ID} 张桂兰")
+    assert sent == "如信息正确，验证码已发送到您登记的手机，请在5分钟内回复6位验证码。"
+    [sms] = await sms_lines(registry, 1)
+    assert sms["to"] == "138****8000"
+    assert sms["text"].startswith("【示例县民政局】") and len(sms["text"]) <= 70
+    reply = await say(client, code_in(sms))
+    assert "验证成功" in reply
+    assert "【低保】" in reply and "审核" in reply and "乡镇政府正在审核" in reply
+    assert "2026年11月20日" in reply and "公示7天" in reply
+    assert "张*兰" in reply and "张桂兰" not in reply
+    # Once bound, 查进度 answers at once.
+    again = await say(client, "查进度")
+    assert "【低保】" in again
+    assert await count(registry, AccessLogEntry, AccessLogEntry.action == "status_view") == 2
+
+
+async def test_identity_in_two_messages(client, registry: Settings) -> None:
+    await say(client, "我的申请")
+    assert "姓名" in await say(client, ID)
+    assert "验证码已发送" in await say(client, "张桂兰")
+    assert len(await sms_lines(registry, 1)) == 1
+
+
+async def test_same_reply_whether_or_not_the_id_exists(client, registry: Settings) -> None:
+    replies = []
+    for openid, identity in (("a", f"{ID} 张桂兰"), ("b", f"{OTHER_VALID_ID} 张桂兰"),
+                             ("c", f"{ID} 李四")):
+        await say(client, "查进度", openid)
+        replies.append(await say(client, identity, openid))
+    assert len(set(replies)) == 1
+    # Only the real match gets an SMS; every attempt leaves the same database trace.
+    assert len(await sms_lines(registry, 1)) == 1
+    await asyncio.sleep(0.2)
+    assert len(await sms_lines(registry, 1, wait=0)) == 1
+    assert await count(registry, VerificationCode) == 3
+
+
+async def test_invalid_id_check_digit_is_explained(client, registry: Settings) -> None:
+    await say(client, "查进度")
+    reply = await say(client, "341323196208170041 张桂兰")
+    assert "校验位不对" in reply
+
+
+async def test_wrong_and_expired_codes_and_lockout(client, registry: Settings) -> None:
+    await say(client, "查进度")
+    await say(client, f"{ID} 张桂兰")
+    code = code_in((await sms_lines(registry, 1))[0])
+    wrong = "000000" if code != "000000" else "111111"
+    assert "验证码不对" in await say(client, wrong)
+    # Expired: move the code's expiry into the past.
+    db = Database(registry.database_url)
+    async with db.session() as session:
+        await session.execute(update(VerificationCode).values(
+            expires_at=utcnow() - timedelta(seconds=1)))
+    await db.dispose()
+    await say(client, "查进度")
+    await say(client, f"{ID} 张桂兰")  # a fresh code (3rd try of the hour)
+    codes = await sms_lines(registry, 2)
+    # Two more tries use up the five allowed in an hour; the sixth is refused.
+    for _ in range(2):
+        await say(client, "查进度")
+        assert "验证码已发送" in await say(client, f"{ID} 张桂兰")
+    await say(client, "查进度")
+    assert "尝试次数太多" in await say(client, f"{ID} 张桂兰")
+    assert len(await sms_lines(registry, 4)) == 4  # no SMS for the refused try
+    # The refusal ends the flow: the last SMS's code, sent now, binds nothing.
+    await say(client, code_in((await sms_lines(registry, 4))[-1]))
+    assert await count(registry, Binding) == 0
+    assert len(codes) == 2
+
+
+async def test_lock_applies_per_id_across_openids(client, registry: Settings) -> None:
+    for i in range(5):
+        await say(client, "查进度", f"guesser-{i}")
+        await say(client, f"{ID} 张桂兰", f"guesser-{i}")
+    await say(client, "查进度", "someone-else")
+    assert "尝试次数太多" in await say(client, f"{ID} 张桂兰", "someone-else")
+
+
+async def test_code_is_single_use(client, registry: Settings) -> None:
+    await say(client, "查进度")
+    await say(client, f"{ID} 张桂兰")
+    code = code_in((await sms_lines(registry, 1))[0])
+    assert "验证成功" in await say(client, code)
+    assert "已解除绑定" in await say(client, "解除绑定")
+    await say(client, "查进度")
+    await say(client, f"{ID} 张桂兰")
+    assert "验证码不对" in await say(client, code)
+
+
+async def test_unbind(client, registry: Settings) -> None:
+    assert "您还没有绑定" in await say(client, "解除绑定")
+    await bind_self(client, registry)
+    assert "已解除绑定" in await say(client, "解除绑定")
+    assert "身份证号和姓名" in await say(client, "查进度")
+
+
+async def test_delegated_access(client, registry: Settings) -> None:
+    await bind_self(client, registry, "grandma")
+    invitation = await say(client, "授权家人", "grandma")
+    code = re.search(r"邀请码：([A-Z0-9]{8})", invitation)
+    assert code
+    assert "绑定成功" in await say(client, f"绑定 {code.group(1)}", "son")
+    assert "【低保】" in await say(client, "查进度", "son")
+    # The invitation works once only.
+    assert "邀请码不对" in await say(client, f"绑定 {code.group(1)}", "stranger")
+    # A delegate cannot invite others.
+    assert "只有申请人本人" in await say(client, "授权家人", "son")
+    assert "已收回授权" in await say(client, "取消授权", "grandma")
+    assert "身份证号和姓名" in await say(client, "查进度", "son")
+    db = Database(registry.database_url)
+    async with db.session() as session:
+        actions = (await session.scalars(select(AccessLogEntry.action)
+                                         .order_by(AccessLogEntry.id))).all()
+        actors = set((await session.scalars(select(AccessLogEntry.actor))).all())
+    await db.dispose()
+    assert {"bound", "delegate_invited", "status_view", "delegates_revoked"} <= set(actions)
+    assert {"wechat:grandma", "wechat:son"} <= actors
+
+
+async def test_menu_click_starts_the_lookup(client, registry: Settings) -> None:
+    from tests.wechat import event_xml
+
+    response = await client.post("/wechat", params=signed_query(),
+                                 data=event_xml("CLICK", key="MY_APPLICATION"))
+    assert "身份证号和姓名" in reply_text(await response.text())
+
+
+async def test_a_question_during_the_flow_is_still_answered(client, registry: Settings) -> None:
+    await say(client, "查进度")
+    await say(client, f"{ID} 张桂兰")
+    assert "7500" in await say(client, "低保标准是多少")
+
+
+async def test_no_log_line_or_reply_contains_an_unmasked_number(
+        client, registry: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    replies = [await say(client, "查进度"), await say(client, f"我的身份证{ID}，电话{PHONE}")]
+    replies.append(await say(client, f"{ID} 张桂兰"))
+    replies.append(await bind_self(client, registry))
+    replies.append(await say(client, f"帮我查查{ID}这个人"))
+    text = "\n".join(replies) + "\n".join(r.getMessage() for r in caplog.records)
+    assert ID not in text and ID.lower() not in text
+    assert PHONE not in text
+    assert "138****8000" in "\n".join(r.getMessage() for r in caplog.records)
+
+
+async def test_without_secret_key_the_lookup_is_switched_off(aiohttp_client,
+                                                             settings: Settings) -> None:
+    from bot.app import create_app
+
+    client = await aiohttp_client(create_app(settings.with_overrides(secret_key=None)))
+    assert "暂时用不了" in await say(client, "查进度")
+
+
+def test_sms_file_path_is_per_test(settings: Settings, tmp_path: Path) -> None:
+    assert settings.sms_console_file == tmp_path / "sms.jsonl"
