@@ -36,8 +36,23 @@ class Settings:
     county_file: Path = DEFAULT_COUNTY_FILE
     # Derives the keys that encrypt and hash ID and phone numbers. Never commit it.
     secret_key: str | None = None
+    wechat_secret: str | None = None  # AppSecret, for WeChat's server API
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    # SMS providers in order of preference, comma separated: console, tencent, aliyun.
     sms_provider: str = "console"
     sms_console_file: Path | None = None
+    sms_tencent_endpoint: str = "https://sms.tencentcloudapi.com"
+    sms_tencent_region: str = "ap-guangzhou"
+    sms_tencent_secret_id: str | None = None
+    sms_tencent_secret_key: str | None = None
+    sms_tencent_app_id: str | None = None
+    sms_tencent_templates: str | None = None  # "verification_code=1234567,payout=..."
+    sms_aliyun_endpoint: str = "https://dysmsapi.aliyuncs.com"
+    sms_aliyun_access_key_id: str | None = None
+    sms_aliyun_access_key_secret: str | None = None
+    sms_aliyun_templates: str | None = None  # "verification_code=SMS_123,payout=..."
+    # Shared secret in the URLs given to providers for their callbacks.
+    callback_token: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     # Seconds we allow ourselves before answering WeChat with "success" and
@@ -129,10 +144,37 @@ def validate(settings: Settings) -> None:
         raise SettingsError("HUIMIN_WECHAT_TOKEN must be 3 to 32 letters or digits")
     if settings.secret_key is not None and len(settings.secret_key) < 16:
         raise SettingsError("HUIMIN_SECRET_KEY must be at least 16 characters")
-    if settings.sms_provider not in {"console"}:
-        raise SettingsError("HUIMIN_SMS_PROVIDER must be one of: console")
+    providers = [p.strip() for p in settings.sms_provider.split(",") if p.strip()]
+    if not providers or set(providers) - {"console", "tencent", "aliyun"}:
+        raise SettingsError("HUIMIN_SMS_PROVIDER must list console, tencent and/or aliyun, "
+                            "comma separated")
+    for name, url in (("HUIMIN_WECHAT_API_BASE", settings.wechat_api_base),
+                      ("HUIMIN_SMS_TENCENT_ENDPOINT", settings.sms_tencent_endpoint),
+                      ("HUIMIN_SMS_ALIYUN_ENDPOINT", settings.sms_aliyun_endpoint)):
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be an http:// or https:// URL")
+    for name, value in (("HUIMIN_SMS_TENCENT_TEMPLATES", settings.sms_tencent_templates),
+                        ("HUIMIN_SMS_ALIYUN_TEMPLATES", settings.sms_aliyun_templates)):
+        if value:
+            try:
+                parse_pairs(value)
+            except ValueError:
+                raise SettingsError(f"{name} must look like name=id,name=id") from None
     if not settings.county_file or not settings.county_file.is_file():
         raise SettingsError(f"HUIMIN_COUNTY_FILE: no such file {str(settings.county_file)!r}")
+
+
+def parse_pairs(value: str) -> dict[str, str]:
+    """'a=1,b=2' -> {'a': '1', 'b': '2'}; raises ValueError when malformed."""
+    pairs = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(item)
+        pairs[key.strip()] = val.strip()
+    return pairs
 
 
 def require_secret(settings: Settings) -> str:
