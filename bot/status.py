@@ -29,7 +29,7 @@ from huimin.limits import GuessLimiter
 from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
 from huimin.registry import queries
 from huimin.registry.models import Beneficiary, VerificationCode
-from notify.sms import SmsProvider, render_sms
+from notify.sms import ProviderUnavailable, SmsProvider, sms_message
 
 log = logging.getLogger(__name__)
 CODE_TTL = timedelta(minutes=5)
@@ -174,8 +174,13 @@ class StatusDesk:
                                                  "id_hash": id_hash}
 
     async def _send_sms(self, phone: str, code: str) -> None:
-        text = render_sms("verification_code.j2", self.county, code=code)
-        result = await self.sms.send(phone, text)
+        message = sms_message("verification_code", self.county, phone, {"code": code},
+                              urgent=True)
+        try:
+            [result] = await self.sms.send([message])
+        except ProviderUnavailable as exc:
+            log.warning("verification SMS not sent: %s", exc.reason)
+            return
         if not result.accepted:
             log.warning("verification SMS not accepted by %s: %s", result.provider, result.error)
 
