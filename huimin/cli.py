@@ -21,6 +21,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "demo": True,
 }
 
+DEMO_REGISTRY = Path(__file__).resolve().parent.parent / "content" / "demo" / "applications.csv"
 log = logging.getLogger("huimin")
 
 
@@ -100,6 +101,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                                        port=args.port or settings.port)
     _configure_logging(settings)
     asyncio.run(initialise(settings))
+    report = asyncio.run(import_file(settings, DEMO_REGISTRY))
     base = f"http://{settings.host}:{settings.port}"
     serve(settings, "\n".join([
         "",
@@ -107,6 +109,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         f"  Chat like a beneficiary:  {base}/demo/chat",
         f"  WeChat webhook:           {base}/wechat   (token: {settings.wechat_token})",
         f"  Health:                   {base}/healthz",
+        f"  Demo registry:            {report.summary()}; try 查进度 with",
+        "                            34132319620817004X 张桂兰 (the SMS code is printed here)",
         "Press Ctrl+C to stop.",
         "",
     ]))
@@ -213,6 +217,40 @@ def cmd_content_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- import ---------------------------------------------------------------
+async def import_file(settings: Settings, path: Path) -> Any:
+    """Import an application list into the registry; returns the ImportReport."""
+    from huimin.db import Database
+    from huimin.personal import Vault
+    from huimin.registry.importer import import_applications
+    from huimin.settings import require_secret
+
+    vault = Vault(require_secret(settings))
+    db = Database(settings.database_url)
+    try:
+        return await import_applications(db, vault, path)
+    finally:
+        await db.dispose()
+
+
+def cmd_import_applications(settings: Settings, args: argparse.Namespace) -> int:
+    from huimin.registry.importer import ImportFileError
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"huimin: no such file {str(path)!r}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(import_file(settings, path))
+    except ImportFileError as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+    for line, reason in report.errors:
+        print(f"第{line}行：{reason}")
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
 # ----- wechat ---------------------------------------------------------------
 def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.dialog import Guide
@@ -245,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = content.add_parser("export", help="write the current content out as files")
     export.add_argument("out", help="folder to write faq/*.yaml and dictionary.yaml into")
     export.set_defaults(func=cmd_content_export)
+    importer = sub.add_parser("import", help="import the bureau's lists").add_subparsers(
+        dest="what", required=True)
+    applications = importer.add_parser(
+        "applications", help="an application list (CSV or XLSX with Chinese headers)")
+    applications.add_argument("file")
+    applications.set_defaults(func=cmd_import_applications)
     wechat = sub.add_parser("wechat", help="WeChat account tools").add_subparsers(
         dest="action", required=True)
     wechat.add_parser("menu", help="print the custom menu JSON").set_defaults(

@@ -103,3 +103,35 @@ def test_serve_without_token_is_refused(database_url: str) -> None:
     result = huimin("serve", database_url=database_url)
     assert result.returncode == 2
     assert "HUIMIN_WECHAT_TOKEN is required" in result.stderr
+
+
+def test_import_applications_reports_rows_and_is_idempotent(database_url: str,
+                                                            tmp_path: Path) -> None:
+    from huimin.cli import DEMO_REGISTRY
+
+    env = {"HUIMIN_SECRET_KEY": "test-secret-key-0123456789"}
+    first = huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url,
+                   extra_env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "出错 0 行" in first.stdout and "新增 10 条" in first.stdout
+    again = huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url,
+                   extra_env=env)
+    assert "新增 0 条" in again.stdout and "未变 10 条" in again.stdout
+    bad = tmp_path / "bad.csv"
+    lines = DEMO_REGISTRY.read_text(encoding="utf-8").splitlines()
+    bad.write_text("\n".join([lines[0], lines[1].replace("34132319620817004X",
+                                                         "341323196208170041")]),
+                   encoding="utf-8")
+    result = huimin("import", "applications", str(bad), database_url=database_url,
+                    extra_env=env)
+    assert result.returncode == 1
+    assert "第2行" in result.stdout and "校验位" in result.stdout
+    assert "341323196208170041" not in result.stdout
+
+
+def test_import_needs_the_secret_key(database_url: str) -> None:
+    from huimin.cli import DEMO_REGISTRY
+
+    result = huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url)
+    assert result.returncode == 2
+    assert "HUIMIN_SECRET_KEY is required" in result.stderr

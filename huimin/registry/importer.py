@@ -152,30 +152,29 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     else:
         raise ImportFileError("只支持 .csv 和 .xlsx 文件")
     columns: dict[int, str] | None = None
-    first_header: tuple[int, list[str]] | None = None
+    best: tuple[int, dict[int, str]] | None = None  # the likeliest header seen so far
     searched = 0
     for line, cells in rows:
         if not any(cells):
             continue
         if columns is None:
             found = _header_columns(line, cells)
-            if first_header is None:
-                first_header = (line, cells)
             if all(name in found.values() for name in REQUIRED):
                 columns = found
                 continue
+            if best is None or len(found) > len(best[1]):
+                best = (line, found)
             searched += 1
             if searched >= HEADER_SEARCH_ROWS:
                 break
             continue
         yield line, {name: cells[i] if i < len(cells) else "" for i, name in columns.items()}
     if columns is None:
-        if first_header is None:
+        if best is None:
             raise ImportFileError("文件是空的，没有表头")
-        found = _header_columns(*first_header)
+        line, found = best
         missing = [name for name in REQUIRED if name not in found.values()]
-        raise ImportFileError(f"文件缺少这些列：{'、'.join(missing)}"
-                              f"（第{first_header[0]}行应为表头）")
+        raise ImportFileError(f"文件缺少这些列：{'、'.join(missing)}（表头应在第{line}行）")
 
 
 def _header_columns(line: int, cells: list[str]) -> dict[int, str]:

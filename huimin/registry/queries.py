@@ -53,6 +53,7 @@ async def save_application(session: AsyncSession, vault: Vault, record: Applicat
     if record.phone:
         person_values.update(phone_hash=vault.lookup_hash(record.phone),
                              phone_masked=mask_phone(record.phone))
+    person_changed = False
     if person is None:
         person = Beneficiary(id_hash=id_hash, id_encrypted=vault.encrypt(record.id_number),
                              id_masked=mask_id(record.id_number), **person_values)
@@ -66,6 +67,7 @@ async def save_application(session: AsyncSession, vault: Vault, record: Applicat
         if record.phone:
             person.phone_encrypted = vault.encrypt(record.phone)
         person.updated_at = now
+        person_changed = True
     app = await session.scalar(select(Application).where(Application.number == record.number))
     values: dict[str, Any] = {
         "beneficiary_id": person.id, "programme": record.programme, "stage": record.stage,
@@ -82,7 +84,7 @@ async def save_application(session: AsyncSession, vault: Vault, record: Applicat
         return "added"
     changed = {k: v for k, v in values.items() if _differs(getattr(app, k), v)}
     if not changed:
-        return "unchanged"
+        return "updated" if person_changed else "unchanged"
     if "stage" in changed:
         session.add(StatusChange(application_id=app.id, from_stage=app.stage,
                                  to_stage=record.stage, stage_date=record.stage_date,
