@@ -78,8 +78,12 @@ def serve(settings: Settings, banner: str | None = None) -> None:
             print(banner, flush=True)
 
     app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port, print=None,
-                access_log=None)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, print=None,
+                    access_log=None)
+    except OSError as exc:
+        raise SettingsError(f"cannot listen on {settings.host}:{settings.port}: "
+                            f"{exc.strerror or exc} (set HUIMIN_PORT or --port)") from None
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
