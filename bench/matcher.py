@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bench.report import table
 from bench.synthetic import synthetic_faq
 from bot.dialog import Guide
 from bot.matcher import Band, Matcher
@@ -42,27 +43,6 @@ MIN_CALLS = 3000
 def load_set(name: str) -> list[dict[str, Any]]:
     with (DATA / f"{name}.yaml").open(encoding="utf-8") as fh:
         return [{"q": str(item["q"]), "expect": item.get("expect")} for item in yaml.safe_load(fh)]
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain aligned table: first column left-aligned, the rest right-aligned."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: list[str]) -> str:
-        out = []
-        for i, cell in enumerate(row):
-            pad = " " * (widths[i] - _width(cell))
-            out.append(cell + pad if i == 0 else pad + cell)
-        return "  ".join(out).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
-
-
-def _width(text: str) -> int:
-    """Display width: CJK characters take two columns."""
-    return sum(2 if "\u2e80" <= ch <= "\uffef" else 1 for ch in text)
 
 
 def build_matcher(guide: Guide, entries: Sequence[FaqEntry], files: ContentFiles,

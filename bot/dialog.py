@@ -25,11 +25,14 @@ from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
 from content.queries import PublishedContent
 from content.schema import render
 from huimin.db import Database, upsert, utcnow
+from notify.receipts import opt_in, opt_out, wechat_job_finished
 
 log = logging.getLogger(__name__)
 _DIGITS = re.compile(r"^\d{1,2}$")
 _LONG_DIGITS = re.compile(r"\d{4,}")
 _PARTICLES = "啊呀啦吧呢哈嘛哦噢喔嗯了"
+REMINDER_COMMANDS = {"关闭提醒": False, "取消提醒": False, "不要提醒": False, "退订": False,
+                     "开启提醒": True, "打开提醒": True, "恢复提醒": True}
 MEDIA_TYPES = {"image", "video", "shortvideo", "location", "link", "file"}
 
 replies_env = jinja2.Environment(
@@ -169,6 +172,9 @@ class Bot:
             return None
         if event == "scan":
             return self.say("menu.j2")
+        if event == "templatesendjobfinish":
+            await wechat_job_finished(self.db, str(message.id), str(message.status or ""))
+            return None
         if event == "click":
             return await self.answer_click(openid, str(message.key or ""))
         return None
@@ -181,6 +187,8 @@ class Bot:
             return await self.show_topic(openid, int(action["topic"]))
         if "faq" in action:
             return await self.give_answer(openid, str(action["faq"]))
+        if "reminders" in action:
+            return await self.set_reminders(openid, action["reminders"] == "on")
         if "status" in action and self.status is not None:
             reply, state = await self.status.start(openid)
             await self.conversations.put(openid, state)
@@ -199,6 +207,8 @@ class Bot:
                 return reply
         if _DIGITS.match(cleaned):
             return await self.answer_number(openid, int(cleaned), state)
+        if cleaned in REMINDER_COMMANDS:
+            return await self.set_reminders(openid, REMINDER_COMMANDS[cleaned])
         intent = self.intent_of(cleaned)
         if intent == "greeting":
             return self.say("greeting.j2")
@@ -231,6 +241,14 @@ class Bot:
             state = {}
         await self.conversations.put(openid, state)
         return reply_to_match(match, self.snapshot, self.county, self.guide)
+
+    async def set_reminders(self, openid: str, wanted: bool) -> str:
+        """关闭提醒 / 开启提醒: this WeChat user's reminders (checked again at send time)."""
+        if wanted:
+            await opt_in(self.db, "wechat", openid)
+        else:
+            await opt_out(self.db, "wechat", openid, "wechat_menu")
+        return self.say("reminders_on.j2" if wanted else "reminders_off.j2")
 
     async def answer_number(self, openid: str, number: int, state: dict[str, Any]) -> str:
         choices = state.get("choices") or []

@@ -15,6 +15,7 @@ import threading
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import jieba
 import opencc
@@ -67,8 +68,11 @@ _syllables = _Codebook(_PUA_SYLLABLES)
 _words = _Codebook(_PUA_WORDS)
 
 
+@lru_cache(maxsize=65536)
 def sound_code(text: str) -> str:
-    """One character per syllable, equal for homophones (低包 == 低保 == 底保)."""
+    """One character per syllable, equal for homophones (低包 == 低保 == 底保).
+
+    Cached: codes only ever grow, so a cached result stays valid."""
     out = []
     for chunk in lazy_pinyin(text, style=Style.NORMAL, errors=lambda s: list(s)):
         if chunk and chunk.isascii() and chunk.isalpha() and len(chunk) > 1:

@@ -20,14 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import yaml
 from sqlalchemy import and_, select
 
-from content import CONTENT_DIR
 from huimin.db import Database, utcnow
 from huimin.limits import GuessLimiter
 from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
-from huimin.registry import queries
+from huimin.registry import STAGE_WORDS, queries
 from huimin.registry.models import Beneficiary, VerificationCode
 from notify.sms import ProviderUnavailable, SmsProvider, sms_message
 
@@ -40,8 +38,6 @@ _NAME = re.compile(r"^[\u3400-\u9fff·]{2,6}$")
 _CODE = re.compile(r"^\d{6}$")
 _INVITE = re.compile(r"^(?:绑定|邀请码)\s*([A-Za-z0-9]{8})$")
 INVITE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-STAGE_WORDS: dict[str, str] = yaml.safe_load(
-    (CONTENT_DIR / "stages.yaml").read_text(encoding="utf-8"))
 
 COMMANDS = {
     "start": {"查进度", "查询进度", "进度查询", "我的申请", "查申请", "申请进度", "查我的申请"},

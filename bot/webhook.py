@@ -45,7 +45,7 @@ def signature_ok(expected: str, given: str | None) -> bool:
 
 def dedup_key(message: Any) -> str:
     """MsgId for messages; sender + CreateTime (+ event) for events, as WeChat advises."""
-    if message.id:
+    if message.type != "event" and message.id:
         return f"m:{message.id}"
     created = int(message.create_time.timestamp()) if message.create_time else 0
     return f"e:{message.source}:{created}:{getattr(message, 'event', '')}"

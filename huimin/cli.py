@@ -29,6 +29,9 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # At DEBUG these would print SQL parameters (tokens, hashes): never.
+    for noisy in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger(noisy).level))
 
 
 # ----- init -----------------------------------------------------------------
@@ -255,6 +258,118 @@ def cmd_import_applications(settings: Settings, args: argparse.Namespace) -> int
     return 1 if report.errors else 0
 
 
+def cmd_import_payouts(settings: Settings, args: argparse.Namespace) -> int:
+    from huimin.db import Database
+    from huimin.personal import Vault
+    from huimin.registry.importer import ImportFileError
+    from huimin.settings import require_secret
+    from notify.payouts import import_payouts
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"huimin: no such file {str(path)!r}", file=sys.stderr)
+        return 2
+
+    async def run() -> Any:
+        db = Database(settings.database_url)
+        try:
+            return await import_payouts(db, Vault(require_secret(settings)), path)
+        finally:
+            await db.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except ImportFileError as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+    for line, reason in report.errors:
+        print(f"第{line}行：{reason}")
+    print(report.summary() + "。运行 huimin notify plan 排队到账提醒。")
+    return 1 if report.errors else 0
+
+
+# ----- notify ---------------------------------------------------------------
+def cmd_notify_plan(settings: Settings, args: argparse.Namespace) -> int:
+    from huimin.db import Database
+    from notify.plan import plan
+    from notify.service import quiet_hours, recheck_offsets
+
+    async def run() -> Any:
+        db = Database(settings.database_url)
+        try:
+            return await plan(db, quiet=quiet_hours(settings),
+                              recheck_offsets=recheck_offsets(settings))
+        finally:
+            await db.dispose()
+
+    print(asyncio.run(run()).summary())
+    return 0
+
+
+async def run_worker(settings: Settings, once: bool, show_progress: bool) -> Any:
+    """Run the notifier's worker until SIGTERM/SIGINT (or, with ``once``, until drained)."""
+    import signal
+
+    from sqlalchemy import func, select
+
+    from content.load import load_county
+    from huimin.db import Database
+    from notify.models import QUEUED, OutboxMessage
+    from notify.service import build_worker
+
+    db = Database(settings.database_url)
+    redis = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+    worker = build_worker(settings, db, load_county(settings.county_file), redis=redis)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    bar = None
+    try:
+        if show_progress:
+            from tqdm import tqdm
+
+            async with db.session() as session:
+                total = await session.scalar(select(func.count()).select_from(OutboxMessage)
+                                             .where(OutboxMessage.state == QUEUED))
+            bar = tqdm(total=total, unit="条", desc="发送提醒", file=sys.stderr)
+        return await worker.run(once=once, progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+        if worker.wechat is not None:
+            await worker.wechat.close()
+        for provider in worker.sms:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                await close()
+        if redis is not None:
+            await redis.aclose()
+        await db.dispose()
+
+
+def cmd_notify_run(settings: Settings, args: argparse.Namespace) -> int:
+    summary = asyncio.run(run_worker(settings, args.once,
+                                     show_progress=not args.quiet and sys.stderr.isatty()))
+    print(summary.text())
+    return 0
+
+
+def cmd_notify_preview(settings: Settings, args: argparse.Namespace) -> int:
+    from content.load import load_county
+    from notify.render import preview
+
+    for row in preview(load_county(settings.county_file)):
+        print(f"== {row['kind']}")
+        print(f"短信（{row['chars']}字，{row['segments']}条计费）：{row['sms']}")
+        for name, value in row["wechat"].items():
+            print(f"  微信 {name}: {value}")
+    return 0
+
+
 # ----- wechat ---------------------------------------------------------------
 def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.dialog import Guide
@@ -293,6 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
         "applications", help="an application list (CSV or XLSX with Chinese headers)")
     applications.add_argument("file")
     applications.set_defaults(func=cmd_import_applications)
+    payouts = importer.add_parser(
+        "payouts", help="a payout list (CSV or XLSX): who, programme, month, amount")
+    payouts.add_argument("file")
+    payouts.set_defaults(func=cmd_import_payouts)
+    notify = sub.add_parser("notify", help="payout, recheck and status reminders"
+                            ).add_subparsers(dest="action", required=True)
+    notify.add_parser("plan", help="queue the reminders that are due").set_defaults(
+        func=cmd_notify_plan)
+    run = notify.add_parser("run", help="send queued reminders (the worker)")
+    run.add_argument("--once", action="store_true", help="drain what is ready, then exit")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_notify_run)
+    notify.add_parser("preview", help="show every reminder text with sample values"
+                      ).set_defaults(func=cmd_notify_preview)
     wechat = sub.add_parser("wechat", help="WeChat account tools").add_subparsers(
         dest="action", required=True)
     wechat.add_parser("menu", help="print the custom menu JSON").set_defaults(

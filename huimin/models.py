@@ -8,5 +8,7 @@ from bot import models as bot_models  # noqa: F401
 from content import models as content_models  # noqa: F401
 from huimin.db import Base
 from huimin.registry import models as registry_models  # noqa: F401
+from notify import models as notify_models  # noqa: F401
+from notify import wechat as notify_wechat  # noqa: F401
 
 metadata = Base.metadata

@@ -53,6 +53,11 @@ class Settings:
     sms_aliyun_templates: str | None = None  # "verification_code=SMS_123,payout=..."
     # Shared secret in the URLs given to providers for their callbacks.
     callback_token: str | None = None
+    # WeChat template ids by reminder kind: "payout=<id>,recheck_due=<id>,...".
+    wechat_templates: str | None = None
+    quiet_hours: str = "21:00-08:00"  # Asia/Shanghai; non-urgent reminders wait
+    notify_rate: float = 50.0  # sends per second per provider, per worker
+    recheck_days: str = "14,3"  # reminders this many days before a recheck is due
     host: str = "127.0.0.1"
     port: int = 8080
     # Seconds we allow ourselves before answering WeChat with "success" and
@@ -109,7 +114,7 @@ def load_settings(
         raw = env[name]
         if f.name in {"port", "replay_window", "max_body_bytes"}:
             values[f.name] = _parse_number(name, raw, int, 1)
-        elif f.name == "reply_deadline":
+        elif f.name in {"reply_deadline", "notify_rate"}:
             values[f.name] = _parse_number(name, raw, float, 0.05)
         elif f.name == "demo":
             values[f.name] = _parse_bool(name, raw)
@@ -153,8 +158,13 @@ def validate(settings: Settings) -> None:
                       ("HUIMIN_SMS_ALIYUN_ENDPOINT", settings.sms_aliyun_endpoint)):
         if not url.startswith(("http://", "https://")):
             raise SettingsError(f"{name} must be an http:// or https:// URL")
+    if not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", settings.quiet_hours):
+        raise SettingsError("HUIMIN_QUIET_HOURS must look like 21:00-08:00")
+    if not re.fullmatch(r"\d{1,3}(,\d{1,3})*", settings.recheck_days.replace(" ", "")):
+        raise SettingsError("HUIMIN_RECHECK_DAYS must be days before the recheck, like 14,3")
     for name, value in (("HUIMIN_SMS_TENCENT_TEMPLATES", settings.sms_tencent_templates),
-                        ("HUIMIN_SMS_ALIYUN_TEMPLATES", settings.sms_aliyun_templates)):
+                        ("HUIMIN_SMS_ALIYUN_TEMPLATES", settings.sms_aliyun_templates),
+                        ("HUIMIN_WECHAT_TEMPLATES", settings.wechat_templates)):
         if value:
             try:
                 parse_pairs(value)

@@ -20,7 +20,8 @@ TEST_REDIS_URL = os.environ.get("HUIMIN_TEST_REDIS_URL")
 VOLATILE_TABLES = ("asked_questions", "followers", "handled_messages", "conversations",
                    "late_replies", "faq_entries", "dictionary_entries", "content_revisions",
                    "access_log", "verification_codes", "delegate_invitations", "bindings",
-                   "status_changes", "applications", "beneficiaries", "guess_counters")
+                   "status_changes", "applications", "beneficiaries", "guess_counters",
+                   "outbox", "payouts", "opt_outs", "delivery_events", "wechat_tokens")
 SECRET_KEY = "test-secret-key-0123456789"
 
 

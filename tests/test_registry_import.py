@@ -294,9 +294,9 @@ async def test_no_clear_id_or_phone_is_stored(db: Database) -> None:
     async with db.session() as session:
         zhang = await session.scalar(select(Beneficiary).where(Beneficiary.name == "张桂兰"))
         everyone = list(await session.scalars(select(Beneficiary)))
-        async with db.engine.connect() as conn:
-            raw = [tuple(row) for row in (await conn.execute(
-                text("SELECT * FROM beneficiaries"))).all()]
+    async with db.engine.connect() as conn:
+        raw = [tuple(row) for row in (await conn.execute(
+            text("SELECT * FROM beneficiaries"))).all()]
     assert zhang is not None
     assert VAULT.decrypt(zhang.id_encrypted) == ZHANG_ID
     assert zhang.id_masked == "3413**********004X"

@@ -9,3 +9,16 @@ PROGRAMMES = ("低保", "特困供养", "临时救助", "困难残疾人生活�
 STAGES = ("申请", "核对", "调查", "审核", "公示", "审批")
 OUTCOMES = ("已批准", "未批准", "已撤回")
 ALL_STAGES = STAGES + OUTCOMES
+
+
+def _stage_words() -> dict[str, str]:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "content" / "stages.yaml"
+    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+# Each stage in plain words, as beneficiaries are shown it (content/stages.yaml).
+STAGE_WORDS: dict[str, str] = _stage_words()

@@ -20,6 +20,12 @@ Decisions:
   file again would then not be a no-op.
 - An ID number stored by Excel as a number (``3.41323E+17``, or a numeric XLSX cell)
   has lost its last digits, and is reported as such rather than as a bad check digit.
+
+Reading is not tied to this list: ``read_rows(path, spec)`` reads any list described
+by a ``ListSpec`` (its columns, their aliases, which hold ID numbers and which dates),
+and the row-level checks (``_id_number``, ``_name``, ``_choice``, ``_date``,
+``_amount``, ``_shown``, ``PROGRAMME_ALIASES``) are shared with the payout list
+(``notify.payouts``).
 """
 
 from __future__ import annotations
@@ -45,18 +51,24 @@ from huimin.registry.queries import ApplicationRecord, save_application
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("申请编号", "姓名", "身份证号", "乡镇", "项目", "环节", "环节日期")
-OPTIONAL = ("手机号", "下一步", "复核日期", "月补助金额")
-COLUMNS = REQUIRED + OPTIONAL
-
-# Other names for the columns, as headers are compared (no spaces, no brackets).
-ALIASES: dict[str, str] = {
-    "申请号": "申请编号", "申请单号": "申请编号", "业务编号": "申请编号", "编号": "申请编号",
-    "申请人": "姓名", "申请人姓名": "姓名", "救助对象姓名": "姓名",
+# Other names for the columns, as headers are compared (no spaces, no brackets). The
+# person and programme columns are named the same way in every list the bureau exports.
+ID_ALIASES: dict[str, str] = {
     "身份证号码": "身份证号", "公民身份号码": "身份证号", "身份证": "身份证号",
     "证件号码": "身份证号", "申请人身份证号": "身份证号", "申请人身份证号码": "身份证号",
-    "乡镇街道": "乡镇", "乡镇/街道": "乡镇", "所属乡镇": "乡镇",
+}
+NAME_ALIASES: dict[str, str] = {
+    "申请人": "姓名", "申请人姓名": "姓名", "救助对象姓名": "姓名",
+}
+PROGRAMME_COLUMN_ALIASES: dict[str, str] = {
     "救助项目": "项目", "保障类别": "项目", "救助类别": "项目", "保障项目": "项目",
+}
+ALIASES: dict[str, str] = {
+    "申请号": "申请编号", "申请单号": "申请编号", "业务编号": "申请编号", "编号": "申请编号",
+    **NAME_ALIASES,
+    **ID_ALIASES,
+    "乡镇街道": "乡镇", "乡镇/街道": "乡镇", "所属乡镇": "乡镇",
+    **PROGRAMME_COLUMN_ALIASES,
     "当前环节": "环节", "办理环节": "环节", "办理状态": "环节", "当前状态": "环节",
     "办理日期": "环节日期", "环节时间": "环节日期",
     "手机": "手机号", "手机号码": "手机号", "联系电话": "手机号", "电话": "手机号",
@@ -66,6 +78,33 @@ ALIASES: dict[str, str] = {
     "月补助": "月补助金额", "月保障金额": "月补助金额", "补助金额": "月补助金额",
     "月补助标准": "月补助金额", "保障金额": "月补助金额",
 }
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """The columns of one kind of list, for reading it (``read_rows``).
+
+    ``aliases`` maps other header names (as compared: no spaces, no brackets) to a
+    column. In XLSX files a number in an ``id_columns`` cell is an ID number Excel has
+    already damaged, and a date serial in a ``date_columns`` cell is read as a date.
+    """
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    id_columns: tuple[str, ...] = ()
+    date_columns: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+REQUIRED = ("申请编号", "姓名", "身份证号", "乡镇", "项目", "环节", "环节日期")
+OPTIONAL = ("手机号", "下一步", "复核日期", "月补助金额")
+COLUMNS = REQUIRED + OPTIONAL
+APPLICATIONS = ListSpec(required=REQUIRED, optional=OPTIONAL, aliases=ALIASES,
+                        id_columns=("身份证号",), date_columns=("环节日期", "复核日期"))
 
 # The bureau's older or shorter names for its programmes.
 PROGRAMME_ALIASES: dict[str, str] = {
@@ -127,28 +166,29 @@ class ImportReport:
 
 # --- reading ----------------------------------------------------------------------------
 
-def column_name(header: str) -> str | None:
-    """The column a header means (one of COLUMNS), or None for a column we do not use."""
+def column_name(header: str, spec: ListSpec = APPLICATIONS) -> str | None:
+    """The column a header means (one of the spec's columns), or None for a column we do
+    not use."""
     text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", header))
     text = re.sub(r"\s+", "", text)
     text = _BRACKETED.sub("", text).strip("*＊:：")
-    if text in COLUMNS:
+    if text in spec.columns:
         return text
-    return ALIASES.get(text)
+    return spec.aliases.get(text)
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def read_rows(path: Path, spec: ListSpec = APPLICATIONS) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number, {column: value}) for each non-empty row after the header.
 
-    Values are stripped strings keyed by the column names in COLUMNS; columns we do
-    not use are left out. Raises ImportFileError when the file cannot be read or a
-    required column is missing (before yielding anything).
+    Values are stripped strings keyed by the spec's column names (COLUMNS for an
+    application list); columns we do not use are left out. Raises ImportFileError when
+    the file cannot be read or a required column is missing (before yielding anything).
     """
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows = _csv_rows(path)
     elif suffix == ".xlsx":
-        rows = _xlsx_rows(path)
+        rows = _xlsx_rows(path, spec)
     else:
         raise ImportFileError("只支持 .csv 和 .xlsx 文件")
     columns: dict[int, str] | None = None
@@ -158,8 +198,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         if not any(cells):
             continue
         if columns is None:
-            found = _header_columns(line, cells)
-            if all(name in found.values() for name in REQUIRED):
+            found = _header_columns(line, cells, spec)
+            if all(name in found.values() for name in spec.required):
                 columns = found
                 continue
             if best is None or len(found) > len(best[1]):
@@ -173,15 +213,15 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
         if best is None:
             raise ImportFileError("文件是空的，没有表头")
         line, found = best
-        missing = [name for name in REQUIRED if name not in found.values()]
+        missing = [name for name in spec.required if name not in found.values()]
         raise ImportFileError(f"文件缺少这些列：{'、'.join(missing)}（表头应在第{line}行）")
 
 
-def _header_columns(line: int, cells: list[str]) -> dict[int, str]:
+def _header_columns(line: int, cells: list[str], spec: ListSpec) -> dict[int, str]:
     found: dict[int, str] = {}
     headers: dict[str, list[str]] = {}
     for index, header in enumerate(cells):
-        name = column_name(header)
+        name = column_name(header, spec)
         if name is not None:
             found[index] = name
             headers.setdefault(name, []).append(header)
@@ -220,7 +260,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise ImportFileError(f"第{line}行附近的格式不对（引号没有配对？）") from exc
 
 
-def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _xlsx_rows(path: Path, spec: ListSpec) -> Iterator[tuple[int, list[str]]]:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -234,20 +274,20 @@ def _xlsx_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         sheet.reset_dimensions()  # some exporters write a wrong size; read every row
         columns: dict[int, str] = {}
         for line, row in enumerate(sheet.iter_rows(values_only=True), start=1):
-            cells = [_cell_text(value, columns.get(i)) for i, value in enumerate(row)]
+            cells = [_cell_text(value, columns.get(i), spec) for i, value in enumerate(row)]
             if not columns and any(cells):
                 # Until the header is found, guess it is this row: it decides how the
                 # cells below are read (an ID number typed as a number, a date serial).
                 guess = {i: name for i, cell in enumerate(cells)
-                         if (name := column_name(cell)) is not None}
-                if all(name in guess.values() for name in REQUIRED):
+                         if (name := column_name(cell, spec)) is not None}
+                if all(name in guess.values() for name in spec.required):
                     columns = guess
             yield line, cells
     finally:
         book.close()
 
 
-def _cell_text(value: object, column: str | None) -> str:
+def _cell_text(value: object, column: str | None, spec: ListSpec = APPLICATIONS) -> str:
     """One XLSX cell as the text the user typed."""
     if value is None:
         return ""
@@ -258,10 +298,10 @@ def _cell_text(value: object, column: str | None) -> str:
     if isinstance(value, bool):
         return "是" if value else "否"
     if isinstance(value, int | float):
-        if column == "身份证号":
+        if column is not None and column in spec.id_columns:
             # Excel keeps 15 significant digits: the number has lost the ID's last ones.
             return f"{float(value):.5E}"
-        if column in ("环节日期", "复核日期") and 20000 <= value <= 80000:
+        if column is not None and column in spec.date_columns and 20000 <= value <= 80000:
             from openpyxl.utils.datetime import from_excel
 
             return from_excel(value).date().isoformat()  # a date cell without a date format
@@ -278,7 +318,7 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
     problems: list[str] = []
 
     def text(column: str) -> str:
-        return unicodedata.normalize("NFKC", _clean(values.get(column) or ""))
+        return _text(values, column)
 
     number = text("申请编号")
     if not number:
@@ -288,17 +328,7 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
 
     name = _name(_clean(values.get("姓名") or ""), problems)
 
-    id_number = ""
-    raw_id = text("身份证号").lstrip("'")
-    if not raw_id:
-        problems.append("身份证号是空的")
-    elif _SCIENTIFIC.fullmatch(raw_id):
-        problems.append(NUMERIC_ID)
-    else:
-        try:
-            id_number = normalise_id(raw_id)
-        except PersonalDataError as exc:
-            problems.append(str(exc))
+    id_number = _id_number(text("身份证号"), problems)
 
     phone: str | None = None
     raw_phone = text("手机号").lstrip("'")
@@ -331,6 +361,26 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
         number=number, name=name, id_number=id_number, phone=phone, township=township,
         programme=programme, stage=stage, stage_date=stage_date, next_step=next_step,
         recheck_due=recheck_due, monthly_amount=amount)
+
+
+def _text(values: Mapping[str, str], column: str) -> str:
+    """A cell's value, cleaned and in half-width form (NFKC)."""
+    return unicodedata.normalize("NFKC", _clean(values.get(column) or ""))
+
+
+def _id_number(raw: str, problems: list[str]) -> str:
+    """The checked ID number, or "" (and a problem) when it is missing or wrong."""
+    raw = raw.lstrip("'")
+    if not raw:
+        problems.append("身份证号是空的")
+    elif _SCIENTIFIC.fullmatch(raw):
+        problems.append(NUMERIC_ID)
+    else:
+        try:
+            return normalise_id(raw)
+        except PersonalDataError as exc:
+            problems.append(str(exc))
+    return ""
 
 
 def _shown(value: str) -> str:
@@ -385,24 +435,30 @@ def _date(value: str, column: str, problems: list[str], *, required: bool) -> da
     return None
 
 
-def _amount(value: str, problems: list[str]) -> Decimal | None:
+def _amount(value: str, problems: list[str], column: str = "月补助金额", *,
+            required: bool = False, positive: bool = False) -> Decimal | None:
+    """An amount in yuan, to the fen (``￥1,200.5元`` is 1200.50); ``positive`` refuses 0."""
     value = re.sub(r"[,，\s]", "", value).removesuffix("元").lstrip("¥￥")
     if not value:
+        if required:
+            problems.append(f"{column}是空的")
         return None
     if not _AMOUNT.fullmatch(value):
-        problems.append(f"月补助金额“{_shown(value)}”不是数字")
+        problems.append(f"{column}“{_shown(value)}”不是数字")
         return None
     try:
         amount = Decimal(value)
     except InvalidOperation:
-        problems.append(f"月补助金额“{_shown(value)}”不是数字")
+        problems.append(f"{column}“{_shown(value)}”不是数字")
         return None
     if amount < 0:
-        problems.append("月补助金额不能是负数")
+        problems.append(f"{column}不能是负数")
+    elif positive and amount == 0:
+        problems.append(f"{column}不能是0")
     elif amount != amount.quantize(Decimal("0.01")):
-        problems.append("月补助金额最多两位小数（到分）")
+        problems.append(f"{column}最多两位小数（到分）")
     elif amount > MAX_AMOUNT:
-        problems.append("月补助金额太大")
+        problems.append(f"{column}太大")
     else:
         return amount.quantize(Decimal("0.01"))
     return None

@@ -1,0 +1,385 @@
+"""The real ``/wechat`` webhook under concurrent load: ``python -m bench.webhook``.
+
+Measures, in one run and on the same machine:
+
+* a bare aiohttp endpoint that only reads the body, parses the XML and echoes a
+  TextReply-shaped answer (the floor: what aiohttp + XML cost by themselves);
+* the bot (``bot.app.create_app``) on a fresh SQLite database with the shipped
+  FAQ;
+* the bot with a synthetic FAQ (``bench.synthetic``) written into its database.
+
+Each server runs alone in its own process (multiprocessing, spawn) on
+127.0.0.1, so the load generator in this process never shares its event loop;
+servers run one after another so they do not compete for the two cores. The
+load is signed WeChat text messages (``tests.wechat``) with unique MsgIds,
+varied openids and questions from ``tests/data/devset.yaml``, sent by N
+concurrent clients (closed loop: each client sends its next request when the
+previous reply arrives). Prints figures only; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.report import table
+from tests.wechat import TOKEN, signed_query, text_xml, urlq
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVSET = ROOT / "tests" / "data" / "devset.yaml"
+TARGET_RATIO = 0.40
+TARGET_P99_MS = 50.0
+READY_TIMEOUT = 180.0
+
+
+# ----- servers (each in its own spawned process) -------------------------------
+def _bare_app() -> Any:
+    from aiohttp import web
+    from defusedxml.ElementTree import fromstring
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        root = fromstring(body)
+        xml = ("<xml>"
+               f"<ToUserName><![CDATA[{root.findtext('FromUserName') or ''}]]></ToUserName>"
+               f"<FromUserName><![CDATA[{root.findtext('ToUserName') or ''}]]></FromUserName>"
+               f"<CreateTime>{int(time.time())}</CreateTime>"
+               "<MsgType><![CDATA[text]]></MsgType>"
+               f"<Content><![CDATA[{root.findtext('Content') or ''}]]></Content>"
+               "</xml>")
+        return web.Response(text=xml, content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_post("/wechat", receive)
+    return app
+
+
+async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any) -> None:
+    from aiohttp import web
+
+    if kind == "bot":
+        from bot.app import create_app
+        from huimin.settings import Settings
+
+        assert database_url is not None
+        app = create_app(Settings(database_url=database_url, wechat_token=TOKEN,
+                                  log_level="WARNING"))
+    else:
+        app = _bare_app()
+    runner = web.AppRunner(app, access_log=None)  # as `huimin serve` runs it
+    try:
+        await runner.setup()  # the bot builds its matcher here
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ready.put(("ok", runner.addresses[0][1], os.getpid()))
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+    finally:
+        await runner.cleanup()
+
+
+def serve_process(kind: str, database_url: str | None, ready: Any, stop: Any) -> None:
+    """Entry point of a server process."""
+    logging.basicConfig(level=logging.WARNING,
+                        format=f"[{kind} server] %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(kind, database_url, ready, stop))
+    except BaseException:
+        ready.put(("error", traceback.format_exc(), os.getpid()))
+        raise
+
+
+@dataclass
+class Server:
+    kind: str
+    process: Any
+    stop: Any
+    port: int = 0
+    pid: int = 0
+
+
+def start_server(ctx: Any, kind: str, database_url: str | None) -> Server:
+    """Start a server process and wait until it listens (stopping it again on failure)."""
+    ready, stop = ctx.Queue(), ctx.Event()
+    process = ctx.Process(target=serve_process, args=(kind, database_url, ready, stop),
+                          name=f"bench-{kind}", daemon=True)
+    server = Server(kind, process, stop)
+    process.start()
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                status, value, pid = ready.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not process.is_alive():
+                    raise RuntimeError(f"{kind} server exited with code {process.exitcode}"
+                                       ) from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} server not ready after {READY_TIMEOUT:.0f} s"
+                                       ) from None
+        if status != "ok":
+            raise RuntimeError(f"{kind} server failed to start:\n{value}")
+    except BaseException:
+        stop_server(server)
+        raise
+    server.port, server.pid = int(value), int(pid)
+    return server
+
+
+def stop_server(server: Server) -> None:
+    """Ask the server to shut down cleanly; terminate, then kill, if it does not."""
+    process = server.process
+    if process.pid is None:
+        return
+    server.stop.set()
+    process.join(20)
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ----- databases ---------------------------------------------------------------
+async def _prepare_database(url: str, extra_entries: list[Any]) -> dict[str, int]:
+    from content.load import load_content_files
+    from content.queries import sync_shipped_content
+    from huimin.cli import initialise
+    from huimin.db import Database
+    from huimin.settings import Settings
+
+    counts = await initialise(Settings(database_url=url))
+    if extra_entries:
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                counts = await sync_shipped_content(
+                    session, [("synthetic.yaml", e) for e in extra_entries],
+                    load_content_files().dictionary)
+        finally:
+            await db.dispose()
+    return counts
+
+
+def prepare_database(path: Path, extra_entries: list[Any]) -> str:
+    url = f"sqlite+aiosqlite:///{path}"
+    asyncio.run(_prepare_database(url, extra_entries))
+    return url
+
+
+# ----- load generator ----------------------------------------------------------
+@dataclass
+class Result:
+    requests: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    no_reply: int = 0  # 200 with "success": the reply missed the deadline
+    client_cpu: float = 0.0
+    server_cpu: float | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != "200")
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: int) -> float:
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else float("nan")
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[p - 1]
+
+
+class Messages:
+    """Signed text messages with unique MsgIds, varied openids, devset questions."""
+
+    def __init__(self, questions: list[str], openids: int = 500) -> None:
+        self.questions = questions
+        self.openids = openids
+        self.sent = 0
+
+    def batch(self, base: str, count: int) -> list[tuple[str, bytes]]:
+        out = []
+        for _ in range(count):
+            i = self.sent
+            self.sent += 1
+            openid = f"bench-openid-{i % self.openids:04d}"
+            query = signed_query(openid=openid)
+            body = text_xml(self.questions[i % len(self.questions)], openid=openid,
+                            msg_id=7_000_000_000_000_000 + i)
+            out.append((f"{base}?{urlq(query)}", body.encode("utf-8")))
+        return out
+
+
+async def drive(session: Any, requests: list[tuple[str, bytes]], concurrency: int) -> Result:
+    """Send ``requests`` with ``concurrency`` closed-loop clients."""
+    import aiohttp
+
+    result = Result(requests=len(requests))
+    pending = iter(requests)
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+
+    async def client() -> None:
+        for url, body in pending:
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    reply = await response.read()
+                    status = str(response.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                reply, status = b"", type(exc).__name__
+            result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+            result.statuses[status] += 1
+            if status == "200" and reply.strip() == b"success":
+                result.no_reply += 1
+
+    cpu = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu
+    return result
+
+
+async def load(port: int, pid: int, messages: Messages, warmup: int, count: int,
+               concurrency: int, light: int) -> tuple[Result, Result | None]:
+    import aiohttp
+
+    base = f"http://127.0.0.1:{port}/wechat"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await drive(session, messages.batch(base, warmup), concurrency)
+        batch = messages.batch(base, count)  # signed just before sending: inside the window
+        before = cpu_seconds(pid)
+        loaded = await drive(session, batch, concurrency)
+        after = cpu_seconds(pid)
+        if before is not None and after is not None:
+            loaded.server_cpu = after - before
+        quiet = await drive(session, messages.batch(base, light), 1) if light else None
+    return loaded, quiet
+
+
+# ----- report ------------------------------------------------------------------
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="measured requests per run")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up requests per run")
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--entries", type=int, default=1000, help="synthetic FAQ size")
+    parser.add_argument("--light", type=int, default=200,
+                        help="requests sent afterwards by a single client (0: skip)")
+    args = parser.parse_args(argv)
+
+    from bench.synthetic import synthetic_faq
+
+    with DEVSET.open(encoding="utf-8") as fh:
+        questions = [str(item["q"]) for item in yaml.safe_load(fh)]
+    ctx = mp.get_context("spawn")
+    workdir = Path(tempfile.mkdtemp(prefix="huimin-bench-"))
+    servers: list[Server] = []
+    measured: list[tuple[str, str, str, float, Result, Result | None]] = []
+    try:
+        started = time.perf_counter()
+        shipped_url = prepare_database(workdir / "shipped.db", [])
+        generated = [e for e in synthetic_faq(args.entries) if e.source == "synthetic"]
+        synthetic_url = prepare_database(workdir / "synthetic.db", generated)
+        print(f"databases ready in {time.perf_counter() - started:.1f} s "
+              f"(temp dir {workdir}); {args.concurrency} clients, {args.warmup} warm-up + "
+              f"{args.requests} measured requests per endpoint, then {args.light} from "
+              f"one client", flush=True)
+        runs = [("bare aiohttp + XML", "bare", None, "-"),
+                ("bot, shipped FAQ", "bot", shipped_url, "shipped"),
+                (f"bot, {args.entries}-entry FAQ", "bot", synthetic_url, str(args.entries))]
+        messages = Messages(questions)
+        for label, kind, url, faq in runs:
+            started = time.perf_counter()
+            server = start_server(ctx, kind, url)
+            servers.append(server)
+            boot = time.perf_counter() - started
+            try:
+                loaded, quiet = asyncio.run(load(server.port, server.pid, messages, args.warmup,
+                                                 args.requests, args.concurrency, args.light))
+            finally:
+                stop_server(server)
+            measured.append((label, kind, faq, boot, loaded, quiet))
+            print(f"  done: {label}", flush=True)
+    finally:
+        for server in servers:
+            stop_server(server)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    bare_rps = measured[0][4].rps
+    rows, summaries = [], []
+    for label, kind, faq, boot, r, quiet in measured:
+        p50, p95, p99 = r.percentile(50), r.percentile(95), r.percentile(99)
+        ratio = r.rps / bare_rps if bare_rps else 0.0
+        server_ms = f"{1000 * r.server_cpu / r.requests:.2f}" if r.server_cpu is not None else "?"
+        rows.append([
+            label, faq, f"{boot:.1f}", r.requests, f"{r.seconds:.2f}", f"{r.rps:.0f}",
+            "-" if kind == "bare" else f"{ratio:.2f} (>= {TARGET_RATIO:.2f}: "
+                                       f"{_verdict(ratio >= TARGET_RATIO)})",
+            f"{p50:.1f}", f"{p95:.1f}", f"{p99:.1f}",
+            "-" if kind == "bare" else f"< {TARGET_P99_MS:g}: {_verdict(p99 < TARGET_P99_MS)}",
+            r.errors, r.no_reply, server_ms, f"{1000 * r.client_cpu / r.requests:.2f}"])
+        line = (f"{label}: {r.rps:.0f} requests/s, p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+                f"p99 {p99:.1f} ms, {r.errors} errors, {r.no_reply} late ('success') replies")
+        if r.errors:
+            line += f" {dict(r.statuses)}"
+        if quiet is not None:
+            line += (f"; one client: {quiet.rps:.0f} requests/s, "
+                     f"p50 {quiet.percentile(50):.1f} ms, p99 {quiet.percentile(99):.1f} ms")
+        summaries.append(line)
+    print()
+    print(table(["endpoint", "FAQ", "start s", "requests", "seconds", "req/s", "ratio to bare",
+                 "p50 ms", "p95 ms", "p99 ms", "p99 target ms", "errors", "late",
+                 "server CPU ms/req", "client CPU ms/req"], rows))
+    print("(late: 200 with 'success', the reply missed the deadline and was queued; CPU: process "
+          "time during the measured requests, all threads. With closed-loop clients, latency "
+          "under load is mostly queueing: mean latency ~ clients / throughput.)")
+    print()
+    for line in summaries:
+        print(line)
+    for label, kind, _faq, _boot, r, _quiet in measured:
+        if kind == "bot":
+            ratio = r.rps / bare_rps if bare_rps else 0.0
+            print(f"throughput ratio {label} / bare: {ratio:.2f} "
+                  f"(target >= {TARGET_RATIO:.2f}: {_verdict(ratio >= TARGET_RATIO)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Tables owned by the notifier: the outbox, payout lists and opt-outs."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from huimin.db import Base, utcnow
+
+# Outbox states: queued -> sending -> sent -> delivered, or failed; skipped when
+# nobody may be reached (every channel opted out, or no phone and no WeChat).
+QUEUED, SENDING, SENT, DELIVERED, FAILED, SKIPPED = (
+    "queued", "sending", "sent", "delivered", "failed", "skipped")
+
+
+class OutboxMessage(Base):
+    """One reminder for one beneficiary; ``key`` makes planning it twice a no-op."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_claim", "state", "urgent", "not_before"),
+        Index("ix_outbox_provider_message", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    beneficiary_id: Mapped[int] = mapped_column(ForeignKey("beneficiaries.id"), index=True)
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    params: Mapped[dict[str, str]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(12), default=QUEUED)
+    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    held_for_quiet_hours: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    channel: Mapped[str | None] = mapped_column(String(12))
+    provider: Mapped[str | None] = mapped_column(String(24))
+    provider_message_id: Mapped[str | None] = mapped_column(String(80))
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PayoutLine(Base):
+    """One row of an imported payout list: who got how much for which month."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (UniqueConstraint("beneficiary_id", "programme", "month"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    beneficiary_id: Mapped[int] = mapped_column(ForeignKey("beneficiaries.id"), index=True)
+    programme: Mapped[str] = mapped_column(String(16))
+    month: Mapped[str] = mapped_column(String(7))  # "2026-11"
+    amount: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    paid_on: Mapped[date | None] = mapped_column(Date)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    planned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class OptOut(Base):
+    """Someone said stop: an openid (WeChat) or a phone hash (SMS)."""
+
+    __tablename__ = "opt_outs"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(8))  # "wechat" or "sms"
+    address: Mapped[str] = mapped_column(String(64))  # openid, or keyed hash of the phone
+    source: Mapped[str] = mapped_column(String(24))  # sms_reply, wechat_menu, caseworker
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeliveryEvent(Base):
+    """A receipt or reply from a provider, kept as received (phones masked)."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    provider: Mapped[str] = mapped_column(String(24))
+    kind: Mapped[str] = mapped_column(String(16))  # receipt, reply
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    detail: Mapped[dict[str, object]] = mapped_column(JSON)
+    note: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,158 @@
+"""Delivery receipts and replies from providers, and opt-outs.
+
+* WeChat: ``TEMPLATESENDJOBFINISH`` events arrive through the bot's webhook.
+* Tencent Cloud SMS: status reports (a JSON array, ``sid`` = our message id) and
+  replies (one JSON object) POSTed to ``/notify/callbacks/tencent/{status,reply}``.
+* Alibaba Cloud SMS: batch pushes of status reports (``biz_id``) and replies
+  (``SmsUp``) to ``/notify/callbacks/aliyun/{status,reply}``.
+
+Callback URLs carry ``?token=`` (``HUIMIN_CALLBACK_TOKEN``), compared in constant
+time: providers do not sign these pushes. Without the setting the callbacks are
+off (404). A reply of 退订/TD/T/N opts that phone out of SMS reminders.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, delete, select, update
+
+from huimin.db import Database, utcnow
+from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phone
+from notify.models import DELIVERED, FAILED, SENT, DeliveryEvent, OptOut, OutboxMessage
+
+log = logging.getLogger(__name__)
+STOP_WORDS = {"td", "t", "n", "退订", "退定", "取消", "不要发了", "别发了", "停止"}
+MAX_CALLBACK_BYTES = 256 * 1024
+
+
+def is_stop_reply(text: str) -> bool:
+    return re.sub(r"[\s\W_]+", "", text).lower() in STOP_WORDS
+
+
+async def opt_out(db: Database, channel: str, address: str, source: str) -> bool:
+    """Record that ``address`` (openid or phone hash) wants no more reminders."""
+    async with db.session() as session:
+        existing = await session.scalar(select(OptOut.id).where(and_(
+            OptOut.channel == channel, OptOut.address == address)))
+        if existing is not None:
+            return False
+        session.add(OptOut(channel=channel, address=address, source=source))
+    return True
+
+
+async def opt_in(db: Database, channel: str, address: str) -> bool:
+    async with db.session() as session:
+        result = await session.execute(delete(OptOut).where(and_(
+            OptOut.channel == channel, OptOut.address == address)))
+    return bool(result.rowcount)
+
+
+async def mark(db: Database, provider: str, message_id: str, delivered: bool,
+               detail: dict[str, Any]) -> int:
+    """Move the sent message with this provider id to delivered or failed."""
+    async with db.session() as session:
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(and_(OutboxMessage.provider == provider,
+                        OutboxMessage.provider_message_id == message_id,
+                        OutboxMessage.state == SENT))
+            .values(state=DELIVERED if delivered else FAILED,
+                    delivered_at=utcnow() if delivered else None,
+                    last_error=None if delivered else str(detail.get("error", ""))[:200])
+            .returning(OutboxMessage.id))
+        ids = [row[0] for row in result.all()]
+        session.add(DeliveryEvent(provider=provider, kind="receipt",
+                                  outbox_id=ids[0] if ids else None, detail=detail))
+    return len(ids)
+
+
+async def wechat_job_finished(db: Database, msgid: str, status: str) -> int:
+    """``TEMPLATESENDJOBFINISH``: status is 'success' or 'failed:…'."""
+    return await mark(db, "wechat", msgid, status == "success", {"status": status,
+                                                                 "error": status})
+
+
+class ProviderCallbacks:
+    """aiohttp handlers for the SMS providers' pushes."""
+
+    def __init__(self, db: Database, vault: Vault | None, token: str | None) -> None:
+        self.db, self.vault, self.token = db, vault, token
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/notify/callbacks/{provider}/{kind}", self.handle)
+
+    async def _payload(self, request: web.Request) -> Any:
+        given = request.query.get("token", "")
+        if not self.token:
+            raise web.HTTPNotFound()
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise web.HTTPForbidden(text="bad token")
+        if (request.content_length or 0) > MAX_CALLBACK_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_CALLBACK_BYTES,
+                                                actual_size=request.content_length or 0)
+        try:
+            return json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        provider, kind = request.match_info["provider"], request.match_info["kind"]
+        if provider not in {"tencent", "aliyun"} or kind not in {"status", "reply"}:
+            raise web.HTTPNotFound()
+        payload = await self._payload(request)
+        items = payload if isinstance(payload, list) else [payload]
+        if not all(isinstance(item, dict) for item in items):
+            raise web.HTTPBadRequest(text="expected JSON objects")
+        for item in items:
+            if kind == "status":
+                await self._status(provider, item)
+            else:
+                await self._reply(provider, item)
+        if provider == "tencent":
+            return web.json_response({"result": 0, "errmsg": "OK"})
+        return web.json_response({"code": 0, "msg": "成功"})
+
+    async def _status(self, provider: str, item: dict[str, Any]) -> None:
+        if provider == "tencent":
+            message_id = str(item.get("sid", ""))
+            delivered = str(item.get("report_status", "")).upper() == "SUCCESS"
+            error = item.get("errmsg")
+        else:
+            message_id = str(item.get("biz_id", ""))
+            delivered = item.get("success") in (True, "true", "True")
+            error = item.get("err_code")
+        detail = {"error": error, "phone": _masked(item)}
+        await mark(self.db, provider, message_id, delivered, detail)
+
+    async def _reply(self, provider: str, item: dict[str, Any]) -> None:
+        text = str(item.get("text" if provider == "tencent" else "content", ""))
+        phone_raw = str(item.get("mobile" if provider == "tencent" else "phone_number", ""))
+        note = None
+        if is_stop_reply(text) and self.vault is not None:
+            try:
+                phone = normalise_phone(phone_raw)
+            except PersonalDataError:
+                note = "reply from an unreadable number"
+            else:
+                await opt_out(self.db, "sms", self.vault.lookup_hash(phone), "sms_reply")
+                note = "opted out"
+        async with self.db.session() as session:
+            session.add(DeliveryEvent(provider=provider, kind="reply", outbox_id=None,
+                                      detail={"phone": _masked(item), "text": text[:200]},
+                                      note=note))
+        log.info("SMS reply via %s from %s: %s", provider, _masked(item), note or "kept")
+
+
+def _masked(item: dict[str, Any]) -> str:
+    raw = str(item.get("mobile") or item.get("phone_number") or "")
+    try:
+        return mask_phone(normalise_phone(raw))
+    except PersonalDataError:
+        return "***"
+

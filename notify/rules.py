@@ -1,0 +1,141 @@
+"""When and how often reminders may go out: quiet hours, per-phone caps, provider rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from datetime import time as clock
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from huimin.db import Database, utcnow
+from huimin.registry.models import GuessCounter
+
+LOCAL = ZoneInfo("Asia/Shanghai")
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Non-urgent messages wait while the local clock is in [start, end)."""
+
+    start: clock = clock(21, 0)
+    end: clock = clock(8, 0)
+
+    def is_quiet(self, moment: datetime) -> bool:
+        local = moment.astimezone(LOCAL).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def next_allowed(self, moment: datetime) -> datetime:
+        """``moment`` itself outside quiet hours, else the end of this quiet spell."""
+        if not self.is_quiet(moment):
+            return moment
+        local = moment.astimezone(LOCAL)
+        end = datetime.combine(local.date(), self.end, tzinfo=LOCAL)
+        if end <= local:
+            end += timedelta(days=1)
+        return end.astimezone(moment.tzinfo or LOCAL)
+
+
+def local_today(moment: datetime | None = None) -> date:
+    return (moment or utcnow()).astimezone(LOCAL).date()
+
+
+@dataclass(frozen=True)
+class PhoneCaps:
+    """At most one SMS per ``spacing`` and ``per_day`` a day to one phone."""
+
+    spacing: timedelta = timedelta(seconds=30)
+    per_day: int = 10
+
+
+class DatabasePhoneLimiter:
+    """Per-phone caps kept in the guess_counters table (keys by phone hash)."""
+
+    def __init__(self, db: Database, caps: PhoneCaps | None = None) -> None:
+        self.db = db
+        self.caps = caps or PhoneCaps()
+
+    async def reserve(self, phone_hash: str, now: datetime) -> datetime | None:
+        """Take a slot now, or return when the next slot opens."""
+        day_key = f"sms-day:{phone_hash}:{local_today(now).isoformat()}"
+        last_key = f"sms-last:{phone_hash}"
+        async with self.db.session() as session:
+            rows = {r.key: r for r in (await session.scalars(
+                select(GuessCounter).where(GuessCounter.key.in_([day_key, last_key]))
+                .with_for_update())).all()}
+            last = rows.get(last_key)
+            if last is not None:
+                previous = _aware(last.window_start)
+                if previous + self.caps.spacing > now:
+                    return previous + self.caps.spacing
+            day = rows.get(day_key)
+            if day is not None and day.count >= self.caps.per_day:
+                tomorrow = datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
+                                            tzinfo=LOCAL)
+                return tomorrow
+            if last is None:
+                session.add(GuessCounter(key=last_key, window_start=now, count=1))
+            else:
+                last.window_start, last.count = now, last.count + 1
+            if day is None:
+                session.add(GuessCounter(key=day_key, window_start=now, count=1))
+            else:
+                day.count += 1
+        return None
+
+
+class RedisPhoneLimiter:
+    def __init__(self, redis: Any, caps: PhoneCaps | None = None) -> None:
+        self.redis = redis
+        self.caps = caps or PhoneCaps()
+
+    async def reserve(self, phone_hash: str, now: datetime) -> datetime | None:
+        spacing_key = f"huimin:sms-last:{phone_hash}"
+        day_key = f"huimin:sms-day:{phone_hash}:{local_today(now).isoformat()}"
+        spacing_ms = int(self.caps.spacing.total_seconds() * 1000)
+        if not await self.redis.set(spacing_key, "1", nx=True, px=spacing_ms):
+            ttl = await self.redis.pttl(spacing_key)
+            return now + timedelta(milliseconds=max(ttl, 1))
+        count = await self.redis.incr(day_key)
+        if count == 1:
+            await self.redis.expire(day_key, 2 * 24 * 3600)
+        if count > self.caps.per_day:
+            return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
+                                    tzinfo=LOCAL)
+        return None
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+
+
+class RateLimiter:
+    """At most ``rate`` sends a second through one provider (token bucket, this process).
+
+    With several workers, give each a share of the provider's rate
+    (``HUIMIN_NOTIFY_RATE`` is per worker).
+    """
+
+    def __init__(self, rate: float, burst: int | None = None) -> None:
+        self.rate = rate
+        self.capacity = float(burst or max(1, int(rate)))
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self, count: int = 1) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                self.updated = now
+                if self.tokens >= count:
+                    self.tokens -= count
+                    return
+                await asyncio.sleep((count - self.tokens) / self.rate)

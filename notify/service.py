@@ -1,0 +1,39 @@
+"""Build the notifier's parts from settings (used by the CLI and the demo process)."""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Any
+
+from huimin.db import Database
+from huimin.personal import Vault
+from huimin.settings import Settings, parse_pairs, require_secret
+from notify.providers import build_sms_providers
+from notify.rules import DatabasePhoneLimiter, QuietHours, RedisPhoneLimiter
+from notify.wechat import WeChatApi, token_store
+from notify.worker import Worker
+
+
+def quiet_hours(settings: Settings) -> QuietHours:
+    start, end = settings.quiet_hours.split("-")
+    return QuietHours(start=time.fromisoformat(start.zfill(5)),
+                      end=time.fromisoformat(end.zfill(5)))
+
+
+def recheck_offsets(settings: Settings) -> list[int]:
+    return [int(d) for d in settings.recheck_days.replace(" ", "").split(",")]
+
+
+def build_worker(settings: Settings, db: Database, county: dict[str, Any],
+                 redis: Any = None, **options: Any) -> Worker:
+    """A worker with the configured SMS providers and, when configured, WeChat."""
+    wechat = None
+    templates = parse_pairs(settings.wechat_templates) if settings.wechat_templates else {}
+    if templates and settings.wechat_secret:
+        wechat = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
+                                                               database=db))
+    limiter = RedisPhoneLimiter(redis) if redis is not None else DatabasePhoneLimiter(db)
+    return Worker(db, Vault(require_secret(settings)), county,
+                  build_sms_providers(settings, county), limiter, wechat=wechat,
+                  wechat_templates=templates, quiet=quiet_hours(settings),
+                  rate=settings.notify_rate, **options)

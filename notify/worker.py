@@ -1,0 +1,389 @@
+"""The notifier's worker: claims queued reminders, sends them, records the outcome.
+
+Several workers may run at once. On PostgreSQL a worker claims a batch with
+``FOR UPDATE SKIP LOCKED``; on SQLite the single writer makes the claim atomic.
+A claim sets the row to ``sending`` with the worker's name and time; a worker
+killed at any moment leaves rows in ``sending``, which the sweeper returns to
+``queued`` once stale, so nothing is lost. The gap (sent, but killed before the
+row said so) is covered by the provider-side dedup key: WeChat's
+``client_msg_id`` is the row's key, and SMS carry the key as their reference.
+
+Rules at send time: quiet hours hold non-urgent messages until morning; opt-outs
+are checked now, not only when planned; each phone gets at most one SMS per 30 s
+and ten a day; each provider is held to a rate; a provider that keeps failing is
+set aside for a while and the next one takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from huimin.db import Database, utcnow
+from huimin.personal import Vault
+from huimin.registry.models import Beneficiary, Binding
+from notify.models import FAILED, QUEUED, SENDING, SENT, SKIPPED, OptOut, OutboxMessage
+from notify.render import sms_for, wechat_data
+from notify.rules import QuietHours, RateLimiter
+from notify.sms import ProviderUnavailable, SmsProvider
+from notify.wechat import WeChatApi, WeChatUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base: timedelta = timedelta(seconds=30)
+    cap: timedelta = timedelta(hours=1)
+
+    def delay(self, attempts: int) -> timedelta:
+        return min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
+
+
+@dataclass
+class ProviderHealth:
+    """Sets a provider aside after ``threshold`` whole-call failures in a row."""
+
+    threshold: int = 3
+    cooldown: float = 60.0
+    failures: dict[str, int] = field(default_factory=dict)
+    aside_until: dict[str, float] = field(default_factory=dict)
+
+    def usable(self, name: str) -> bool:
+        return self.aside_until.get(name, 0.0) <= time.monotonic()
+
+    def failed(self, name: str) -> None:
+        self.failures[name] = self.failures.get(name, 0) + 1
+        if self.failures[name] >= self.threshold:
+            self.aside_until[name] = time.monotonic() + self.cooldown
+            self.failures[name] = 0
+            log.warning("SMS provider %s set aside for %.0f s", name, self.cooldown)
+
+    def worked(self, name: str) -> None:
+        self.failures[name] = 0
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    key: str
+    kind: str
+    beneficiary_id: int
+    urgent: bool
+    params: Mapping[str, str]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one message; ``state`` None means 'try again at not_before'."""
+
+    state: str | None
+    channel: str | None = None
+    provider: str | None = None
+    message_id: str | None = None
+    error: str | None = None
+    not_before: datetime | None = None
+    counts_as_attempt: bool = True
+    held_for_quiet_hours: bool = False
+
+
+@dataclass
+class Recipient:
+    openids: list[str]
+    self_opted_out: bool
+    phone: str | None
+    phone_hash: str | None
+    sms_opted_out: bool
+
+
+@dataclass
+class RunSummary:
+    sent: int = 0
+    held_for_quiet_hours: int = 0
+    rescheduled: int = 0
+    skipped: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.state == SENT:
+            self.sent += 1
+        elif outcome.state == SKIPPED:
+            self.skipped += 1
+        elif outcome.state == FAILED:
+            self.failed[outcome.error or "unknown"] += 1
+        elif outcome.held_for_quiet_hours:
+            self.held_for_quiet_hours += 1
+        else:
+            self.rescheduled += 1
+
+    def text(self) -> str:
+        failed = "，".join(f"{k} {v}" for k, v in self.failed.most_common()) or "无"
+        return (f"已发送 {self.sent} 条，夜间暂缓 {self.held_for_quiet_hours} 条，"
+                f"稍后重试 {self.rescheduled} 条，不发送（已退订或无联系方式） {self.skipped} 条，"
+                f"失败 {sum(self.failed.values())} 条（{failed}）")
+
+
+class Worker:
+    """Sends what is queued in the outbox."""
+
+    def __init__(
+        self,
+        db: Database,
+        vault: Vault,
+        county: Mapping[str, Any],
+        sms: Sequence[SmsProvider],
+        phone_limiter: Any,
+        *,
+        wechat: WeChatApi | None = None,
+        wechat_templates: Mapping[str, str] | None = None,
+        quiet: QuietHours | None = None,
+        rate: float = 50.0,
+        batch: int = 200,
+        concurrency: int = 32,
+        stale_after: timedelta = timedelta(minutes=2),
+        retry: RetryPolicy | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.db, self.vault, self.county = db, vault, county
+        self.sms = list(sms)
+        self.phone_limiter = phone_limiter
+        self.wechat = wechat
+        self.wechat_templates = dict(wechat_templates or {})
+        self.quiet = quiet or QuietHours()
+        self.rates = {p.name: RateLimiter(rate) for p in self.sms}
+        self.wechat_rate = RateLimiter(rate)
+        self.batch, self.concurrency = batch, concurrency
+        self.stale_after = stale_after
+        self.retry = retry or RetryPolicy()
+        self.health = ProviderHealth()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.summary = RunSummary()
+        self._stopping = asyncio.Event()
+
+    # ----- the loop ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the messages in hand, claim no more (SIGTERM)."""
+        self._stopping.set()
+
+    async def run(self, once: bool = False, idle: float = 1.0,
+                  progress: Any = None) -> RunSummary:
+        """Work until stopped; with ``once``, until nothing is ready to send."""
+        await self.sweep()
+        last_sweep = time.monotonic()
+        while not self._stopping.is_set():
+            if time.monotonic() - last_sweep > self.stale_after.total_seconds() / 2:
+                await self.sweep()
+                last_sweep = time.monotonic()
+            claimed = await self.claim(self.batch)
+            if not claimed:
+                if once:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), idle)
+                continue
+            await self.process(claimed)
+            if progress is not None:
+                progress(len(claimed))
+        return self.summary
+
+    async def sweep(self) -> int:
+        """Return stale ``sending`` claims (a killed worker's) to the queue."""
+        cutoff = utcnow() - self.stale_after
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(and_(OutboxMessage.state == SENDING, OutboxMessage.claimed_at < cutoff))
+                .values(state=QUEUED, claimed_by=None, claimed_at=None))
+        if result.rowcount:
+            log.warning("returned %s stale claims to the queue", result.rowcount)
+        return result.rowcount or 0
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` ready messages, urgent first."""
+        now = utcnow()
+        async with self.db.session() as session:
+            ready = (select(OutboxMessage.id)
+                     .where(and_(OutboxMessage.state == QUEUED, OutboxMessage.not_before <= now))
+                     .order_by(OutboxMessage.urgent.desc(), OutboxMessage.id)
+                     .limit(limit))
+            if session.bind.dialect.name == "postgresql":
+                ready = ready.with_for_update(skip_locked=True)
+            ids = list((await session.scalars(ready)).all())
+            if not ids:
+                return []
+            rows = (await session.execute(
+                update(OutboxMessage)
+                .where(and_(OutboxMessage.id.in_(ids), OutboxMessage.state == QUEUED))
+                .values(state=SENDING, claimed_by=self.name, claimed_at=now)
+                .returning(OutboxMessage.id, OutboxMessage.key, OutboxMessage.kind,
+                           OutboxMessage.beneficiary_id, OutboxMessage.urgent,
+                           OutboxMessage.params, OutboxMessage.attempts))).all()
+        return sorted((Claimed(*row) for row in rows), key=lambda c: (not c.urgent, c.id))
+
+    async def process(self, claimed: Sequence[Claimed]) -> None:
+        recipients = await self._recipients({c.beneficiary_id for c in claimed})
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(message: Claimed) -> tuple[Claimed, Outcome]:
+            async with gate:
+                try:
+                    outcome = await self.deliver(message, recipients.get(message.beneficiary_id))
+                except Exception as exc:  # never lose the row over a bug or a surprise
+                    log.exception("delivering outbox message %s failed", message.id)
+                    outcome = Outcome(state=None, error=type(exc).__name__)
+                return message, outcome
+
+        results = await asyncio.gather(*(one(m) for m in claimed))
+        await self._record(results)
+
+    # ----- delivery ------------------------------------------------------------------
+    async def deliver(self, message: Claimed, recipient: Recipient | None) -> Outcome:
+        now = utcnow()
+        if not message.urgent and self.quiet.is_quiet(now):
+            return Outcome(state=None, not_before=self.quiet.next_allowed(now),
+                           counts_as_attempt=False, held_for_quiet_hours=True)
+        if recipient is None:
+            return Outcome(state=SKIPPED, error="no such beneficiary")
+        fallback_reason = None
+        if recipient.openids and self.wechat is not None and message.kind in self.wechat_templates:
+            outcome = await self._send_wechat(message, recipient.openids)
+            if outcome.state == SENT or outcome.state is None:
+                return outcome
+            fallback_reason = outcome.error
+        elif recipient.self_opted_out:
+            return Outcome(state=SKIPPED, error="opted out")
+        if recipient.phone is None:
+            return Outcome(state=FAILED if fallback_reason else SKIPPED,
+                           error=fallback_reason or "no phone")
+        if recipient.sms_opted_out:
+            return Outcome(state=SKIPPED, error="opted out")
+        return await self._send_sms(message, recipient)
+
+    async def _send_wechat(self, message: Claimed, openids: Sequence[str]) -> Outcome:
+        assert self.wechat is not None
+        data = wechat_data(message.kind, self.county, message.params)
+        template_id = self.wechat_templates[message.kind]
+        results = []
+        for openid in openids:
+            await self.wechat_rate.take()
+            try:
+                results.append(await self.wechat.send_template(
+                    openid, template_id, data, client_msg_id=f"{message.key}:{openid}"[:64]))
+            except WeChatUnavailable as exc:
+                return self._retry_later(message, f"wechat: {exc}", channel="wechat")
+        delivered = [r for r in results if r.ok]
+        if delivered:
+            return Outcome(state=SENT, channel="wechat", provider="wechat",
+                           message_id=str(delivered[0].msgid))
+        if any(r.transient for r in results):
+            return self._retry_later(message, f"wechat {results[0].errcode}", channel="wechat")
+        reason = "unfollowed" if all(r.unfollowed for r in results) else (
+            f"wechat {results[0].errcode}")
+        return Outcome(state=FAILED, channel="wechat", error=reason)
+
+    async def _send_sms(self, message: Claimed, recipient: Recipient) -> Outcome:
+        assert recipient.phone is not None and recipient.phone_hash is not None
+        now = utcnow()
+        if not message.urgent:
+            wait_until = await self.phone_limiter.reserve(recipient.phone_hash, now)
+            if wait_until is not None:
+                return Outcome(state=None, not_before=wait_until, counts_as_attempt=False)
+        sms = sms_for(message.kind, self.county, recipient.phone, message.params,
+                      reference=message.key, urgent=message.urgent)
+        last_error = "no SMS provider available"
+        for provider in self.sms:
+            if not self.health.usable(provider.name):
+                continue
+            await self.rates[provider.name].take()
+            try:
+                [result] = await provider.send([sms])
+            except ProviderUnavailable as exc:
+                self.health.failed(provider.name)
+                last_error = f"{provider.name}: {exc.reason}"
+                continue
+            self.health.worked(provider.name)
+            if result.accepted:
+                return Outcome(state=SENT, channel="sms", provider=provider.name,
+                               message_id=result.message_id)
+            if result.permanent:
+                return Outcome(state=FAILED, channel="sms", provider=provider.name,
+                               error=result.error or "rejected")
+            last_error = f"{provider.name}: {result.error}"
+        return self._retry_later(message, last_error, channel="sms")
+
+    def _retry_later(self, message: Claimed, error: str, channel: str) -> Outcome:
+        attempts = message.attempts + 1
+        if attempts >= self.retry.max_attempts:
+            return Outcome(state=FAILED, channel=channel, error=f"gave up: {error}"[:200])
+        return Outcome(state=None, channel=channel, error=error[:200],
+                       not_before=utcnow() + self.retry.delay(attempts))
+
+    # ----- reading and writing ----------------------------------------------------
+    async def _recipients(self, beneficiary_ids: set[int]) -> dict[int, Recipient]:
+        async with self.db.session() as session:
+            people = (await session.scalars(
+                select(Beneficiary).where(Beneficiary.id.in_(beneficiary_ids)))).all()
+            bindings = (await session.scalars(select(Binding).where(and_(
+                Binding.beneficiary_id.in_(beneficiary_ids), Binding.revoked_at.is_(None))))).all()
+            addresses = [b.openid for b in bindings] + [p.phone_hash for p in people
+                                                        if p.phone_hash]
+            opted = set()
+            if addresses:
+                opted = {(o.channel, o.address) for o in (await session.scalars(
+                    select(OptOut).where(OptOut.address.in_(addresses)))).all()}
+        by_person: dict[int, list[Binding]] = {}
+        for binding in bindings:
+            by_person.setdefault(binding.beneficiary_id, []).append(binding)
+        recipients = {}
+        for person in people:
+            own = by_person.get(person.id, [])
+            recipients[person.id] = Recipient(
+                openids=[b.openid for b in own if ("wechat", b.openid) not in opted],
+                self_opted_out=any(b.role == "self" and ("wechat", b.openid) in opted
+                                   for b in own),
+                phone=self.vault.decrypt(person.phone_encrypted)
+                if person.phone_encrypted else None,
+                phone_hash=person.phone_hash,
+                sms_opted_out=("sms", person.phone_hash) in opted,
+            )
+        return recipients
+
+    async def _record(self, results: Sequence[tuple[Claimed, Outcome]]) -> None:
+        now = utcnow()
+        async with self.db.session() as session:
+            for message, outcome in results:
+                self.summary.add(outcome)
+                values: dict[str, Any] = {"claimed_by": None, "claimed_at": None,
+                                          "last_error": outcome.error}
+                if outcome.channel:
+                    values["channel"] = outcome.channel
+                if outcome.state is None:
+                    values.update(state=QUEUED, not_before=outcome.not_before or now,
+                                  held_for_quiet_hours=outcome.held_for_quiet_hours)
+                else:
+                    values["state"] = outcome.state
+                if outcome.counts_as_attempt and outcome.state != SKIPPED:
+                    values["attempts"] = message.attempts + 1
+                if outcome.state == SENT:
+                    values.update(sent_at=now, provider=outcome.provider,
+                                  provider_message_id=outcome.message_id)
+                await session.execute(
+                    update(OutboxMessage)
+                    .where(and_(OutboxMessage.id == message.id,
+                                OutboxMessage.state == SENDING,
+                                or_(OutboxMessage.claimed_by == self.name,
+                                    OutboxMessage.claimed_by.is_(None))))
+                    .values(**values))
