@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from huimin.db import Database, utcnow
 from huimin.registry.models import GuessCounter
@@ -66,27 +67,25 @@ class DatabasePhoneLimiter:
         day_key = f"sms-day:{phone_hash}:{local_today(now).isoformat()}"
         last_key = f"sms-last:{phone_hash}"
         async with self.db.session() as session:
+            # Make sure both rows exist, so two workers lock the same rows (FOR UPDATE)
+            # instead of racing to insert them.
+            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+            await session.execute(
+                dialect.insert(GuessCounter).on_conflict_do_nothing(index_elements=["key"]),
+                [{"key": key, "window_start": _EPOCH, "count": 0}
+                 for key in (day_key, last_key)])
             rows = {r.key: r for r in (await session.scalars(
                 select(GuessCounter).where(GuessCounter.key.in_([day_key, last_key]))
                 .with_for_update())).all()}
-            last = rows.get(last_key)
-            if last is not None:
-                previous = _aware(last.window_start)
-                if previous + self.caps.spacing > now:
-                    return previous + self.caps.spacing
-            day = rows.get(day_key)
-            if day is not None and day.count >= self.caps.per_day:
-                tomorrow = datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
-                                            tzinfo=LOCAL)
-                return tomorrow
-            if last is None:
-                session.add(GuessCounter(key=last_key, window_start=now, count=1))
-            else:
-                last.window_start, last.count = now, last.count + 1
-            if day is None:
-                session.add(GuessCounter(key=day_key, window_start=now, count=1))
-            else:
-                day.count += 1
+            last, day = rows[last_key], rows[day_key]
+            previous = _aware(last.window_start)
+            if last.count and previous + self.caps.spacing > now:
+                return previous + self.caps.spacing
+            if day.count >= self.caps.per_day:
+                return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
+                                        tzinfo=LOCAL)
+            last.window_start, last.count = now, last.count + 1
+            day.window_start, day.count = now, day.count + 1
         return None
 
 
@@ -109,6 +108,9 @@ class RedisPhoneLimiter:
             return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
                                     tzinfo=LOCAL)
         return None
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=LOCAL)
 
 
 def _aware(value: datetime) -> datetime:

@@ -156,6 +156,7 @@ class Worker:
         stale_after: timedelta = timedelta(minutes=2),
         retry: RetryPolicy | None = None,
         name: str | None = None,
+        clock: Any = utcnow,
     ) -> None:
         self.db, self.vault, self.county = db, vault, county
         self.sms = list(sms)
@@ -171,6 +172,7 @@ class Worker:
         self.health = ProviderHealth()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.summary = RunSummary()
+        self.clock = clock  # tests and benchmarks pass a fixed clock
         self._stopping = asyncio.Event()
 
     # ----- the loop ------------------------------------------------------------------
@@ -201,7 +203,7 @@ class Worker:
 
     async def sweep(self) -> int:
         """Return stale ``sending`` claims (a killed worker's) to the queue."""
-        cutoff = utcnow() - self.stale_after
+        cutoff = self.clock() - self.stale_after
         async with self.db.session() as session:
             result = await session.execute(
                 update(OutboxMessage)
@@ -213,7 +215,7 @@ class Worker:
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` ready messages, urgent first."""
-        now = utcnow()
+        now = self.clock()
         async with self.db.session() as session:
             ready = (select(OutboxMessage.id)
                      .where(and_(OutboxMessage.state == QUEUED, OutboxMessage.not_before <= now))
@@ -251,7 +253,7 @@ class Worker:
 
     # ----- delivery ------------------------------------------------------------------
     async def deliver(self, message: Claimed, recipient: Recipient | None) -> Outcome:
-        now = utcnow()
+        now = self.clock()
         if not message.urgent and self.quiet.is_quiet(now):
             return Outcome(state=None, not_before=self.quiet.next_allowed(now),
                            counts_as_attempt=False, held_for_quiet_hours=True)
@@ -296,7 +298,7 @@ class Worker:
 
     async def _send_sms(self, message: Claimed, recipient: Recipient) -> Outcome:
         assert recipient.phone is not None and recipient.phone_hash is not None
-        now = utcnow()
+        now = self.clock()
         if not message.urgent:
             wait_until = await self.phone_limiter.reserve(recipient.phone_hash, now)
             if wait_until is not None:
@@ -329,7 +331,7 @@ class Worker:
         if attempts >= self.retry.max_attempts:
             return Outcome(state=FAILED, channel=channel, error=f"gave up: {error}"[:200])
         return Outcome(state=None, channel=channel, error=error[:200],
-                       not_before=utcnow() + self.retry.delay(attempts))
+                       not_before=self.clock() + self.retry.delay(attempts))
 
     # ----- reading and writing ----------------------------------------------------
     async def _recipients(self, beneficiary_ids: set[int]) -> dict[int, Recipient]:
@@ -362,7 +364,7 @@ class Worker:
         return recipients
 
     async def _record(self, results: Sequence[tuple[Claimed, Outcome]]) -> None:
-        now = utcnow()
+        now = self.clock()
         async with self.db.session() as session:
             for message, outcome in results:
                 self.summary.add(outcome)

@@ -1,0 +1,318 @@
+"""Planning and sending reminders: exactly once, never at night, never to who opted out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from content.load import load_county
+from huimin.db import Database
+from huimin.personal import Vault
+from huimin.registry.models import Application, Beneficiary
+from huimin.registry.queries import ApplicationRecord, bind, save_application
+from huimin.settings import DEFAULT_COUNTY_FILE, Settings
+from notify.models import OptOut, OutboxMessage, PayoutLine
+from notify.plan import plan
+from notify.receipts import opt_out
+from notify.rules import DatabasePhoneLimiter, PhoneCaps
+from notify.sms import ConsoleSms
+from notify.wechat import DatabaseTokenStore, WeChatApi
+from notify.worker import Worker
+from tests.conftest import SECRET_KEY
+from tests.fakes.wechat_server import APPID, SECRET, FakeWeChat
+
+VAULT = Vault(SECRET_KEY)
+COUNTY = load_county(DEFAULT_COUNTY_FILE)
+# 10:00 in Beijing (02:00 UTC) and 22:00 in Beijing (14:00 UTC).
+DAYTIME = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+NIGHT = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)
+OPENID_GRANDMA = "oGrandma" + "x" * 20
+OPENID_SON = "oSonSonSon" + "y" * 18
+PEOPLE = [  # id number, name, phone
+    ("34132319620817004X", "张桂兰", "13800138000"),
+    ("341323195503120032", "王德福", "13800131001"),
+]
+
+
+@pytest.fixture
+async def db(database_url: str):  # type: ignore[no-untyped-def]
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+async def add_person(db: Database, index: int, *, stage: str = "已批准",
+                     recheck_due: date | None = None, number: str | None = None) -> int:
+    id_number, name, phone = PEOPLE[index]
+    async with db.session() as session:
+        await save_application(session, VAULT, ApplicationRecord(
+            number=number or f"T-{index}", name=name, id_number=id_number, phone=phone,
+            township="娄庄镇", programme="低保", stage=stage, stage_date=date(2026, 11, 1),
+            recheck_due=recheck_due, monthly_amount=Decimal("625")), source="test")
+        person = await session.scalar(select(Beneficiary).where(Beneficiary.name == name))
+        assert person is not None
+        return person.id
+
+
+async def add_payout(db: Database, beneficiary_id: int, month: str = "2026-11") -> None:
+    async with db.session() as session:
+        session.add(PayoutLine(beneficiary_id=beneficiary_id, programme="低保", month=month,
+                               amount=Decimal("625.00")))
+
+
+def console(tmp_path: Path) -> ConsoleSms:
+    return ConsoleSms(tmp_path / "sms.jsonl")
+
+
+def sent_sms(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "sms.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def worker(db: Database, tmp_path: Path, clock: datetime = DAYTIME, **options: Any) -> Worker:
+    return Worker(db, VAULT, COUNTY, [options.pop("sms", None) or console(tmp_path)],
+                  DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
+                  clock=lambda: clock, **options)
+
+
+async def states(db: Database) -> dict[str, str]:
+    async with db.session() as session:
+        rows = (await session.execute(select(OutboxMessage.key, OutboxMessage.state))).all()
+    return dict(rows)
+
+
+async def test_planning_twice_queues_each_reminder_once(db: Database) -> None:
+    person = await add_person(db, 0, recheck_due=date(2026, 12, 12))
+    await add_payout(db, person)
+    first = await plan(db, now=DAYTIME)
+    again = await plan(db, now=DAYTIME)
+    assert dict(first.queued) == {"payout": 1, "recheck_due": 1}
+    assert sum(again.queued.values()) == 0
+    assert set(await states(db)) == {f"payout:{person}:低保:2026-11",
+                                     f"recheck:{person}:2026-12-12:14"}
+
+
+async def test_planning_from_two_processes_at_once_makes_no_duplicates(db: Database,
+                                                                       database_url: str) -> None:
+    person = await add_person(db, 0, recheck_due=date(2026, 12, 3))
+    other = Database(database_url)
+    try:
+        await asyncio.gather(plan(db, now=DAYTIME), plan(other, now=DAYTIME))
+    finally:
+        await other.dispose()
+    assert list(await states(db)) == [f"recheck:{person}:2026-12-03:3"]
+
+
+async def test_recheck_reminders_before_and_when_overdue(db: Database) -> None:
+    person = await add_person(db, 0, recheck_due=date(2026, 12, 20))
+    assert sum((await plan(db, now=DAYTIME)).queued.values()) == 0  # 19 days ahead
+    await plan(db, now=DAYTIME + timedelta(days=6))  # 13 days ahead: the 14-day reminder
+    await plan(db, now=DAYTIME + timedelta(days=17))  # 2 days ahead: the 3-day one
+    await plan(db, now=DAYTIME + timedelta(days=25))  # overdue
+    await plan(db, now=DAYTIME + timedelta(days=26))  # still overdue: nothing new
+    assert sorted(await states(db)) == [
+        f"recheck-overdue:{person}:2026-12-20", f"recheck:{person}:2026-12-20:14",
+        f"recheck:{person}:2026-12-20:3"]
+
+
+async def test_status_changes_are_announced_once_but_not_the_first_import(db: Database) -> None:
+    await add_person(db, 0, stage="审核")
+    await plan(db, now=DAYTIME)
+    assert await states(db) == {}
+    async with db.session() as session:
+        await save_application(session, VAULT, ApplicationRecord(
+            number="T-0", name="张桂兰", id_number=PEOPLE[0][0], phone=PEOPLE[0][2],
+            township="娄庄镇", programme="低保", stage="公示", stage_date=date(2026, 11, 25)),
+            source="test")
+    report = await plan(db, now=DAYTIME)
+    await plan(db, now=DAYTIME)
+    assert dict(report.queued) == {"status_change": 1}
+    assert len(await states(db)) == 1
+
+
+async def test_worker_sends_sms_once_and_records_it(db: Database, tmp_path: Path) -> None:
+    person = await add_person(db, 0)
+    await add_payout(db, person)
+    await plan(db, now=DAYTIME)
+    summary = await worker(db, tmp_path).run(once=True)
+    again = await worker(db, tmp_path).run(once=True)
+    assert summary.sent == 1 and again.sent == 0
+    [sms] = sent_sms(tmp_path)
+    assert sms["to"] == "138****8000"
+    assert sms["text"] == ("【示例县民政局】您的低保11月625.00元已到一卡通，请查收。"
+                           "咨询0000-1234567，回TD退订")
+    async with db.session() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert row is not None and row.state == "sent" and row.channel == "sms"
+    assert row.provider == "console" and row.provider_message_id and row.attempts == 1
+
+
+async def test_nothing_goes_out_at_night(db: Database, tmp_path: Path) -> None:
+    person = await add_person(db, 0)
+    await add_payout(db, person)
+    report = await plan(db, now=NIGHT)
+    assert report.held_for_quiet_hours == 1
+    assert (await worker(db, tmp_path, clock=NIGHT).run(once=True)).sent == 0
+    morning = datetime(2026, 12, 2, 0, 1, tzinfo=UTC)  # 08:01 in Beijing
+    assert (await worker(db, tmp_path, clock=morning).run(once=True)).sent == 1
+
+
+async def test_a_message_queued_by_day_and_sent_at_night_waits(db: Database,
+                                                              tmp_path: Path) -> None:
+    person = await add_person(db, 0)
+    await add_payout(db, person)
+    await plan(db, now=DAYTIME)
+    summary = await worker(db, tmp_path, clock=NIGHT).run(once=True)
+    assert summary.sent == 0 and summary.held_for_quiet_hours == 1
+    async with db.session() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert row is not None and row.state == "queued" and row.attempts == 0
+
+
+async def test_opt_out_is_honoured_at_send_time(db: Database, tmp_path: Path) -> None:
+    person = await add_person(db, 0)
+    await add_payout(db, person)
+    await plan(db, now=DAYTIME)
+    await opt_out(db, "sms", VAULT.lookup_hash(PEOPLE[0][2]), "caseworker")
+    summary = await worker(db, tmp_path).run(once=True)
+    assert summary.sent == 0 and summary.skipped == 1
+    assert sent_sms(tmp_path) == []
+    assert (await states(db)) == {f"payout:{person}:低保:2026-11": "skipped"}
+
+
+async def test_per_phone_spacing_holds_the_second_message(db: Database, tmp_path: Path) -> None:
+    person = await add_person(db, 0, recheck_due=date(2026, 12, 5))
+    await add_payout(db, person)
+    await plan(db, now=DAYTIME)
+    spaced = Worker(db, VAULT, COUNTY, [console(tmp_path)],
+                    DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(seconds=30))),
+                    clock=lambda: DAYTIME)
+    summary = await spaced.run(once=True)
+    assert summary.sent == 1 and summary.rescheduled == 1
+    later = Worker(db, VAULT, COUNTY, [console(tmp_path)],
+                   DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(seconds=30))),
+                   clock=lambda: DAYTIME + timedelta(seconds=31))
+    assert (await later.run(once=True)).sent == 1
+    assert len(sent_sms(tmp_path)) == 2
+
+
+async def test_daily_cap_per_phone(db: Database, tmp_path: Path) -> None:
+    person = await add_person(db, 0)
+    for month in ("2026-08", "2026-09", "2026-10"):
+        await add_payout(db, person, month)
+    await plan(db, now=DAYTIME)
+    capped = Worker(db, VAULT, COUNTY, [console(tmp_path)],
+                    DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0), per_day=2)),
+                    clock=lambda: DAYTIME)
+    summary = await capped.run(once=True)
+    assert summary.sent == 2 and summary.rescheduled == 1
+
+
+async def test_stale_claims_of_a_killed_worker_are_sent_once(db: Database,
+                                                            tmp_path: Path) -> None:
+    for index in range(2):
+        await add_payout(db, await add_person(db, index))
+    await plan(db, now=DAYTIME)
+    killed = worker(db, tmp_path, name="killed")
+    assert len(await killed.claim(10)) == 2  # claimed, then the process died
+    survivor = worker(db, tmp_path, clock=DAYTIME + timedelta(minutes=5))
+    assert (await survivor.run(once=True)).sent == 2
+    assert len(sent_sms(tmp_path)) == 2
+    # The dead worker's late write (if it had one) does not undo the survivor's.
+    assert set((await states(db)).values()) == {"sent"}
+
+
+async def test_two_workers_share_the_queue_without_duplicates(db: Database, database_url: str,
+                                                              tmp_path: Path) -> None:
+    for index in range(2):
+        person = await add_person(db, index)
+        for month in ("2026-09", "2026-10", "2026-11"):
+            await add_payout(db, person, month)
+    await plan(db, now=DAYTIME)
+    other_db = Database(database_url)
+    try:
+        a = worker(db, tmp_path, name="a", batch=2)
+        b = worker(other_db, tmp_path, name="b", batch=2)
+        await asyncio.gather(a.run(once=True), b.run(once=True))
+    finally:
+        await other_db.dispose()
+    assert a.summary.sent + b.summary.sent == 6
+    sent = [(line["to"], line["text"]) for line in sent_sms(tmp_path)]
+    assert len(sent) == len(set(sent)) == 6
+
+
+async def test_wechat_first_then_sms_when_unfollowed(db: Database, tmp_path: Path,
+                                                     aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeWeChat()
+    base = await fake.start(aiohttp_server)
+    grandma = await add_person(db, 0)
+    grandpa = await add_person(db, 1)
+    async with db.session() as session:
+        await bind(session, OPENID_GRANDMA, grandma, "self", granted_by="test")
+        await bind(session, OPENID_SON, grandma, "delegate", granted_by="test")
+        await bind(session, "oUnfollowed" + "z" * 17, grandpa, "self", granted_by="test")
+    fake.errcodes["oUnfollowed" + "z" * 17] = 43004
+    for person in (grandma, grandpa):
+        await add_payout(db, person)
+    await plan(db, now=DAYTIME)
+    api = WeChatApi(base, APPID, SECRET, DatabaseTokenStore(db, APPID))
+    try:
+        summary = await worker(db, tmp_path, wechat=api,
+                               wechat_templates={"payout": "TPL-PAYOUT"}).run(once=True)
+    finally:
+        await api.close()
+    assert fake.problems == []
+    assert summary.sent == 2
+    # Grandma and her son each get the template message; grandpa (unfollowed) gets an SMS.
+    assert sorted(m["touser"] for m in fake.messages) == sorted([OPENID_GRANDMA, OPENID_SON])
+    message = fake.messages[0]
+    assert message["template_id"] == "TPL-PAYOUT"
+    assert message["data"]["amount3"]["value"] == "625.00元"
+    assert message["client_msg_id"].startswith(f"payout:{grandma}:")
+    assert [s["to"] for s in sent_sms(tmp_path)] == ["138****1001"]
+
+
+async def test_wechat_opt_out_of_the_person_stops_all_reminders(db: Database, tmp_path: Path,
+                                                                aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeWeChat()
+    base = await fake.start(aiohttp_server)
+    grandma = await add_person(db, 0)
+    async with db.session() as session:
+        await bind(session, OPENID_GRANDMA, grandma, "self", granted_by="test")
+    await opt_out(db, "wechat", OPENID_GRANDMA, "wechat_menu")
+    await add_payout(db, grandma)
+    await plan(db, now=DAYTIME)
+    api = WeChatApi(base, APPID, SECRET, DatabaseTokenStore(db, APPID))
+    try:
+        summary = await worker(db, tmp_path, wechat=api,
+                               wechat_templates={"payout": "TPL-PAYOUT"}).run(once=True)
+    finally:
+        await api.close()
+    assert summary.skipped == 1 and fake.messages == [] and sent_sms(tmp_path) == []
+
+
+async def test_sms_reply_td_opts_the_phone_out(client, settings: Settings, db: Database) -> None:  # type: ignore[no-untyped-def]
+    # Callbacks are off without a token.
+    response = await client.post("/notify/callbacks/tencent/reply",
+                                 json={"mobile": PEOPLE[0][2], "text": "TD"})
+    assert response.status == 404
+    assert await db_count(db, OptOut) == 0
+
+
+async def db_count(db: Database, model: Any) -> int:
+    async with db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_failed_application_stage_update_value(db: Database) -> None:
+    await add_person(db, 0, stage="审核")
+    async with db.session() as session:
+        await session.execute(update(Application).values(stage="审批"))
+    assert await db_count(db, Application) == 1
