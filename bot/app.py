@@ -22,7 +22,8 @@ from huimin.db import Database
 from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
 from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat
-from notify.sms import sms_provider
+from notify.providers import build_sms_providers
+from notify.receipts import ProviderCallbacks
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ SETTINGS = web.AppKey("settings", Settings)
 DATABASE = web.AppKey("database", Database)
 BOT = web.AppKey("bot", Bot)
 ENDPOINT = web.AppKey("endpoint", WeChatEndpoint)
+CALLBACKS = web.AppKey("callbacks", ProviderCallbacks)
 RELOAD_SECONDS = 3.0
 
 
@@ -69,6 +71,31 @@ async def _follow_content(app: web.Application) -> None:
                           bot.snapshot.revision)
 
 
+async def _demo_notifier(settings: Settings, db: Database, county: dict[str, Any],
+                         redis: Any) -> None:
+    """The demo runs the notifier in-process: plan, then send what is due, every few
+    seconds (a deployment runs `huimin notify plan` on a timer and `huimin notify run`)."""
+    from notify.plan import plan
+    from notify.service import build_worker, quiet_hours, recheck_offsets
+
+    worker = build_worker(settings, db, county, redis=redis)
+    while True:
+        try:
+            report = await plan(db, quiet=quiet_hours(settings),
+                                recheck_offsets=recheck_offsets(settings))
+            if sum(report.queued.values()):
+                log.info("demo notifier: %s", report.summary())
+            summary = await worker.run(once=True)
+            if summary.sent:
+                log.info("demo notifier: %s", summary.text())
+                worker.summary = type(summary)()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("demo notifier round failed")
+        await asyncio.sleep(5)
+
+
 def _resources(settings: Settings):  # type: ignore[no-untyped-def]
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(settings.database_url)
@@ -92,9 +119,14 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
                   conversations=conversations, db=db)
         if not settings.secret_key:
             log.warning("HUIMIN_SECRET_KEY is not set: the status lookup is switched off")
-        bot.status = StatusDesk(
-            db=db, vault=Vault(settings.secret_key) if settings.secret_key else None,
-            limiter=limiter, sms=sms_provider(settings), county=county, say=bot.say)
+        vault = Vault(settings.secret_key) if settings.secret_key else None
+        sms = build_sms_providers(settings, county)
+        bot.status = StatusDesk(db=db, vault=vault, limiter=limiter, sms=sms, county=county,
+                                say=bot.say)
+        app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
+        background = []
+        if settings.demo and vault is not None:
+            background.append(asyncio.create_task(_demo_notifier(settings, db, county, redis)))
 
         async def deliver_late(openid: str, text: str) -> None:
             # Sent as a customer-service message by the notifier; kept until then.
@@ -110,18 +142,27 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
             fallback=bot.say("busy.j2"),
         )
         app[DATABASE], app[BOT], app[ENDPOINT] = db, bot, endpoint
-        follower = asyncio.create_task(_follow_content(app))
+        background.append(asyncio.create_task(_follow_content(app)))
         yield
-        follower.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await endpoint.drain()
         await bot.status.drain()
+        for provider in sms:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                await close()
         if redis is not None:
             await redis.aclose()
         await db.dispose()
 
     return resources
+
+
+async def _provider_callback(request: web.Request) -> web.StreamResponse:
+    return await request.app[CALLBACKS].handle(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -161,6 +202,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/wechat", _handshake)
     app.router.add_post("/wechat", _receive)
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/notify/callbacks/{provider}/{kind}", _provider_callback)
     if settings.demo:
         from bot import demo
 

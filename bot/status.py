@@ -14,7 +14,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,7 +67,7 @@ class StatusDesk:
     db: Database
     vault: Vault | None
     limiter: GuessLimiter
-    sms: SmsProvider
+    sms: Sequence[SmsProvider]  # in order of preference
     county: dict[str, Any]
     say: Callable[..., str]
     pending: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -172,13 +172,18 @@ class StatusDesk:
     async def _send_sms(self, phone: str, code: str) -> None:
         message = sms_message("verification_code", self.county, phone, {"code": code},
                               urgent=True)
-        try:
-            [result] = await self.sms.send([message])
-        except ProviderUnavailable as exc:
-            log.warning("verification SMS not sent: %s", exc.reason)
-            return
-        if not result.accepted:
-            log.warning("verification SMS not accepted by %s: %s", result.provider, result.error)
+        for provider in self.sms:  # urgent: straight to the first provider that takes it
+            try:
+                [result] = await provider.send([message])
+            except ProviderUnavailable as exc:
+                log.warning("verification SMS not sent by %s: %s", provider.name, exc.reason)
+                continue
+            if result.accepted or result.permanent:
+                if not result.accepted:
+                    log.warning("verification SMS refused by %s: %s", result.provider,
+                                result.error)
+                return
+        log.error("verification SMS could not be sent by any provider")
 
     def _background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from wechatpy.utils import WeChatSigner
 from bot.store import MessageLedger
 
 log = logging.getLogger(__name__)
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 LateDelivery = Callable[[str, str], Awaitable[None]]
 
 
@@ -97,7 +99,7 @@ class WeChatEndpoint:
     def _verify(self, request: web.Request) -> tuple[str, str]:
         query = request.query
         timestamp, nonce = query.get("timestamp", ""), query.get("nonce", "")
-        if not timestamp.isdigit() or not nonce:
+        if not _TIMESTAMP.fullmatch(timestamp) or not nonce:
             raise web.HTTPForbidden(text="missing or bad timestamp/nonce")
         if abs(time.time() - int(timestamp)) > self.replay_window:
             raise web.HTTPForbidden(text="timestamp out of range (replay?)")
@@ -153,7 +155,11 @@ class WeChatEndpoint:
             raise web.HTTPBadRequest(text="not a WeChat message") from None
         if message is None or not message.source:
             raise web.HTTPBadRequest(text="not a WeChat message")
-        text = await self._reply_once(message)
+        try:
+            key = dedup_key(message)  # wechatpy converts MsgId/CreateTime lazily, here
+        except (ValueError, TypeError, OverflowError):
+            raise web.HTTPBadRequest(text="bad MsgId or CreateTime") from None
+        text = await self._reply_once(message, key)
         if not text:
             return web.Response(text="success")
         xml = TextReply(message=message, content=text).render()
@@ -163,23 +169,37 @@ class WeChatEndpoint:
         return web.Response(text=xml, content_type="application/xml")
 
     # ----- dedup and deadline -----------------------------------------------
-    async def _reply_once(self, message: Any) -> str:
-        key = dedup_key(message)
+    async def _reply_once(self, message: Any, key: str) -> str:
+        """The reply, computed once per message even when WeChat retries it.
+
+        Claiming the message, making the reply and waiting for another process's
+        reply all run under the deadline: past it WeChat gets "success" and a reply
+        still being made is delivered later (never lost, never sent twice).
+        """
         started = time.monotonic()
-        if not await self.ledger.claim(key):
-            # A retry: repeat the first reply (waiting for it if still being made).
-            wait = max(self.reply_deadline - (time.monotonic() - started), 0.0)
-            return await self.ledger.reply_of(key, wait) or ""
-        task = asyncio.ensure_future(self._safe_reply(message))
-        remaining = max(self.reply_deadline - (time.monotonic() - started), 0.01)
+        task = asyncio.ensure_future(self._claim_and_reply(message, key, started))
         try:
-            text = await asyncio.wait_for(asyncio.shield(task), remaining)
+            first, text = await asyncio.wait_for(asyncio.shield(task), self.reply_deadline)
         except TimeoutError:
             self.pending.add(task)
             task.add_done_callback(lambda t: self._late(t, key, str(message.source)))
             return ""
-        await self.ledger.record(key, text)
+        if first:
+            self._background(self.ledger.record(key, text))
         return text
+
+    async def _claim_and_reply(self, message: Any, key: str,
+                               started: float) -> tuple[bool, str]:
+        if not await self.ledger.claim(key):
+            # A retry: repeat the first reply (waiting for it if still being made).
+            wait = max(self.reply_deadline - (time.monotonic() - started), 0.0)
+            return False, await self.ledger.reply_of(key, wait) or ""
+        return True, await self._safe_reply(message)
+
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
 
     async def _safe_reply(self, message: Any) -> str:
         try:
@@ -188,14 +208,13 @@ class WeChatEndpoint:
             log.exception("reply failed for a %s message", message.type)
             return self.fallback
 
-    def _late(self, task: asyncio.Task[str], key: str, openid: str) -> None:
+    def _late(self, task: asyncio.Task[tuple[bool, str]], key: str, openid: str) -> None:
         self.pending.discard(task)
-        if task.cancelled():
+        if task.cancelled() or task.exception() is not None:
             return
-        text = task.result()
-        follow_up = asyncio.ensure_future(self._finish_late(key, openid, text))
-        self.pending.add(follow_up)
-        follow_up.add_done_callback(self.pending.discard)
+        first, text = task.result()
+        if first:  # only the process that made the reply delivers it
+            self._background(self._finish_late(key, openid, text))
 
     async def _finish_late(self, key: str, openid: str, text: str) -> None:
         try:

@@ -24,7 +24,6 @@ import jinja2
 
 from content import TEMPLATES_DIR
 from huimin.personal import mask_phone
-from huimin.settings import Settings
 
 log = logging.getLogger(__name__)
 SEGMENT_CHARS = 70  # one SMS segment of Chinese text
@@ -121,7 +120,3 @@ def _append(path: Path, line: str) -> None:
     with path.open("a", encoding="utf-8") as fh:
         fh.write(line + "\n")
 
-
-def sms_provider(settings: Settings) -> SmsProvider:
-    """The first provider named by ``HUIMIN_SMS_PROVIDER`` (the notifier uses them all)."""
-    return ConsoleSms(settings.sms_console_file)
