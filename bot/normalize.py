@@ -82,11 +82,19 @@ def sound_code(text: str) -> str:
     return "".join(out)
 
 
+_DOMAIN_FREQ = 200000
+
+
 def add_words(words: Iterable[str]) -> None:
-    """Teach jieba domain words (低保金, 一卡通, 护理补贴 …) so they stay whole."""
+    """Teach jieba domain words (低保金, 一卡通, 护理补贴 …) so they stay whole.
+
+    Only words jieba does not already rate this high are added: every add_word
+    raises jieba's total frequency, so adding the same words again on each content
+    reload would slowly change how everything else is segmented."""
+    jieba.dt.check_initialized()
     for word in words:
-        if word and _HAN.search(word):
-            jieba.add_word(word, freq=200000)
+        if word and _HAN.search(word) and jieba.dt.FREQ.get(word, 0) < _DOMAIN_FREQ:
+            jieba.add_word(word, freq=_DOMAIN_FREQ)
 
 
 def words(text: str) -> list[str]:

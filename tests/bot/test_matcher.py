@@ -119,3 +119,30 @@ def test_other_departments_business_is_referred(matcher: Matcher) -> None:
 def test_empty_and_punctuation_only_questions(matcher: Matcher) -> None:
     for question in ("", "？？？", "😀😀", "   "):
         assert matcher.match(question).band is Band.UNKNOWN
+
+
+def test_pruned_matching_gives_the_same_verdicts() -> None:
+    """Above PRUNE_ABOVE phrasings only promising entries get the exact rapidfuzz scan:
+    bands, candidates and scores must be those of the full scan."""
+    from bench.synthetic import synthetic_faq
+
+    files = load_content_files()
+    content = PublishedContent(tuple(("s.yaml", e) for e in synthetic_faq(300)),
+                               files.dictionary, 1)
+
+    class Full(Matcher):
+        PRUNE_ABOVE = 10**9
+
+    class Pruned(Matcher):
+        PRUNE_ABOVE = 0
+
+    guide = Guide.load()
+    full = Full([e for _, e in content.entries], content.dictionary, guide.other_departments,
+                guide.domain_terms, guide.programmes)
+    pruned = Pruned([e for _, e in content.entries], content.dictionary,
+                    guide.other_departments, guide.domain_terms, guide.programmes)
+    questions = [item["q"] for name in ("devset.yaml", "holdout.yaml")
+                 for item in yaml.safe_load((DATA / name).read_text(encoding="utf-8"))]
+    for question in questions:
+        a, b = pruned.match(question), full.match(question)
+        assert (a.band, a.candidates, a.referral) == (b.band, b.candidates, b.referral), question
