@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import ConversationRow, HandledMessage
 from huimin.db import Database, upsert, utcnow
@@ -99,12 +99,12 @@ class DatabaseLedger:
         self.db = db
 
     async def claim(self, key: str) -> bool:
-        try:
-            async with self.db.session() as session:
-                session.add(HandledMessage(key=key))
-        except IntegrityError:
-            return False
-        return True
+        async with self.db.session() as session:
+            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+            result = await session.execute(
+                dialect.insert(HandledMessage).values(key=key, created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["key"]))
+        return result.rowcount == 1
 
     async def record(self, key: str, reply: str) -> None:
         async with self.db.session() as session:
