@@ -180,15 +180,7 @@ async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport
         if reasons or record is None:
             report.errors.append((line, "；".join(reasons)))
             continue
-        outcome = await _save(db, vault, record, line)
-        if outcome == "added":
-            report.added += 1
-        elif outcome == "updated":
-            report.updated += 1
-        elif outcome == "unchanged":
-            report.unchanged += 1
-        else:
-            report.errors.append((line, outcome))
+        report.count(line, await _save(db, vault, record, line))
     log.info("imported payouts %s: %s", path.name, report.summary())
     return report
 

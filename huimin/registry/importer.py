@@ -159,6 +159,14 @@ class ImportReport:
         return (f"新增 {self.added} 条，更新 {self.updated} 条，未变 {self.unchanged} 条，"
                 f"出错 {len(self.errors)} 行")
 
+    def count(self, line: int, outcome: str) -> None:
+        """Count one saved row: "added", "updated", "unchanged", or else the reason it
+        failed."""
+        if outcome in ("added", "updated", "unchanged"):
+            setattr(self, outcome, getattr(self, outcome) + 1)
+        else:
+            self.errors.append((line, outcome))
+
     def error_lines(self) -> list[str]:
         """One line per bad row, for printing: "第5行：身份证号校验位不对，请核对"."""
         return [f"第{line}行：{reason}" for line, reason in self.errors]
@@ -519,15 +527,7 @@ async def import_applications(db: Database, vault: Vault, path: Path,
         if reasons or record is None:
             report.errors.append((line, "；".join(reasons)))
             continue
-        outcome = await _save(db, vault, record, source, line)
-        if outcome == "added":
-            report.added += 1
-        elif outcome == "updated":
-            report.updated += 1
-        elif outcome == "unchanged":
-            report.unchanged += 1
-        else:
-            report.errors.append((line, outcome))
+        report.count(line, await _save(db, vault, record, source, line))
     log.info("imported %s: %s", path.name, report.summary())
     return report
 

@@ -15,13 +15,18 @@ what was already accepted.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import aiohttp
+
 from huimin.personal import mask_phone
 from huimin.settings import Settings, SettingsError, parse_pairs
 from notify.sms import ConsoleSms, ProviderUnavailable, SmsMessage, SmsProvider, SmsResult
+
+log = logging.getLogger(__name__)
 
 _MAINLAND = re.compile(r"^1[3-9]\d{9}$")
 # A mainland mobile number inside free text, with or without +86 / 0086 / 86 in front.
@@ -132,6 +137,50 @@ async def send_grouped(provider: str, messages: Sequence[SmsMessage], send_batch
             results[i] = result
         accepted_any = accepted_any or any(r.accepted for r in got)
     return [r for r in results if r is not None]
+
+
+class HttpSmsProvider:
+    """What both HTTP providers share: template and number checks before sending,
+    grouping into batch calls, and one client session (call :meth:`close`)."""
+
+    name = "http"
+    template_kind = "template"
+
+    templates: dict[str, str]
+    timeout: float
+    max_batch: int
+    _session_factory: Callable[[], aiohttp.ClientSession] | None
+    _session: aiohttp.ClientSession | None
+
+    async def send(self, messages: Sequence[SmsMessage]) -> list[SmsResult]:
+        return await send_grouped(self.name, messages, self._send_batch,
+                                  max_batch=self.max_batch, check=self._check)
+
+    async def _send_batch(self, batch: Sequence[SmsMessage]) -> list[SmsResult]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def _check(self, message: SmsMessage) -> str | None:
+        if message.template not in self.templates:
+            log.warning("%s: no %s for %r, not sending to %s", self.name,
+                        self.template_kind, message.template, masked(message))
+            return f"no {self.name.capitalize()} template for {message.template}"
+        if mainland_number(message.phone) is None:
+            log.warning("%s: not a mainland mobile number (reference %r), not sending",
+                        self.name, message.reference)
+            return "invalid phone number (not a mainland mobile number)"
+        return None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = (self._session_factory() if self._session_factory else
+                             aiohttp.ClientSession(
+                                 timeout=aiohttp.ClientTimeout(total=self.timeout)))
+        return self._session
 
 
 def _require(value: str | None, variable: str, provider: str) -> str:

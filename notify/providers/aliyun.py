@@ -47,7 +47,14 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from notify.providers import batch_context, mainland_number, masked, scrub, send_grouped
+from notify.providers import (
+    HttpSmsProvider,
+    batch_context,
+    mainland_number,
+    masked,
+    scrub,
+    send_grouped,
+)
 from notify.sms import ProviderUnavailable, SmsMessage, SmsResult
 
 log = logging.getLogger(__name__)
@@ -124,10 +131,11 @@ def iso_timestamp(now: float) -> str:
 # --- the provider -------------------------------------------------------------------------
 
 
-class AliyunSms:
+class AliyunSms(HttpSmsProvider):
     """Sends through Alibaba Cloud SMS. Call :meth:`close` when done."""
 
     name = "aliyun"
+    template_kind = "template code"
 
     def __init__(self, endpoint: str, access_key_id: str, access_key_secret: str,
                  sign_name: str, templates: Mapping[str, str], *, timeout: float = 10.0,
@@ -147,32 +155,6 @@ class AliyunSms:
     def __repr__(self) -> str:  # never show the secret
         return f"AliyunSms(endpoint={str(self.url)!r}, access_key_id={self.access_key_id!r})"
 
-    async def send(self, messages: Sequence[SmsMessage]) -> list[SmsResult]:
-        return await send_grouped(self.name, messages, self._send_batch,
-                                  max_batch=self.max_batch, check=self._check)
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-    def _check(self, message: SmsMessage) -> str | None:
-        if message.template not in self.templates:
-            log.warning("aliyun: no template code for %r, not sending to %s",
-                        message.template, masked(message))
-            return f"no Aliyun template for {message.template}"
-        if mainland_number(message.phone) is None:
-            log.warning("aliyun: not a mainland mobile number (reference %r), not sending",
-                        message.reference)
-            return "invalid phone number (not a mainland mobile number)"
-        return None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = (self._session_factory() if self._session_factory else
-                             aiohttp.ClientSession(
-                                 timeout=aiohttp.ClientTimeout(total=self.timeout)))
-        return self._session
 
     def _params(self, batch: Sequence[SmsMessage]) -> dict[str, str]:
         first = batch[0]

@@ -44,7 +44,14 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from notify.providers import batch_context, mainland_number, masked, scrub, send_grouped
+from notify.providers import (
+    HttpSmsProvider,
+    batch_context,
+    mainland_number,
+    masked,
+    scrub,
+    send_grouped,
+)
 from notify.sms import ProviderUnavailable, SmsMessage, SmsResult
 
 log = logging.getLogger(__name__)
@@ -163,10 +170,11 @@ def _retry_after(value: str | None) -> float | None:
 # --- the provider -------------------------------------------------------------------------
 
 
-class TencentSms:
+class TencentSms(HttpSmsProvider):
     """Sends through Tencent Cloud SMS. Call :meth:`close` when done."""
 
     name = "tencent"
+    template_kind = "template id"
 
     def __init__(self, endpoint: str, region: str, secret_id: str, secret_key: str, app_id: str,
                  sign_name: str, templates: Mapping[str, str], *, timeout: float = 10.0,
@@ -189,32 +197,6 @@ class TencentSms:
     def __repr__(self) -> str:  # never show the secret key
         return f"TencentSms(endpoint={str(self.url)!r}, app_id={self.app_id!r})"
 
-    async def send(self, messages: Sequence[SmsMessage]) -> list[SmsResult]:
-        return await send_grouped(self.name, messages, self._send_batch,
-                                  max_batch=self.max_batch, check=self._check)
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-    def _check(self, message: SmsMessage) -> str | None:
-        if message.template not in self.templates:
-            log.warning("tencent: no template id for %r, not sending to %s",
-                        message.template, masked(message))
-            return f"no Tencent template for {message.template}"
-        if mainland_number(message.phone) is None:
-            log.warning("tencent: not a mainland mobile number (reference %r), not sending",
-                        message.reference)
-            return "invalid phone number (not a mainland mobile number)"
-        return None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = (self._session_factory() if self._session_factory else
-                             aiohttp.ClientSession(
-                                 timeout=aiohttp.ClientTimeout(total=self.timeout)))
-        return self._session
 
     async def _send_batch(self, batch: Sequence[SmsMessage]) -> list[SmsResult]:
         numbers = [mainland_number(m.phone) or "" for m in batch]
