@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from content.load import load_county
 from huimin.db import Database
 from huimin.personal import Vault
-from huimin.registry.models import Application, Beneficiary
+from huimin.registry.models import Beneficiary
 from huimin.registry.queries import ApplicationRecord, bind, save_application
 from huimin.settings import DEFAULT_COUNTY_FILE, Settings
 from notify.models import OptOut, OutboxMessage, PayoutLine
@@ -298,11 +298,120 @@ async def test_wechat_opt_out_of_the_person_stops_all_reminders(db: Database, tm
     assert summary.skipped == 1 and fake.messages == [] and sent_sms(tmp_path) == []
 
 
-async def test_sms_reply_td_opts_the_phone_out(client, settings: Settings, db: Database) -> None:  # type: ignore[no-untyped-def]
-    # Callbacks are off without a token.
+async def test_callbacks_are_off_without_a_token(client, db: Database) -> None:  # type: ignore[no-untyped-def]
     response = await client.post("/notify/callbacks/tencent/reply",
                                  json={"mobile": PEOPLE[0][2], "text": "TD"})
     assert response.status == 404
+    assert await db_count(db, OptOut) == 0
+
+
+@pytest.fixture
+async def callback_client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
+    from bot.app import create_app
+
+    return await aiohttp_client(create_app(settings.with_overrides(callback_token="cbtoken")))
+
+
+async def sent_message(db: Database, tmp_path: Path) -> OutboxMessage:
+    person = await add_person(db, 0)
+    await add_payout(db, person)
+    await plan(db, now=DAYTIME)
+    await worker(db, tmp_path).run(once=True)
+    async with db.session() as session:
+        row = await session.scalar(select(OutboxMessage))
+    assert row is not None and row.state == "sent"
+    return row
+
+
+async def test_tencent_status_report_marks_delivered(callback_client, db: Database,  # type: ignore[no-untyped-def]
+                                                     tmp_path: Path) -> None:
+    row = await sent_message(db, tmp_path)
+    async with db.session() as session:  # as if Tencent had answered with this SerialNo
+        await session.execute(update(OutboxMessage).values(provider="tencent",
+                                                           provider_message_id="sid-1"))
+    wrong = await callback_client.post("/notify/callbacks/tencent/status?token=nope", json=[])
+    assert wrong.status == 403
+    response = await callback_client.post(
+        "/notify/callbacks/tencent/status?token=cbtoken",
+        json=[{"user_receive_time": "2026-12-01 10:00:05", "nationcode": "86",
+               "mobile": PEOPLE[0][2], "report_status": "SUCCESS", "errmsg": "DELIVRD",
+               "description": "用户短信送达成功", "sid": "sid-1"}])
+    assert response.status == 200
+    assert await response.json() == {"result": 0, "errmsg": "OK"}
+    assert (await states(db)) == {row.key: "delivered"}
+
+
+async def test_aliyun_failed_report_marks_failed(callback_client, db: Database,  # type: ignore[no-untyped-def]
+                                                 tmp_path: Path) -> None:
+    row = await sent_message(db, tmp_path)
+    async with db.session() as session:
+        await session.execute(update(OutboxMessage).values(provider="aliyun",
+                                                           provider_message_id="biz-9"))
+    response = await callback_client.post(
+        "/notify/callbacks/aliyun/status?token=cbtoken",
+        json=[{"phone_number": PEOPLE[0][2], "send_time": "2026-12-01 10:00:00",
+               "report_time": "2026-12-01 10:00:09", "success": False,
+               "err_code": "MK:0001", "err_msg": "用户关机", "sms_size": "1",
+               "biz_id": "biz-9", "out_id": row.key}])
+    assert response.status == 200 and (await response.json())["code"] == 0
+    assert (await states(db)) == {row.key: "failed"}
+
+
+@pytest.mark.parametrize(("provider", "body"), [
+    ("tencent", {"extend": "", "mobile": PEOPLE[0][2], "nationcode": "86",
+                 "sign": "示例县民政局", "text": "TD", "time": 1764554400}),
+    ("aliyun", [{"phone_number": PEOPLE[0][2], "send_time": "2026-12-01 10:00:00",
+                 "content": "退订", "sign_name": "示例县民政局", "dest_code": "1234",
+                 "sequence_id": 1}]),
+])
+async def test_sms_reply_td_opts_the_phone_out(callback_client, db: Database, provider: str,  # type: ignore[no-untyped-def]
+                                               body: Any, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    response = await callback_client.post(f"/notify/callbacks/{provider}/reply?token=cbtoken",
+                                          json=body)
+    assert response.status == 200
+    async with db.session() as session:
+        opted = (await session.scalars(select(OptOut))).all()
+    assert [(o.channel, o.address, o.source) for o in opted] == [
+        ("sms", VAULT.lookup_hash(PEOPLE[0][2]), "sms_reply")]
+    assert PEOPLE[0][2] not in caplog.text
+
+
+async def test_bad_callback_bodies_are_4xx(callback_client) -> None:  # type: ignore[no-untyped-def]
+    for body in (b"not json", b"[1, 2]"):
+        response = await callback_client.post("/notify/callbacks/tencent/status?token=cbtoken",
+                                              data=body)
+        assert response.status == 400
+    response = await callback_client.post("/notify/callbacks/other/status?token=cbtoken",
+                                          json=[])
+    assert response.status == 404
+
+
+async def test_wechat_job_finished_event_marks_delivered(client, db: Database,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    from tests.wechat import event_xml, signed_query
+
+    row = await sent_message(db, tmp_path)
+    async with db.session() as session:
+        await session.execute(update(OutboxMessage).values(provider="wechat",
+                                                           provider_message_id="200163836"))
+    xml = event_xml("TEMPLATESENDJOBFINISH", openid=OPENID_GRANDMA).replace(
+        "</xml>", "<MsgID>200163836</MsgID><Status><![CDATA[success]]></Status></xml>")
+    response = await client.post("/wechat", params=signed_query(), data=xml)
+    assert response.status == 200 and await response.text() == "success"
+    assert (await states(db)) == {row.key: "delivered"}
+
+
+async def test_wechat_reminders_off_and_on(client, db: Database) -> None:  # type: ignore[no-untyped-def]
+    from tests.wechat import reply_text, signed_query, text_xml
+
+    response = await client.post("/wechat", params=signed_query(),
+                                 data=text_xml("关闭提醒", openid=OPENID_GRANDMA))
+    assert "已关闭" in reply_text(await response.text())
+    assert await db_count(db, OptOut) == 1
+    response = await client.post("/wechat", params=signed_query(),
+                                 data=text_xml("开启提醒", openid=OPENID_GRANDMA))
+    assert "已开启" in reply_text(await response.text())
     assert await db_count(db, OptOut) == 0
 
 
@@ -310,9 +419,3 @@ async def db_count(db: Database, model: Any) -> int:
     async with db.session() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
 
-
-async def test_failed_application_stage_update_value(db: Database) -> None:
-    await add_person(db, 0, stage="审核")
-    async with db.session() as session:
-        await session.execute(update(Application).values(stage="审批"))
-    assert await db_count(db, Application) == 1
