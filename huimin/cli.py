@@ -29,9 +29,9 @@ def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    # At DEBUG these would print SQL parameters (tokens, hashes): never.
+    # At INFO/DEBUG these print SQL and its parameters (tokens, hashes): never.
     for noisy in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger(noisy).level))
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # ----- init -----------------------------------------------------------------

@@ -135,3 +135,46 @@ def test_import_needs_the_secret_key(database_url: str) -> None:
     result = huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url)
     assert result.returncode == 2
     assert "HUIMIN_SECRET_KEY is required" in result.stderr
+
+
+def test_notify_plan_run_once_and_preview(database_url: str, tmp_path: Path) -> None:
+    from huimin.cli import DEMO_REGISTRY
+
+    env = {"HUIMIN_SECRET_KEY": "test-secret-key-0123456789",
+           "HUIMIN_SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
+           "HUIMIN_QUIET_HOURS": "00:00-00:00"}  # whatever the clock says in CI
+    huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url,
+           extra_env=env)
+    payouts = DEMO_REGISTRY.with_name("payouts.csv")
+    imported = huimin("import", "payouts", str(payouts), database_url=database_url,
+                      extra_env=env)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    planned = huimin("notify", "plan", database_url=database_url, extra_env=env)
+    assert planned.returncode == 0 and "payout 3" in planned.stdout
+    again = huimin("notify", "plan", database_url=database_url, extra_env=env)
+    assert "新排队 0 条" in again.stdout
+    sent = huimin("notify", "run", "--once", database_url=database_url, extra_env=env)
+    assert sent.returncode == 0, sent.stderr
+    # One of the three has no phone and no WeChat: not sent, and said so.
+    assert "已发送 2 条" in sent.stdout and "无联系方式） 1 条" in sent.stdout
+    assert "INFO sqlalchemy" not in sent.stderr
+    lines = (tmp_path / "sms.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and all("****" in json.loads(line)["to"] for line in lines)
+    preview = huimin("notify", "preview")
+    assert preview.returncode == 0 and "1条计费" in preview.stdout
+
+
+def test_notify_run_stops_cleanly_on_sigterm(database_url: str) -> None:
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
+    env.update(HUIMIN_DATABASE_URL=database_url, HUIMIN_SECRET_KEY="test-secret-key-0123456789")
+    worker = subprocess.Popen([sys.executable, "-m", "huimin.cli", "notify", "run", "--quiet"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    time.sleep(3)  # let it start and poll an empty queue
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "已发送 0 条" in out
