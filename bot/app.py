@@ -12,7 +12,6 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
 from bot.dialog import Bot, Guide, Snapshot
-from bot.models import LateReply
 from bot.status import StatusDesk
 from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
 from bot.webhook import WeChatEndpoint
@@ -22,6 +21,7 @@ from huimin.db import Database
 from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
 from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat
+from notify.models import LateReply
 from notify.providers import build_sms_providers
 from notify.receipts import ProviderCallbacks
 

@@ -59,16 +59,3 @@ class ConversationRow(Base):
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[dict[str, object]] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-class LateReply(Base):
-    """A reply that was not ready within WeChat's deadline, waiting for delivery
-    by customer-service message."""
-
-    __tablename__ = "late_replies"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    openid: Mapped[str] = mapped_column(String(64))
-    text: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -99,3 +99,16 @@ class DeliveryEvent(Base):
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
     detail: Mapped[dict[str, object]] = mapped_column(JSON)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class LateReply(Base):
+    """A bot reply that missed WeChat's 5-second deadline: the worker delivers it as a
+    customer-service message (WeChat allows those within 48 h of the user's message)."""
+
+    __tablename__ = "late_replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    openid: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

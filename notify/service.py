@@ -29,7 +29,7 @@ def build_worker(settings: Settings, db: Database, county: dict[str, Any],
     """A worker with the configured SMS providers and, when configured, WeChat."""
     wechat = None
     templates = parse_pairs(settings.wechat_templates) if settings.wechat_templates else {}
-    if templates and settings.wechat_secret:
+    if settings.wechat_secret and settings.wechat_appid:  # templates, late replies
         wechat = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
                                                                database=db))
     limiter = RedisPhoneLimiter(redis) if redis is not None else DatabasePhoneLimiter(db)

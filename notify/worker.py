@@ -28,12 +28,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from huimin.db import Database, utcnow
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary, Binding
-from notify.models import FAILED, QUEUED, SENDING, SENT, SKIPPED, OptOut, OutboxMessage
+from notify.models import (
+    FAILED,
+    QUEUED,
+    SENDING,
+    SENT,
+    SKIPPED,
+    LateReply,
+    OptOut,
+    OutboxMessage,
+)
 from notify.render import sms_for, wechat_data
 from notify.rules import QuietHours, RateLimiter
 from notify.sms import ProviderUnavailable, SmsProvider
@@ -189,8 +198,9 @@ class Worker:
             if time.monotonic() - last_sweep > self.stale_after.total_seconds() / 2:
                 await self.sweep()
                 last_sweep = time.monotonic()
+            late = await self.deliver_late_replies()
             claimed = await self.claim(self.batch)
-            if not claimed:
+            if not claimed and not late:
                 if once:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -200,6 +210,48 @@ class Worker:
             if progress is not None:
                 progress(len(claimed))
         return self.summary
+
+    async def deliver_late_replies(self, limit: int = 50) -> int:
+        """Send bot replies that missed WeChat's deadline as customer-service messages.
+
+        Each is claimed by setting ``delivered_at`` first (so two workers never both
+        send it) and released again if WeChat is unreachable; one WeChat refuses for
+        good (the 48-hour window closed, the user left) is dropped with a log line.
+        """
+        if self.wechat is None:
+            return 0
+        cutoff = self.clock() - timedelta(hours=48)
+        async with self.db.session() as session:
+            ids = list((await session.scalars(
+                select(LateReply.id).where(and_(LateReply.delivered_at.is_(None),
+                                                LateReply.created_at > cutoff))
+                .order_by(LateReply.id).limit(limit))).all())
+        sent = 0
+        for reply_id in ids:
+            async with self.db.session() as session:
+                claimed = (await session.execute(
+                    update(LateReply).where(and_(LateReply.id == reply_id,
+                                                 LateReply.delivered_at.is_(None)))
+                    .values(delivered_at=self.clock())
+                    .returning(LateReply.openid, LateReply.text))).first()
+            if claimed is None:
+                continue
+            try:
+                result = await self.wechat.send_text(claimed.openid, claimed.text)
+            except WeChatUnavailable:
+                result = None
+            if result is not None and result.ok:
+                sent += 1
+                continue
+            async with self.db.session() as session:
+                if result is not None and result.permanent:
+                    log.warning("late reply %s dropped: WeChat refused it (%s)", reply_id,
+                                result.errcode)
+                    await session.execute(delete(LateReply).where(LateReply.id == reply_id))
+                else:
+                    await session.execute(update(LateReply).where(LateReply.id == reply_id)
+                                          .values(delivered_at=None))
+        return sent
 
     async def sweep(self) -> int:
         """Return stale ``sending`` claims (a killed worker's) to the queue."""

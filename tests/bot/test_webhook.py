@@ -23,11 +23,12 @@ from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto
 
 from bot.app import create_app
-from bot.models import AskedQuestion, Follower, LateReply
+from bot.models import AskedQuestion, Follower
 from bot.webhook import sign
 from content import FAQ_DIR, MENU_FILE
 from huimin.db import Database
 from huimin.settings import Settings
+from notify.models import LateReply
 from tests.wechat import (
     ACCOUNT,
     AES_KEY,

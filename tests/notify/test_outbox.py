@@ -18,7 +18,7 @@ from huimin.personal import Vault
 from huimin.registry.models import Beneficiary
 from huimin.registry.queries import ApplicationRecord, bind, save_application
 from huimin.settings import DEFAULT_COUNTY_FILE, Settings
-from notify.models import OptOut, OutboxMessage, PayoutLine
+from notify.models import LateReply, OptOut, OutboxMessage, PayoutLine
 from notify.plan import plan
 from notify.receipts import opt_out
 from notify.rules import DatabasePhoneLimiter, PhoneCaps
@@ -277,6 +277,28 @@ async def test_wechat_first_then_sms_when_unfollowed(db: Database, tmp_path: Pat
     assert message["data"]["amount3"]["value"] == "625.00元"
     assert message["client_msg_id"].startswith(f"payout:{grandma}:")
     assert [s["to"] for s in sent_sms(tmp_path)] == ["138****1001"]
+
+
+async def test_late_bot_replies_go_out_as_customer_service_messages(
+        db: Database, tmp_path: Path, aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeWeChat()
+    base = await fake.start(aiohttp_server)
+    gone = "oLeftTheAccount" + "q" * 13
+    fake.errcodes[gone] = 45015  # the 48-hour window closed
+    async with db.session() as session:
+        session.add(LateReply(openid=OPENID_GRANDMA, text="这个问题我还答不上来"))
+        session.add(LateReply(openid=gone, text="迟到的回复"))
+    api = WeChatApi(base, APPID, SECRET, DatabaseTokenStore(db, APPID))
+    try:
+        # Real time: the 48-hour window is measured against when the replies were made.
+        await worker(db, tmp_path, clock=datetime.now(UTC), wechat=api).run(once=True)
+    finally:
+        await api.close()
+    assert [(t["touser"], t["text"]["content"]) for t in fake.texts] == [
+        (OPENID_GRANDMA, "这个问题我还答不上来")]
+    async with db.session() as session:
+        rows = (await session.scalars(select(LateReply))).all()
+    assert [(r.openid, r.delivered_at is not None) for r in rows] == [(OPENID_GRANDMA, True)]
 
 
 async def test_wechat_opt_out_of_the_person_stops_all_reminders(db: Database, tmp_path: Path,
