@@ -70,7 +70,8 @@ def _bare_app() -> Any:
     return app
 
 
-async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any) -> None:
+async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any,
+                 redis_url: str | None = None) -> None:
     from aiohttp import web
 
     if kind == "bot":
@@ -79,7 +80,7 @@ async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any) -> 
 
         assert database_url is not None
         app = create_app(Settings(database_url=database_url, wechat_token=TOKEN,
-                                  log_level="WARNING"))
+                                  log_level="WARNING", redis_url=redis_url))
     else:
         app = _bare_app()
     runner = web.AppRunner(app, access_log=None)  # as `huimin serve` runs it
@@ -94,12 +95,13 @@ async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any) -> 
         await runner.cleanup()
 
 
-def serve_process(kind: str, database_url: str | None, ready: Any, stop: Any) -> None:
+def serve_process(kind: str, database_url: str | None, ready: Any, stop: Any,
+                  redis_url: str | None = None) -> None:
     """Entry point of a server process."""
     logging.basicConfig(level=logging.WARNING,
                         format=f"[{kind} server] %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(_serve(kind, database_url, ready, stop))
+        asyncio.run(_serve(kind, database_url, ready, stop, redis_url))
     except BaseException:
         ready.put(("error", traceback.format_exc(), os.getpid()))
         raise
@@ -114,10 +116,12 @@ class Server:
     pid: int = 0
 
 
-def start_server(ctx: Any, kind: str, database_url: str | None) -> Server:
+def start_server(ctx: Any, kind: str, database_url: str | None,
+                 redis_url: str | None = None) -> Server:
     """Start a server process and wait until it listens (stopping it again on failure)."""
     ready, stop = ctx.Queue(), ctx.Event()
-    process = ctx.Process(target=serve_process, args=(kind, database_url, ready, stop),
+    process = ctx.Process(target=serve_process,
+                          args=(kind, database_url, ready, stop, redis_url),
                           name=f"bench-{kind}", daemon=True)
     server = Server(kind, process, stop)
     process.start()
@@ -294,6 +298,25 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def _redis_ready(url: str) -> bool:
+    """Whether Redis answers at ``url``; its huimin keys are cleared for a fresh run."""
+    async def check() -> bool:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            keys = [k async for k in redis.scan_iter("huimin:*")]
+            if keys:
+                await redis.delete(*keys)
+            return True
+        except Exception:
+            return False
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(check())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="measured requests per run")
@@ -302,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=1000, help="synthetic FAQ size")
     parser.add_argument("--light", type=int, default=200,
                         help="requests sent afterwards by a single client (0: skip)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/14",
+                        help="also measure the bot with its shared state in this Redis "
+                             "(empty: skip)")
     args = parser.parse_args(argv)
 
     from bench.synthetic import synthetic_faq
@@ -321,13 +347,18 @@ def main(argv: list[str] | None = None) -> int:
               f"(temp dir {workdir}); {args.concurrency} clients, {args.warmup} warm-up + "
               f"{args.requests} measured requests per endpoint, then {args.light} from "
               f"one client", flush=True)
-        runs = [("bare aiohttp + XML", "bare", None, "-"),
-                ("bot, shipped FAQ", "bot", shipped_url, "shipped"),
-                (f"bot, {args.entries}-entry FAQ", "bot", synthetic_url, str(args.entries))]
+        runs = [("bare aiohttp + XML", "bare", None, "-", None),
+                ("bot, shipped FAQ", "bot", shipped_url, "shipped", None),
+                (f"bot, {args.entries}-entry FAQ", "bot", synthetic_url, str(args.entries),
+                 None)]
+        if args.redis and _redis_ready(args.redis):
+            runs += [("bot + Redis, shipped FAQ", "bot", shipped_url, "shipped", args.redis),
+                     (f"bot + Redis, {args.entries}-entry FAQ", "bot", synthetic_url,
+                      str(args.entries), args.redis)]
         messages = Messages(questions)
-        for label, kind, url, faq in runs:
+        for label, kind, url, faq, redis_url in runs:
             started = time.perf_counter()
-            server = start_server(ctx, kind, url)
+            server = start_server(ctx, kind, url, redis_url)
             servers.append(server)
             boot = time.perf_counter() - started
             try:
