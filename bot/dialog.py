@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 import yaml
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from bot.matcher import Band, Match, Matcher
 from bot.models import AskedQuestion, Follower
@@ -284,15 +284,13 @@ class Bot:
 
     # ----- records ---------------------------------------------------------
     async def _record_asked(self, match: Match) -> int | None:
-        row = AskedQuestion(
-            text=mask_digits(match.normalised.text)[:200],
-            band=match.band.value,
-            candidates=[{"faq_id": c.faq_id, "score": c.score} for c in match.candidates],
-        )
-        async with self.db.session() as session:
-            session.add(row)
-            await session.flush()
-            return row.id
+        async with self.db.engine.begin() as conn:
+            return await conn.scalar(insert(AskedQuestion).values(
+                asked_at=utcnow(),
+                text=mask_digits(match.normalised.text)[:200],
+                band=match.band.value,
+                candidates=[{"faq_id": c.faq_id, "score": c.score} for c in match.candidates],
+            ).returning(AskedQuestion.id))
 
     async def _record_choice(self, asked_id: Any, chosen: str) -> None:
         if not isinstance(asked_id, int):

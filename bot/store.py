@@ -14,10 +14,9 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import ConversationRow, HandledMessage
-from huimin.db import Database, upsert, utcnow
+from huimin.db import Database, dialect_insert, upsert, utcnow
 
 LEDGER_TTL = timedelta(hours=1)
 CONVERSATION_TTL = timedelta(minutes=30)
@@ -95,55 +94,62 @@ class RedisConversations:
 
 
 class DatabaseLedger:
+    """Plain SQL on a connection (no ORM session): this runs for every message."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def claim(self, key: str) -> bool:
-        async with self.db.session() as session:
-            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-            result = await session.execute(
-                dialect.insert(HandledMessage).values(key=key, created_at=utcnow())
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(
+                dialect_insert(conn, HandledMessage).values(key=key, created_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["key"]))
         return result.rowcount == 1
 
     async def record(self, key: str, reply: str) -> None:
-        async with self.db.session() as session:
-            await session.execute(
+        async with self.db.engine.begin() as conn:
+            await conn.execute(
                 update(HandledMessage).where(HandledMessage.key == key).values(reply=reply))
 
     async def reply_of(self, key: str, wait: float) -> str | None:
         async def fetch() -> str | None:
-            async with self.db.session() as session:
-                return await session.scalar(
+            async with self.db.engine.connect() as conn:
+                return await conn.scalar(
                     select(HandledMessage.reply).where(HandledMessage.key == key))
 
         return await _poll(fetch, wait)
 
     async def forget_old(self) -> int:
         """Drop ledger rows older than WeChat's retry horizon."""
-        async with self.db.session() as session:
-            result = await session.execute(
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(
                 delete(HandledMessage).where(HandledMessage.created_at < utcnow() - LEDGER_TTL))
             return result.rowcount or 0
 
 
 class DatabaseConversations:
+    """Plain SQL on a connection (no ORM session): this runs for every message."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def get(self, openid: str) -> dict[str, Any]:
-        async with self.db.session() as session:
-            row = await session.get(ConversationRow, openid)
-            if row is None or row.expires_at.replace(tzinfo=utcnow().tzinfo) < utcnow():
-                return {}
-            return dict(row.state)
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(
+                select(ConversationRow.state, ConversationRow.expires_at)
+                .where(ConversationRow.openid == openid))).first()
+        if row is None:
+            return {}
+        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
+            tzinfo=utcnow().tzinfo)
+        return dict(row.state) if expires >= utcnow() else {}
 
     async def put(self, openid: str, state: dict[str, Any]) -> None:
-        async with self.db.session() as session:
+        async with self.db.engine.begin() as conn:
             if not state:
-                await session.execute(
+                await conn.execute(
                     delete(ConversationRow).where(ConversationRow.openid == openid))
                 return
-            await upsert(session, ConversationRow, {
+            await upsert(conn, ConversationRow, {
                 "openid": openid, "state": state, "expires_at": utcnow() + CONVERSATION_TTL,
             }, key="openid")

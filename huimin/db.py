@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import MetaData, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -83,10 +84,16 @@ class Database:
         await self.engine.dispose()
 
 
-async def upsert(session: AsyncSession, model: type[Base], values: dict[str, Any],
-                 key: str) -> None:
+def dialect_insert(target: AsyncSession | AsyncConnection, model: type[Base]) -> Any:
+    """An INSERT that knows ON CONFLICT, for PostgreSQL or SQLite (whichever ``target`` is)."""
+    bind = target.bind if isinstance(target, AsyncSession) else target
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
+
+
+async def upsert(target: AsyncSession | AsyncConnection, model: type[Base],
+                 values: dict[str, Any], key: str) -> None:
     """Insert a row, or update the non-key columns of the row with the same ``key``."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(model).values(**values)
+    stmt = dialect_insert(target, model).values(**values)
     changed = {k: getattr(stmt.excluded, k) for k in values if k != key}
-    await session.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed))
+    await target.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed))

@@ -14,10 +14,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huimin.db import Database, utcnow
+from huimin.db import Database, dialect_insert, utcnow
 from huimin.registry import STAGE_WORDS
 from huimin.registry.models import Application, StatusChange
 from notify.models import OutboxMessage, PayoutLine
@@ -52,8 +51,7 @@ async def queue(session: AsyncSession, rows: Sequence[dict[str, Any]],
     """Insert outbox rows, ignoring any whose key is already there."""
     if not rows:
         return
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(OutboxMessage).on_conflict_do_nothing(index_elements=["key"])
+    stmt = dialect_insert(session, OutboxMessage).on_conflict_do_nothing(index_elements=["key"])
     stmt = stmt.returning(OutboxMessage.kind, OutboxMessage.held_for_quiet_hours)
     inserted = (await session.execute(stmt, list(rows))).all() if rows else []
     for kind, held in inserted:

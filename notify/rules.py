@@ -11,9 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from huimin.db import Database, utcnow
+from huimin.db import Database, dialect_insert, utcnow
 from huimin.registry.models import GuessCounter
 
 LOCAL = ZoneInfo("Asia/Shanghai")
@@ -69,9 +68,9 @@ class DatabasePhoneLimiter:
         async with self.db.session() as session:
             # Make sure both rows exist, so two workers lock the same rows (FOR UPDATE)
             # instead of racing to insert them.
-            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
             await session.execute(
-                dialect.insert(GuessCounter).on_conflict_do_nothing(index_elements=["key"]),
+                dialect_insert(session, GuessCounter)
+                .on_conflict_do_nothing(index_elements=["key"]),
                 [{"key": key, "window_start": _EPOCH, "count": 0}
                  for key in (day_key, last_key)])
             rows = {r.key: r for r in (await session.scalars(

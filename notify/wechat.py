@@ -50,10 +50,9 @@ from typing import Any, Protocol
 
 import aiohttp
 from sqlalchemy import DateTime, String, Text, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, Database, upsert, utcnow
+from huimin.db import Base, Database, dialect_insert, upsert, utcnow
 from huimin.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -312,8 +311,7 @@ class DatabaseTokenStore:
 
     async def _ensure_row(self) -> None:
         async with self.db.session() as session:
-            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-            await session.execute(dialect.insert(WeChatToken).values(appid=self.appid)
+            await session.execute(dialect_insert(session, WeChatToken).values(appid=self.appid)
                                   .on_conflict_do_nothing(index_elements=["appid"]))
 
     async def _claim(self, owner: str) -> bool:
