@@ -204,7 +204,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/notify/callbacks/{provider}/{kind}", _provider_callback)
     if settings.demo:
+        from admin.app import create_admin_app
         from bot import demo
 
         demo.add_routes(app)
+        app.add_subapp("/admin", create_admin_app(settings))
     return app

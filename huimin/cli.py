@@ -109,12 +109,20 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     _configure_logging(settings)
     asyncio.run(initialise(settings))
     report = asyncio.run(import_file(settings, DEMO_REGISTRY))
+    from admin.cli import DEMO_USERS, ensure_demo_users
+    from admin.roles import ROLES
+
+    asyncio.run(ensure_demo_users(settings))
+    logins = "; ".join(f"{user} / {password} ({ROLES[role]})"
+                       for user, _name, role, password in DEMO_USERS)
     base = f"http://{settings.host}:{settings.port}"
     serve(settings, "\n".join([
         "",
         "Huimin demo is running.",
         f"  Chat like a beneficiary:  {base}/demo/chat",
         f"  WeChat webhook:           {base}/wechat   (token: {settings.wechat_token})",
+        f"  Bureau staff (admin UI):  {base}/admin/",
+        f"    demo logins: {logins}",
         f"  Health:                   {base}/healthz",
         f"  Demo registry:            {report.summary()}; try 查进度 with",
         "                            34132319620817004X 张桂兰 (the SMS code is printed here)",
@@ -370,6 +378,29 @@ def cmd_notify_preview(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- admin ----------------------------------------------------------------
+def cmd_admin_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from admin.serve import run_admin
+
+    run_admin(settings, args.host, args.port)
+    return 0
+
+
+def cmd_admin_create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from admin.cli import create_user_command
+
+    return create_user_command(settings, args.username, args.role,
+                               password_from="stdin" if args.password_stdin else "prompt",
+                               display_name=args.name)
+
+
+def cmd_admin_reset_password(settings: Settings, args: argparse.Namespace) -> int:
+    from admin.cli import reset_password_command
+
+    return reset_password_command(settings, args.username,
+                                  password_from="stdin" if args.password_stdin else "prompt")
+
+
 # ----- wechat ---------------------------------------------------------------
 def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.dialog import Guide
@@ -422,6 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_notify_run)
     notify.add_parser("preview", help="show every reminder text with sample values"
                       ).set_defaults(func=cmd_notify_preview)
+    admin = sub.add_parser("admin", help="the staff web UI").add_subparsers(
+        dest="action", required=True)
+    serve_admin = admin.add_parser("serve", help="run the admin UI alone, at /admin")
+    serve_admin.add_argument("--host")
+    serve_admin.add_argument("--port", type=int)
+    serve_admin.set_defaults(func=cmd_admin_serve)
+    create = admin.add_parser("create-user", help="add a staff account")
+    create.add_argument("username")
+    create.add_argument("--role", required=True,
+                        help="admin/editor/caseworker or 管理员/内容编辑/经办人员")
+    create.add_argument("--name")
+    create.add_argument("--password-stdin", action="store_true")
+    create.set_defaults(func=cmd_admin_create_user)
+    reset = admin.add_parser("reset-password", help="new password; also re-enables the account")
+    reset.add_argument("username")
+    reset.add_argument("--password-stdin", action="store_true")
+    reset.set_defaults(func=cmd_admin_reset_password)
     wechat = sub.add_parser("wechat", help="WeChat account tools").add_subparsers(
         dest="action", required=True)
     wechat.add_parser("menu", help="print the custom menu JSON").set_defaults(

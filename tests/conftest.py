@@ -21,7 +21,9 @@ VOLATILE_TABLES = ("asked_questions", "followers", "handled_messages", "conversa
                    "late_replies", "faq_entries", "dictionary_entries", "content_revisions",
                    "access_log", "verification_codes", "delegate_invitations", "bindings",
                    "status_changes", "applications", "beneficiaries", "guess_counters",
-                   "outbox", "payouts", "opt_outs", "delivery_events", "wechat_tokens")
+                   "outbox", "payouts", "opt_outs", "delivery_events", "wechat_tokens",
+                   "admin_users", "admin_sessions", "admin_audit", "faq_drafts",
+                   "faq_versions", "inbox_resolutions")
 SECRET_KEY = "test-secret-key-0123456789"
 
 

@@ -1,0 +1,128 @@
+"""Build the admin UI's aiohttp application.
+
+Routes are relative, so the same app works on its own (``huimin admin serve``, which
+mounts it at /admin) and as a sub-app of the bot's application::
+
+    app.add_subapp("/admin", create_admin_app(settings))
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from admin.accounts import LOGIN_POLICY, LoginGuard
+from admin.roles import AUDIT, CONTENT, INBOX, SIGNED_IN, USERS
+from admin.tryout import TryOut
+from admin.views import audit_log, auth, dictionary, faq, home, inbox, transfer, users
+from admin.web import STATE, AdminState, access, errors, security_headers
+from bot.dialog import Guide
+from content.load import load_county
+from huimin.db import Database
+from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
+from huimin.settings import Settings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PUBLIC = None  # no sign-in needed
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Any]
+    name: str
+    capability: str | None
+
+
+async def _to_home(request: web.Request) -> web.Response:
+    raise web.HTTPFound(str(request.app.router["home"].url_for()))
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "", _to_home, "root", PUBLIC),
+    Route("GET", "/login", auth.login_page, "login", PUBLIC),
+    Route("POST", "/login", auth.login, "login_post", PUBLIC),
+    Route("POST", "/logout", auth.logout, "logout", SIGNED_IN),
+    Route("GET", "/", home.home, "home", SIGNED_IN),
+    Route("GET", "/account", auth.account_page, "account", SIGNED_IN),
+    Route("POST", "/account/password", auth.change_own_password, "account_password",
+          SIGNED_IN),
+    # content
+    Route("GET", "/faq", faq.faq_list, "faq_list", CONTENT),
+    Route("GET", "/faq/new", faq.faq_new, "faq_new", CONTENT),
+    Route("POST", "/faq/new", faq.faq_create, "faq_create", CONTENT),
+    Route("GET", "/faq/{entry_id}", faq.faq_edit, "faq_edit", CONTENT),
+    Route("POST", "/faq/{entry_id}", faq.faq_save, "faq_save", CONTENT),
+    Route("POST", "/faq/{entry_id}/discard", faq.faq_discard, "faq_discard", CONTENT),
+    Route("GET", "/faq/{entry_id}/history", faq.faq_history, "faq_history", CONTENT),
+    Route("POST", "/faq/{entry_id}/revert", faq.faq_revert, "faq_revert", CONTENT),
+    Route("GET", "/try", faq.try_page, "try_out", CONTENT),
+    Route("GET", "/dictionary", dictionary.dictionary_page, "dictionary", CONTENT),
+    Route("POST", "/dictionary/add", dictionary.dictionary_add, "dictionary_add", CONTENT),
+    Route("POST", "/dictionary/change", dictionary.dictionary_change, "dictionary_change",
+          CONTENT),
+    Route("POST", "/dictionary/remove", dictionary.dictionary_remove, "dictionary_remove",
+          CONTENT),
+    Route("GET", "/import", transfer.import_page, "transfer", CONTENT),
+    Route("POST", "/import", transfer.import_preview, "import_preview", CONTENT),
+    Route("POST", "/import/publish", transfer.import_publish, "import_publish", CONTENT),
+    Route("GET", "/export", transfer.export, "export", CONTENT),
+    # unanswered questions
+    Route("GET", "/inbox", inbox.inbox_page, "inbox", INBOX),
+    Route("POST", "/inbox/alternative", inbox.add_alternative, "inbox_alternative", INBOX),
+    Route("POST", "/inbox/dismiss", inbox.dismiss, "inbox_dismiss", INBOX),
+    # accounts and audit
+    Route("GET", "/users", users.users_page, "users", USERS),
+    Route("POST", "/users", users.create, "users_create", USERS),
+    Route("POST", "/users/{user_id}/role", users.change_role, "users_role", USERS),
+    Route("POST", "/users/{user_id}/status", users.change_status, "users_status", USERS),
+    Route("POST", "/users/{user_id}/password", users.reset_password, "users_password",
+          USERS),
+    Route("GET", "/audit", audit_log.audit_page, "audit", AUDIT),
+)
+
+
+def _resources(settings: Settings, state: AdminState
+               ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The admin's own database engine and login limiter, for the app's lifetime."""
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        state.db = Database(settings.database_url)
+        redis = None
+        if settings.redis_url:
+            from redis.asyncio import Redis
+
+            redis = Redis.from_url(settings.redis_url)
+            state.guard = LoginGuard(RedisGuessLimiter(redis, LOGIN_POLICY))
+        else:
+            state.guard = LoginGuard(DatabaseGuessLimiter(state.db, LOGIN_POLICY))
+        yield
+        if redis is not None:
+            await redis.aclose()
+        await state.db.dispose()
+
+    return resources
+
+
+def create_admin_app(settings: Settings) -> web.Application:
+    """The staff web UI; mount it at /admin (see ``admin.serve`` for running it alone)."""
+    app = web.Application(middlewares=[errors, access])
+    guide = Guide.load()
+    county = load_county(settings.county_file)
+    # db and guard are made when the app starts (inside its event loop)
+    state = AdminState(settings=settings, db=None, guard=None,  # type: ignore[arg-type]
+                       tryout=TryOut(guide, county), county=county)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+        state.capabilities[route.name] = route.capability
+    app.router.add_static("/static", STATIC_DIR, name="static")
+    state.capabilities["static"] = PUBLIC
+    app[STATE] = state
+    app.cleanup_ctx.append(_resources(settings, state))
+    app.on_response_prepare.append(security_headers)
+    return app

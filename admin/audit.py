@@ -1,0 +1,134 @@
+"""The audit log: every change made through the admin UI, every sign-in, and every view
+of a beneficiary's personal data, with who, when, from where, and before/after."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from admin.models import AuditEntry
+from huimin.db import utcnow
+
+# China Standard Time (no daylight saving): how staff read and type times.
+LOCAL_TZ = timezone(timedelta(hours=8))
+
+ACTIONS: dict[str, str] = {
+    "login": "登录",
+    "login_failed": "登录失败",
+    "login_locked": "登录被锁定",
+    "logout": "退出登录",
+    "own_password": "修改自己的密码",
+    "user_create": "新建账号",
+    "user_role": "修改角色",
+    "user_disable": "停用账号",
+    "user_enable": "启用账号",
+    "user_password": "重设密码",
+    "faq_draft": "保存草稿",
+    "faq_draft_discard": "放弃草稿",
+    "faq_publish": "发布问答",
+    "faq_revert": "恢复旧版本",
+    "faq_import": "导入问答",
+    "dictionary_add": "词典：新增",
+    "dictionary_change": "词典：修改",
+    "dictionary_remove": "词典：删除",
+    "dictionary_import": "导入词典",
+    "content_export": "导出内容",
+    "inbox_alternative": "未答问题：加为问法",
+    "inbox_new_entry": "未答问题：新建条目",
+    "inbox_dismiss": "未答问题：忽略",
+    "personal_view": "查看个人信息",
+}
+
+TARGETS: dict[str, str] = {
+    "user": "账号",
+    "faq": "问答条目",
+    "dictionary": "词典",
+    "content": "内容",
+    "inbox": "未答问题",
+    "beneficiary": "救助对象",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: an account (or, for a failed login, the name typed) and the address."""
+
+    user_id: int | None
+    username: str | None
+    ip: str | None
+
+
+def jsonable(value: Any) -> Any:
+    """Dates as ISO text, tuples as lists, so before/after fit a JSON column."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def record(session: AsyncSession, actor: Actor, action: str, target_type: str | None = None,
+           target_id: str | None = None, before: Any = None, after: Any = None) -> None:
+    """Add one audit entry in the caller's transaction (so it commits with the change)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
+    session.add(AuditEntry(
+        at=utcnow(), user_id=actor.user_id, username=(actor.username or "")[:64] or None,
+        action=action, target_type=target_type,
+        target_id=None if target_id is None else str(target_id)[:100],
+        before=jsonable(before), after=jsonable(after), ip=(actor.ip or "")[:64] or None))
+
+
+def record_personal_view(session: AsyncSession, actor: Actor, beneficiary_id: int,
+                         fields: list[str], reason: str = "") -> None:
+    """For the registry pages: call whenever a page shows a beneficiary's personal data."""
+    record(session, actor, "personal_view", "beneficiary", str(beneficiary_id),
+           after={"fields": fields, "reason": reason})
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    username: str = ""
+    action: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+def _day_start(day: date) -> datetime:
+    """Midnight in China, in UTC (SQLite compares stored UTC times as text)."""
+    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ).astimezone(UTC)
+
+
+async def search(session: AsyncSession, filters: AuditFilter, page: int,
+                 per_page: int = 50) -> tuple[list[AuditEntry], int]:
+    """One page of entries, newest first, and the number of matching entries."""
+    query = select(AuditEntry)
+    if filters.username:
+        query = query.where(AuditEntry.username == filters.username)
+    if filters.action:
+        query = query.where(AuditEntry.action == filters.action)
+    if filters.date_from:
+        query = query.where(AuditEntry.at >= _day_start(filters.date_from))
+    if filters.date_to:
+        query = query.where(AuditEntry.at < _day_start(filters.date_to + timedelta(days=1)))
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = (await session.scalars(
+        query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+        .offset((page - 1) * per_page).limit(per_page))).all()
+    return list(rows), total
+
+
+async def usernames(session: AsyncSession) -> list[str]:
+    rows = await session.scalars(select(AuditEntry.username).where(
+        AuditEntry.username.is_not(None)).distinct().order_by(AuditEntry.username))
+    return [r for r in rows.all() if r]

@@ -1,0 +1,71 @@
+"""Roles, what each may do, and the navigation built from that.
+
+Every route names one capability (see ``admin.app.ROUTES``); a role either has it or
+gets the 403 page. Pages still to come (registry, payouts, reminders) already have
+their capability and a place in the navigation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROLES: dict[str, str] = {
+    "admin": "管理员",
+    "editor": "内容编辑",
+    "caseworker": "经办人员",
+}
+
+# Capabilities. "signed_in": any active account (home page, own password).
+SIGNED_IN = "signed_in"
+CONTENT = "content"  # FAQ, dictionary, try-out, import/export
+INBOX = "inbox"  # unanswered questions
+REGISTRY = "registry"  # beneficiaries and applications (later)
+USERS = "users"  # staff accounts
+AUDIT = "audit"  # the audit log
+
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "admin": frozenset({SIGNED_IN, CONTENT, INBOX, REGISTRY, USERS, AUDIT}),
+    "editor": frozenset({SIGNED_IN, CONTENT, INBOX}),
+    "caseworker": frozenset({SIGNED_IN, REGISTRY}),
+}
+
+
+def role_from_text(text: str) -> str | None:
+    """'editor' or '内容编辑' -> 'editor'; None when it is neither a role nor its label."""
+    value = text.strip()
+    if value in ROLES:
+        return value
+    for role, label in ROLES.items():
+        if value == label:
+            return role
+    return None
+
+
+def can(role: str, capability: str) -> bool:
+    return capability in CAPABILITIES.get(role, frozenset())
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    capability: str
+    route: str | None  # None: a page that is not built yet (shown greyed out)
+
+
+NAVIGATION: tuple[NavItem, ...] = (
+    NavItem("首页", SIGNED_IN, "home"),
+    NavItem("问答内容", CONTENT, "faq_list"),
+    NavItem("未答问题", INBOX, "inbox"),
+    NavItem("方言词典", CONTENT, "dictionary"),
+    NavItem("试一试", CONTENT, "try_out"),
+    NavItem("导入导出", CONTENT, "transfer"),
+    NavItem("救助对象", REGISTRY, None),
+    NavItem("发放记录", REGISTRY, None),
+    NavItem("提醒", REGISTRY, None),
+    NavItem("账号管理", USERS, "users"),
+    NavItem("操作记录", AUDIT, "audit"),
+)
+
+
+def navigation(role: str) -> list[NavItem]:
+    return [item for item in NAVIGATION if can(role, item.capability)]

@@ -1,0 +1,1 @@
+"""Request handlers of the admin UI, one module per area."""

@@ -1,0 +1,273 @@
+"""What every admin page shares: application state, templates, URLs, the signed-in
+account, and the middlewares (error pages, sign-in, CSRF, role checks)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from admin.accounts import LoginGuard, SignedIn, find_session, pop_flash, set_flash
+from admin.audit import ACTIONS, LOCAL_TZ, TARGETS, Actor
+from admin.faq import LABELS
+from admin.roles import ROLES, can, navigation
+from admin.tryout import TryOut
+from huimin.db import Database
+from huimin.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "huimin_admin"
+LOGIN_COOKIE = "huimin_admin_login"  # double-submit token for the sign-in form
+MAX_BODY = 2 * 1024 * 1024
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class AdminState:
+    settings: Settings
+    db: Database
+    guard: LoginGuard
+    tryout: TryOut
+    county: Mapping[str, Any]
+    # route name -> capability (None: open to everyone, e.g. the sign-in page)
+    capabilities: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return _truthy(self.settings.extra.get("HUIMIN_ADMIN_SECURE_COOKIES"))
+
+    @property
+    def trust_forwarded(self) -> bool:
+        return _truthy(self.settings.extra.get("HUIMIN_ADMIN_TRUST_FORWARDED"))
+
+
+STATE = web.AppKey("admin_state", AdminState)
+SIGNED_IN_KEY = web.RequestKey("admin_signed_in", SignedIn)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def state(request: web.Request) -> AdminState:
+    return request.app[STATE]
+
+
+def signed_in(request: web.Request) -> SignedIn:
+    return request[SIGNED_IN_KEY]
+
+
+def client_ip(request: web.Request) -> str | None:
+    if state(request).trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first[:64]
+    return request.remote
+
+
+def actor(request: web.Request) -> Actor:
+    current = request.get(SIGNED_IN_KEY)
+    if current is None:
+        return Actor(None, None, client_ip(request))
+    return Actor(current.user.id, current.user.username, client_ip(request))
+
+
+# ----- URLs ------------------------------------------------------------------------
+def url(request: web.Request, name: str, query: Mapping[str, Any] | None = None,
+        **parts: Any) -> str:
+    """The path of a named admin route, wherever the admin app is mounted."""
+    built = request.app.router[name].url_for(**{k: str(v) for k, v in parts.items()})
+    if query:
+        built = built.with_query({k: str(v) for k, v in query.items() if v not in (None, "")})
+    return str(built)
+
+
+def base_path(request: web.Request) -> str:
+    """'/admin' when mounted there, '/' when the admin app runs on its own."""
+    return url(request, "home").rstrip("/") or "/"
+
+
+def safe_next(request: web.Request, target: str | None) -> str:
+    """Only a path inside the admin app (no other site, no scheme-relative URL)."""
+    home = url(request, "home")
+    if target and target.startswith(home) and not target.startswith("//") \
+            and "\\" not in target and "\n" not in target and "\r" not in target:
+        return target
+    return home
+
+
+def redirect(request: web.Request, name: str, query: Mapping[str, Any] | None = None,
+             **parts: Any) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(url(request, name, query, **parts))
+
+
+async def flash(request: web.Request, kind: str, text: str) -> None:
+    await set_flash(state(request).db, signed_in(request), kind, text)
+
+
+# ----- templates -------------------------------------------------------------------
+def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    if value is None:
+        return ""
+    if value.tzinfo is None:  # SQLite gives back naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(LOCAL_TZ).strftime(fmt)
+
+
+templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("admin", "templates"),
+    autoescape=jinja2.select_autoescape(["html"], default=True),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates.filters["local"] = _local
+templates.globals.update(ROLES=ROLES, ACTIONS=ACTIONS, TARGETS=TARGETS, LABELS=LABELS)
+
+
+async def render(request: web.Request, template: str, status: int = 200,
+                 **context: Any) -> web.Response:
+    current: SignedIn | None = request.get(SIGNED_IN_KEY)
+    message = None
+    if current is not None and request.method == "GET":
+        message = await pop_flash(state(request).db, current)
+
+    def link(name: str, query: Mapping[str, Any] | None = None, **parts: Any) -> str:
+        return url(request, name, query, **parts)
+
+    def static(filename: str) -> str:
+        return str(request.app.router["static"].url_for(filename=filename))
+
+    html = templates.get_template(template).render(
+        url=link, static=static, request=request,
+        user=current.user if current else None,
+        csrf=current.csrf_token if current else "",
+        nav=navigation(current.user.role) if current else [],
+        can=(lambda cap: can(current.user.role, cap)) if current else (lambda cap: False),
+        flash=message, **context)
+    return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+
+
+# ----- middlewares -----------------------------------------------------------------
+_ERRORS = {
+    400: ("请求有误", "提交的内容不完整或格式不对，请返回重新填写。"),
+    403: ("没有权限", "您的账号不能使用这个页面或操作。如需使用，请找管理员。"),
+    404: ("找不到页面", "这个页面不存在，可能地址写错了，或者内容已经删除。"),
+    405: ("操作方式不对", "请从页面上的按钮进行操作。"),
+    413: ("文件太大", "上传的文件太大了，请只上传一个问答文件或词典文件。"),
+}
+CSRF_MESSAGE = ("页面已过期，或者这个请求不是从本系统的页面发出的，操作没有执行。"
+                "请返回上一页，刷新后再试。")
+
+
+async def error_page(request: web.Request, status: int, text: str | None = None
+                     ) -> web.Response:
+    title, body = _ERRORS.get(status, ("出错了", "系统出了点问题，请稍后再试。"))
+    try:
+        return await render(request, "error.html", status=status, title=title,
+                            message=text or body)
+    except Exception:  # the error page itself must never fail
+        log.exception("error page failed")
+        return web.Response(status=status, text=f"{title}：{text or body}")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Plain error pages in Chinese; larger bodies allowed than the bot's (uploads)."""
+    if request.method == "POST":
+        request = request.clone(client_max_size=MAX_BODY)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        text = CSRF_MESSAGE if exc.reason == "csrf" else None
+        return await error_page(request, exc.status, text)
+    except Exception:
+        log.exception("admin: unexpected error on %s %s", request.method, request.path)
+        return await error_page(request, 500)
+
+
+async def check_csrf(request: web.Request, expected: str | None) -> MultiDictProxy[Any]:
+    form = await request.post()
+    sent = form.get("csrf")
+    if not expected or not isinstance(sent, str) or not hmac.compare_digest(
+            sent.encode(), expected.encode()):
+        raise web.HTTPForbidden(reason="csrf")
+    return form
+
+
+@web.middleware
+async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Sign-in, CSRF on every POST, and the capability each route needs."""
+    route = request.match_info.route
+    name = getattr(route, "name", None)
+    known = state(request).capabilities
+    if name is None and request.match_info.http_exception is not None:
+        return await handler(request)  # 404 / 405: the error page says so
+    if name not in known:
+        raise web.HTTPForbidden()  # a route nobody gave a capability: closed
+    capability = known[name]
+    if capability is None:
+        if request.method == "POST":
+            await check_csrf(request, request.cookies.get(LOGIN_COOKIE))
+        return await handler(request)
+    current, expired = await find_session(state(request).db,
+                                          request.cookies.get(SESSION_COOKIE))
+    if current is None:
+        query = {"m": "expired" if expired else "login"}
+        if request.method == "GET":
+            query["next"] = request.path_qs
+        response = web.HTTPSeeOther(url(request, "login", query))
+        if expired:
+            response.del_cookie(SESSION_COOKIE, path=base_path(request))
+        raise response
+    request[SIGNED_IN_KEY] = current
+    if not can(current.user.role, capability):
+        raise web.HTTPForbidden()
+    if request.method == "POST":
+        await check_csrf(request, current.csrf_token)
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.content_type != "text/css" and response.content_type != "text/javascript":
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str,
+               max_age: int | None = None) -> None:
+    response.set_cookie(name, value, path=base_path(request), httponly=True,
+                        samesite="Strict", max_age=max_age,
+                        secure=request.secure or state(request).secure_cookies)
+
+
+def new_login_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def form_text(form: Mapping[str, Any], key: str, limit: int = 20000) -> str:
+    value = form.get(key)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def page_number(request: web.Request) -> int:
+    raw = request.query.get("page", "1")
+    return max(1, min(int(raw), 100000)) if raw.isdigit() else 1

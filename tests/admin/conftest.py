@@ -1,0 +1,106 @@
+"""Fixtures for the admin UI: the admin app mounted at /admin, accounts, signing in."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from sqlalchemy import text
+
+from admin.accounts import _hasher
+from admin.app import create_admin_app
+from admin.models import TABLES, AdminUser
+from huimin.db import Database, utcnow
+from huimin.settings import Settings
+
+TEST_DATABASE_URL = os.environ.get("HUIMIN_TEST_DATABASE_URL")
+PASSWORD = "correct-horse-battery"
+PASSWORD_HASH = _hasher.hash(PASSWORD)  # once, so tests need not hash again
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def _empty_admin_tables(url: str) -> None:
+    db = Database(url)
+    async with db.engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+    await db.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_admin_tables(database_url: str) -> None:
+    """tests/conftest.py empties its own list of tables between PostgreSQL tests; the
+    admin tables are emptied here (harmless once they are on that list too)."""
+    if TEST_DATABASE_URL:
+        asyncio.run(_empty_admin_tables(database_url))
+
+
+async def add_user(settings: Settings, username: str, role: str,
+                   disabled: bool = False) -> int:
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            user = AdminUser(username=username, display_name=f"{username}本人",
+                             password_hash=PASSWORD_HASH, role=role, disabled=disabled,
+                             created_at=utcnow())
+            session.add(user)
+            await session.flush()
+            return user.id
+    finally:
+        await db.dispose()
+
+
+def mounted(settings: Settings) -> web.Application:
+    root = web.Application()
+    root.add_subapp("/admin", create_admin_app(settings))
+    return root
+
+
+@pytest.fixture
+async def admin_client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(mounted(settings))
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "no csrf field on the page"
+    return found.group(1)
+
+
+async def login(client: TestClient, username: str, password: str = PASSWORD,
+                next_path: str = "") -> Any:
+    page = await client.get("/admin/login")
+    token = csrf_of(await page.text())
+    return await client.post("/admin/login", allow_redirects=False, data={
+        "csrf": token, "username": username, "password": password, "next": next_path})
+
+
+async def signed_in(client: TestClient, settings: Settings, role: str,
+                    username: str | None = None) -> str:
+    """Create an account with ``role``, sign in; returns the session's CSRF token."""
+    name = username or role
+    await add_user(settings, name, role)
+    response = await login(client, name)
+    assert response.status == 303, await response.text()
+    return await csrf(client)
+
+
+async def csrf(client: TestClient) -> str:
+    page = await client.get("/admin/account")
+    assert page.status == 200
+    return csrf_of(await page.text())
+
+
+async def post(client: TestClient, path: str, token: str, **data: Any) -> Any:
+    return await client.post(path, data={"csrf": token, **data}, allow_redirects=False)
+
+
+async def follow(client: TestClient, response: Any) -> str:
+    """The page a 303 leads to (where the one-time message is shown)."""
+    assert response.status == 303, f"{response.status}: {await response.text()}"
+    page = await client.get(response.headers["Location"])
+    return await page.text()

@@ -1,0 +1,119 @@
+"""One real browser session (Playwright + Debian's chromium) against the demo process:
+the bot app with the admin UI mounted at /admin.
+
+Skipped, with the reason, when the playwright package or /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from admin.app import create_admin_app
+from bot.app import create_app
+from huimin.settings import Settings
+from tests.admin.conftest import PASSWORD, add_user
+from tests.admin.test_faq import _bot_reply
+from tests.wechat import reply_text, signed_query, text_xml
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+NEW_ANSWER = "浏览器测试：带上户口本和身份证，到乡镇政府申请低保。"
+VAGUE = "低保可以办几年"
+
+try:
+    from playwright.async_api import async_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    async_playwright = None  # type: ignore[assignment]
+
+pytestmark = [
+    pytest.mark.skipif(async_playwright is None,
+                       reason="the playwright package is not installed "
+                              "(pip install playwright)"),
+    pytest.mark.skipif(not CHROMIUM.exists() and not shutil.which("chromium"),
+                       reason="no chromium browser at /usr/bin/chromium "
+                              "(apt-get install chromium)"),
+]
+
+
+async def _ask(http: aiohttp.ClientSession, base: str, question: str, openid: str) -> str:
+    async with http.post(base + "/wechat", params=signed_query(),
+                         data=text_xml(question, openid=openid)) as response:
+        assert response.status == 200
+        return reply_text(await response.text())
+
+
+async def _wait_for(http: aiohttp.ClientSession, base: str, question: str, expected: str,
+                    seconds: float = 6.0) -> float:
+    """Ask until the bot gives ``expected``; returns how long that took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    attempt = 0
+    while True:
+        attempt += 1
+        reply = await _ask(http, base, question, f"browser-{attempt}")
+        if reply == expected:
+            return loop.time() - start
+        assert loop.time() - start < seconds, f"still answering {reply!r}"
+        await asyncio.sleep(0.25)
+
+
+async def test_edit_publish_and_inbox_in_a_browser(aiohttp_server: Any,
+                                                   settings: Settings) -> None:
+    demo = settings.with_overrides(demo=True)
+    app = create_app(demo)
+    # the demo may already mount the admin UI; otherwise mount it as the demo does
+    if not any(getattr(r, "canonical", None) == "/admin" for r in app.router.resources()):
+        app.add_subapp("/admin", create_admin_app(demo))
+    server = await aiohttp_server(app, host="127.0.0.1")
+    base = str(server.make_url("")).rstrip("/")
+    await add_user(demo, "editor", "editor")
+
+    async with aiohttp.ClientSession() as http, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+            args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(base + "/admin/faq")
+            assert "/admin/login" in page.url
+            await page.fill("#username", "editor")
+            await page.fill("#password", PASSWORD)
+            await page.click("button:has-text('登录')")
+            await page.wait_for_url("**/admin/faq")
+
+            # find the entry, change its answer, publish
+            await page.fill("#q", "申请低保")
+            await page.click("button:has-text('查找')")
+            await page.click("a:has-text('怎么申请低保？')")
+            await page.wait_for_url("**/admin/faq/dibao-apply")
+            await page.fill("#f-answer", NEW_ANSWER)
+            await page.click("button[value=publish]")
+            await page.wait_for_selector(".flash-ok")
+            assert "已发布 dibao-apply" in await page.inner_text(".flash-ok")
+            took = await _wait_for(http, base, "低保怎么申请", NEW_ANSWER)
+            assert took < 6.0
+
+            # the try panel on the edit page answers with the published text
+            await page.fill("#try-q", "低保怎么申请")
+            await page.click("button:has-text('试一试')")
+            assert NEW_ANSWER in await page.inner_text("#try-result")
+
+            # an unanswered question becomes a phrasing of an entry
+            assert "您是想问" in await _ask(http, base, VAGUE, "villager")
+            await page.click("nav.main-nav a:has-text('未答问题')")
+            group = page.locator("section.group", has_text=VAGUE)
+            await group.locator("select[name=faq_id]").select_option("dibao-recheck")
+            await group.locator("button:has-text('加为这一条的问法')").click()
+            await page.wait_for_selector(".flash-ok")
+            assert "现在这样问，公众号会直接回答这一条" in await page.inner_text(".flash-ok")
+            _, expected = await _bot_reply(demo, VAGUE)
+            assert "您是想问" not in expected
+            await _wait_for(http, base, VAGUE, expected)
+        finally:
+            await browser.close()
