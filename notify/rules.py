@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock
@@ -63,29 +64,43 @@ class DatabasePhoneLimiter:
 
     async def reserve(self, phone_hash: str, now: datetime) -> datetime | None:
         """Take a slot now, or return when the next slot opens."""
-        day_key = f"sms-day:{phone_hash}:{local_today(now).isoformat()}"
-        last_key = f"sms-last:{phone_hash}"
+        return (await self.reserve_many([(0, phone_hash)], now))[0]
+
+    async def reserve_many(self, wanted: Sequence[tuple[int, str]],
+                           now: datetime) -> dict[int, datetime | None]:
+        """Slots for many messages (id, phone hash) in one transaction, in order: a
+        message gets None (send now) or when its phone's next slot opens."""
+        today = local_today(now).isoformat()
+        keys = {h: (f"sms-last:{h}", f"sms-day:{h}:{today}") for _, h in wanted}
+        all_keys = sorted({k for pair in keys.values() for k in pair})
+        result: dict[int, datetime | None] = {}
         async with self.db.session() as session:
-            # Make sure both rows exist, so two workers lock the same rows (FOR UPDATE)
+            # Make sure the rows exist, so two workers lock the same rows (FOR UPDATE)
             # instead of racing to insert them.
             await session.execute(
                 dialect_insert(session, GuessCounter)
                 .on_conflict_do_nothing(index_elements=["key"]),
-                [{"key": key, "window_start": _EPOCH, "count": 0}
-                 for key in (day_key, last_key)])
+                [{"key": key, "window_start": _EPOCH, "count": 0} for key in all_keys])
             rows = {r.key: r for r in (await session.scalars(
-                select(GuessCounter).where(GuessCounter.key.in_([day_key, last_key]))
-                .with_for_update())).all()}
-            last, day = rows[last_key], rows[day_key]
-            previous = _aware(last.window_start)
-            if last.count and previous + self.caps.spacing > now:
-                return previous + self.caps.spacing
-            if day.count >= self.caps.per_day:
-                return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
-                                        tzinfo=LOCAL)
-            last.window_start, last.count = now, last.count + 1
-            day.window_start, day.count = now, day.count + 1
-        return None
+                select(GuessCounter).where(GuessCounter.key.in_(all_keys))
+                .order_by(GuessCounter.key).with_for_update())).all()}
+            for message_id, phone_hash in wanted:
+                last_key, day_key = keys[phone_hash]
+                last, day = rows[last_key], rows[day_key]
+                previous = _aware(last.window_start)
+                if last.count and previous + self.caps.spacing > now:
+                    result[message_id] = previous + self.caps.spacing
+                elif day.count >= self.caps.per_day:
+                    result[message_id] = _next_morning(now)
+                else:
+                    last.window_start, last.count = now, last.count + 1
+                    day.window_start, day.count = now, day.count + 1
+                    result[message_id] = None
+        return result
+
+
+def _next_morning(now: datetime) -> datetime:
+    return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0), tzinfo=LOCAL)
 
 
 class RedisPhoneLimiter:
@@ -104,9 +119,13 @@ class RedisPhoneLimiter:
         if count == 1:
             await self.redis.expire(day_key, 2 * 24 * 3600)
         if count > self.caps.per_day:
-            return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0),
-                                    tzinfo=LOCAL)
+            return _next_morning(now)
         return None
+
+    async def reserve_many(self, wanted: Sequence[tuple[int, str]],
+                           now: datetime) -> dict[int, datetime | None]:
+        return {message_id: await self.reserve(phone_hash, now)
+                for message_id, phone_hash in wanted}
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=LOCAL)

@@ -5,8 +5,9 @@ Several workers may run at once. On PostgreSQL a worker claims a batch with
 A claim sets the row to ``sending`` with the worker's name and time; a worker
 killed at any moment leaves rows in ``sending``, which the sweeper returns to
 ``queued`` once stale, so nothing is lost. The gap (sent, but killed before the
-row said so) is covered by the provider-side dedup key: WeChat's
-``client_msg_id`` is the row's key, and SMS carry the key as their reference.
+row said so) is at most one chunk of ``concurrency`` messages: WeChat drops the
+repeats by ``client_msg_id`` (the row's key); SMS providers only echo the key back
+as a reference, so those few SMS can arrive twice. Nothing is ever lost.
 
 Rules at send time: quiet hours hold non-urgent messages until morning; opt-outs
 are checked now, not only when planned; each phone gets at most one SMS per 30 s
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 
 from huimin.db import Database, utcnow
 from huimin.personal import Vault
@@ -45,7 +46,7 @@ from notify.models import (
 )
 from notify.render import sms_for, wechat_data
 from notify.rules import QuietHours, RateLimiter
-from notify.sms import ProviderUnavailable, SmsProvider
+from notify.sms import ProviderUnavailable, SmsProvider, SmsResult
 from notify.wechat import WeChatApi, WeChatUnavailable
 
 log = logging.getLogger(__name__)
@@ -288,23 +289,43 @@ class Worker:
         return sorted((Claimed(*row) for row in rows), key=lambda c: (not c.urgent, c.id))
 
     async def process(self, claimed: Sequence[Claimed]) -> None:
+        """Deliver a claimed batch, recording outcomes ``concurrency`` at a time, so a
+        worker killed mid-batch leaves at most one such chunk sent but unrecorded."""
         recipients = await self._recipients({c.beneficiary_id for c in claimed})
-        gate = asyncio.Semaphore(self.concurrency)
+        for start in range(0, len(claimed), self.concurrency):
+            chunk = claimed[start:start + self.concurrency]
+            slots = await self._reserve_phones(chunk, recipients)
+            outcomes = await asyncio.gather(*(
+                self._deliver_safely(m, recipients.get(m.beneficiary_id), slots.get(m.id))
+                for m in chunk))
+            await self._record(list(zip(chunk, outcomes, strict=True)))
 
-        async def one(message: Claimed) -> tuple[Claimed, Outcome]:
-            async with gate:
-                try:
-                    outcome = await self.deliver(message, recipients.get(message.beneficiary_id))
-                except Exception as exc:  # never lose the row over a bug or a surprise
-                    log.exception("delivering outbox message %s failed", message.id)
-                    outcome = Outcome(state=None, error=type(exc).__name__)
-                return message, outcome
+    async def _deliver_safely(self, message: Claimed, recipient: Recipient | None,
+                              phone_wait: datetime | None) -> Outcome:
+        try:
+            return await self.deliver(message, recipient, phone_wait)
+        except Exception as exc:  # never lose the row over a bug or a surprise
+            log.exception("delivering outbox message %s failed", message.id)
+            return Outcome(state=None, error=type(exc).__name__)
 
-        results = await asyncio.gather(*(one(m) for m in claimed))
-        await self._record(results)
+    async def _reserve_phones(self, chunk: Sequence[Claimed],
+                              recipients: Mapping[int, Recipient]) -> dict[int, datetime | None]:
+        """Per-phone caps for the messages that may go by SMS, in one round trip:
+        message id -> None (go ahead) or when the phone's next slot opens."""
+        wanted = []
+        for message in chunk:
+            recipient = recipients.get(message.beneficiary_id)
+            if not message.urgent and recipient is not None and recipient.phone_hash:
+                wanted.append((message.id, recipient.phone_hash))
+        if not wanted:
+            return {}
+        return await self.phone_limiter.reserve_many(wanted, self.clock())
 
     # ----- delivery ------------------------------------------------------------------
-    async def deliver(self, message: Claimed, recipient: Recipient | None) -> Outcome:
+    async def deliver(self, message: Claimed, recipient: Recipient | None,
+                      phone_wait: datetime | None = None) -> Outcome:
+        """Send one message. ``phone_wait`` is when its phone may next get an SMS (None:
+        now), as reserved for the whole chunk."""
         now = self.clock()
         if not message.urgent and self.quiet.is_quiet(now):
             return Outcome(state=None, not_before=self.quiet.next_allowed(now),
@@ -324,7 +345,7 @@ class Worker:
                            error=fallback_reason or "no phone")
         if recipient.sms_opted_out:
             return Outcome(state=SKIPPED, error="opted out")
-        return await self._send_sms(message, recipient)
+        return await self._send_sms(message, recipient, phone_wait)
 
     async def _send_wechat(self, message: Claimed, openids: Sequence[str]) -> Outcome:
         assert self.wechat is not None
@@ -348,22 +369,19 @@ class Worker:
             f"wechat {results[0].errcode}")
         return Outcome(state=FAILED, channel="wechat", error=reason)
 
-    async def _send_sms(self, message: Claimed, recipient: Recipient) -> Outcome:
+    async def _send_sms(self, message: Claimed, recipient: Recipient,
+                        phone_wait: datetime | None) -> Outcome:
         assert recipient.phone is not None and recipient.phone_hash is not None
-        now = self.clock()
-        if not message.urgent:
-            wait_until = await self.phone_limiter.reserve(recipient.phone_hash, now)
-            if wait_until is not None:
-                return Outcome(state=None, not_before=wait_until, counts_as_attempt=False)
+        if phone_wait is not None:
+            return Outcome(state=None, not_before=phone_wait, counts_as_attempt=False)
         sms = sms_for(message.kind, self.county, recipient.phone, message.params,
                       reference=message.key, urgent=message.urgent)
         last_error = "no SMS provider available"
         for provider in self.sms:
             if not self.health.usable(provider.name):
                 continue
-            await self.rates[provider.name].take()
             try:
-                [result] = await provider.send([sms])
+                result = await self._send_paced(provider, sms)
             except ProviderUnavailable as exc:
                 self.health.failed(provider.name)
                 last_error = f"{provider.name}: {exc.reason}"
@@ -377,6 +395,20 @@ class Worker:
                                error=result.error or "rejected")
             last_error = f"{provider.name}: {result.error}"
         return self._retry_later(message, last_error, channel="sms")
+
+    async def _send_paced(self, provider: SmsProvider, sms: Any) -> SmsResult:
+        """One send within the provider's rate; when the provider says we are too fast
+        (throttled), wait and try once more before counting it as a failure."""
+        for attempt in (1, 2):
+            await self.rates[provider.name].take()
+            try:
+                [result] = await provider.send([sms])
+                return result
+            except ProviderUnavailable as exc:
+                if attempt == 2 or not _throttled(exc):
+                    raise
+                await asyncio.sleep(exc.retry_after or 1.0 / self.rates[provider.name].rate)
+        raise AssertionError("unreachable")
 
     def _retry_later(self, message: Claimed, error: str, channel: str) -> Outcome:
         attempts = message.attempts + 1
@@ -416,28 +448,42 @@ class Worker:
         return recipients
 
     async def _record(self, results: Sequence[tuple[Claimed, Outcome]]) -> None:
+        """Write every outcome in one statement (executemany): only rows still claimed by
+        this worker change, so a row the sweeper took back is not overwritten."""
         now = self.clock()
-        async with self.db.session() as session:
-            for message, outcome in results:
-                self.summary.add(outcome)
-                values: dict[str, Any] = {"claimed_by": None, "claimed_at": None,
-                                          "last_error": outcome.error}
-                if outcome.channel:
-                    values["channel"] = outcome.channel
-                if outcome.state is None:
-                    values.update(state=QUEUED, not_before=outcome.not_before or now,
-                                  held_for_quiet_hours=outcome.held_for_quiet_hours)
-                else:
-                    values["state"] = outcome.state
-                if outcome.counts_as_attempt and outcome.state != SKIPPED:
-                    values["attempts"] = message.attempts + 1
-                if outcome.state == SENT:
-                    values.update(sent_at=now, provider=outcome.provider,
-                                  provider_message_id=outcome.message_id)
-                await session.execute(
-                    update(OutboxMessage)
-                    .where(and_(OutboxMessage.id == message.id,
-                                OutboxMessage.state == SENDING,
-                                or_(OutboxMessage.claimed_by == self.name,
-                                    OutboxMessage.claimed_by.is_(None))))
-                    .values(**values))
+        rows = []
+        for message, outcome in results:
+            self.summary.add(outcome)
+            final = outcome.state is not None
+            sent = outcome.state == SENT
+            rows.append({
+                "b_id": message.id,
+                "state": outcome.state if final else QUEUED,
+                "not_before": now if final else (outcome.not_before or now),
+                "held_for_quiet_hours": outcome.held_for_quiet_hours,
+                "attempts": message.attempts + (
+                    1 if outcome.counts_as_attempt and outcome.state != SKIPPED else 0),
+                "last_error": outcome.error,
+                "channel": outcome.channel,
+                "provider": outcome.provider if sent else None,
+                "provider_message_id": outcome.message_id if sent else None,
+                "sent_at": now if sent else None,
+            })
+        if not rows:
+            return
+        table = OutboxMessage.__table__
+        stmt = (update(table)
+                .where(and_(table.c.id == bindparam("b_id"), table.c.state == SENDING,
+                            or_(table.c.claimed_by == self.name,
+                                table.c.claimed_by.is_(None))))
+                .values(claimed_by=None, claimed_at=None,
+                        **{k: bindparam(k) for k in rows[0] if k != "b_id"}))
+        async with self.db.engine.begin() as conn:
+            await conn.execute(stmt, rows)
+
+
+def _throttled(exc: ProviderUnavailable) -> bool:
+    """The provider refused because we sent too fast (not because it is broken)."""
+    reason = exc.reason
+    return (exc.retry_after is not None or "LimitExceeded" in reason or "HTTP 429" in reason
+            or "Throttling" in reason or "BUSINESS_LIMIT_CONTROL" in reason)
