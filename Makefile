@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.matcher
 	$(BIN)/python -m bench.webhook
+	$(BIN)/python -m bench.notify --quick
 
 clean:
 	rm -rf $(VENV) huimin-demo .pytest_cache .ruff_cache *.egg-info
