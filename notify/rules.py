@@ -150,12 +150,16 @@ class RateLimiter:
         self._lock = asyncio.Lock()
 
     async def take(self, count: int = 1) -> None:
+        """Wait until ``count`` sends fit the rate (a count above the burst is paid for
+        in instalments)."""
         async with self._lock:
-            while True:
+            while count > 0:
                 now = time.monotonic()
                 self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
                 self.updated = now
-                if self.tokens >= count:
-                    self.tokens -= count
-                    return
-                await asyncio.sleep((count - self.tokens) / self.rate)
+                part = min(count, self.capacity)
+                if self.tokens >= part:
+                    self.tokens -= part
+                    count -= part
+                    continue
+                await asyncio.sleep((part - self.tokens) / self.rate)

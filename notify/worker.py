@@ -46,7 +46,7 @@ from notify.models import (
 )
 from notify.render import sms_for, wechat_data
 from notify.rules import QuietHours, RateLimiter
-from notify.sms import ProviderUnavailable, SmsProvider, SmsResult
+from notify.sms import ProviderUnavailable, SmsMessage, SmsProvider, SmsResult
 from notify.wechat import WeChatApi, WeChatUnavailable
 
 log = logging.getLogger(__name__)
@@ -295,13 +295,18 @@ class Worker:
         for start in range(0, len(claimed), self.concurrency):
             chunk = claimed[start:start + self.concurrency]
             slots = await self._reserve_phones(chunk, recipients)
-            outcomes = await asyncio.gather(*(
+            decided = await asyncio.gather(*(
                 self._deliver_safely(m, recipients.get(m.beneficiary_id), slots.get(m.id))
                 for m in chunk))
+            pending = [(m, d) for m, d in zip(chunk, decided, strict=True)
+                       if isinstance(d, SmsMessage)]
+            sent = await self._send_sms_chunk(pending) if pending else {}
+            outcomes = [sent[m.id] if isinstance(d, SmsMessage) else d
+                        for m, d in zip(chunk, decided, strict=True)]
             await self._record(list(zip(chunk, outcomes, strict=True)))
 
     async def _deliver_safely(self, message: Claimed, recipient: Recipient | None,
-                              phone_wait: datetime | None) -> Outcome:
+                              phone_wait: datetime | None) -> Outcome | SmsMessage:
         try:
             return await self.deliver(message, recipient, phone_wait)
         except Exception as exc:  # never lose the row over a bug or a surprise
@@ -323,9 +328,10 @@ class Worker:
 
     # ----- delivery ------------------------------------------------------------------
     async def deliver(self, message: Claimed, recipient: Recipient | None,
-                      phone_wait: datetime | None = None) -> Outcome:
-        """Send one message. ``phone_wait`` is when its phone may next get an SMS (None:
-        now), as reserved for the whole chunk."""
+                      phone_wait: datetime | None = None) -> Outcome | SmsMessage:
+        """Decide one message: its outcome (WeChat sent, held, skipped …), or the SMS to
+        send with the rest of the chunk. ``phone_wait`` is when its phone may next get
+        an SMS (None: now), as reserved for the whole chunk."""
         now = self.clock()
         if not message.urgent and self.quiet.is_quiet(now):
             return Outcome(state=None, not_before=self.quiet.next_allowed(now),
@@ -345,7 +351,10 @@ class Worker:
                            error=fallback_reason or "no phone")
         if recipient.sms_opted_out:
             return Outcome(state=SKIPPED, error="opted out")
-        return await self._send_sms(message, recipient, phone_wait)
+        if phone_wait is not None:
+            return Outcome(state=None, not_before=phone_wait, counts_as_attempt=False)
+        return sms_for(message.kind, self.county, recipient.phone, message.params,
+                       reference=message.key, urgent=message.urgent)
 
     async def _send_wechat(self, message: Claimed, openids: Sequence[str]) -> Outcome:
         assert self.wechat is not None
@@ -369,41 +378,66 @@ class Worker:
             f"wechat {results[0].errcode}")
         return Outcome(state=FAILED, channel="wechat", error=reason)
 
-    async def _send_sms(self, message: Claimed, recipient: Recipient,
-                        phone_wait: datetime | None) -> Outcome:
-        assert recipient.phone is not None and recipient.phone_hash is not None
-        if phone_wait is not None:
-            return Outcome(state=None, not_before=phone_wait, counts_as_attempt=False)
-        sms = sms_for(message.kind, self.county, recipient.phone, message.params,
-                      reference=message.key, urgent=message.urgent)
-        last_error = "no SMS provider available"
+    async def _send_sms_chunk(self, pending: Sequence[tuple[Claimed, SmsMessage]]
+                              ) -> dict[int, Outcome]:
+        """Send a chunk's SMS: messages with the same template and parameters go in one
+        provider call (Tencent takes 200 numbers a call), the groups concurrently."""
+        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Claimed, Any]]] = {}
+        for message, sms in pending:
+            groups.setdefault((sms.template, tuple(sorted(sms.params.items()))),
+                              []).append((message, sms))
+        outcomes: dict[int, Outcome] = {}
+        for part in await asyncio.gather(*(self._send_sms_group(g) for g in groups.values())):
+            outcomes.update(part)
+        return outcomes
+
+    async def _send_sms_group(self, group: Sequence[tuple[Claimed, SmsMessage]]
+                              ) -> dict[int, Outcome]:
+        """Providers in order of preference; what one cannot take for now goes to the
+        next; what none took is retried later with backoff."""
+        outcomes: dict[int, Outcome] = {}
+        remaining = list(group)
+        errors: dict[int, str] = {}
         for provider in self.sms:
+            if not remaining:
+                break
             if not self.health.usable(provider.name):
                 continue
             try:
-                result = await self._send_paced(provider, sms)
+                results = await self._send_paced(provider, [sms for _, sms in remaining])
             except ProviderUnavailable as exc:
                 self.health.failed(provider.name)
-                last_error = f"{provider.name}: {exc.reason}"
+                errors.update({m.id: f"{provider.name}: {exc.reason}" for m, _ in remaining})
                 continue
             self.health.worked(provider.name)
-            if result.accepted:
-                return Outcome(state=SENT, channel="sms", provider=provider.name,
-                               message_id=result.message_id)
-            if result.permanent:
-                return Outcome(state=FAILED, channel="sms", provider=provider.name,
-                               error=result.error or "rejected")
-            last_error = f"{provider.name}: {result.error}"
-        return self._retry_later(message, last_error, channel="sms")
+            still = []
+            for (message, sms), result in zip(remaining, results, strict=True):
+                if result.accepted:
+                    outcomes[message.id] = Outcome(state=SENT, channel="sms",
+                                                   provider=provider.name,
+                                                   message_id=result.message_id)
+                elif result.permanent:
+                    outcomes[message.id] = Outcome(state=FAILED, channel="sms",
+                                                   provider=provider.name,
+                                                   error=result.error or "rejected")
+                else:
+                    errors[message.id] = f"{provider.name}: {result.error}"
+                    still.append((message, sms))
+            remaining = still
+        for message, _ in remaining:
+            outcomes[message.id] = self._retry_later(
+                message, errors.get(message.id, "no SMS provider available"), channel="sms")
+        return outcomes
 
-    async def _send_paced(self, provider: SmsProvider, sms: Any) -> SmsResult:
-        """One send within the provider's rate; when the provider says we are too fast
-        (throttled), wait and try once more before counting it as a failure."""
+    async def _send_paced(self, provider: SmsProvider,
+                          messages: Sequence[SmsMessage]) -> list[SmsResult]:
+        """One call within the provider's rate (each number counts); when the provider
+        says we are too fast (throttled), wait and try once more before counting it as a
+        failure."""
         for attempt in (1, 2):
-            await self.rates[provider.name].take()
+            await self.rates[provider.name].take(len(messages))
             try:
-                [result] = await provider.send([sms])
-                return result
+                return await provider.send(messages)
             except ProviderUnavailable as exc:
                 if attempt == 2 or not _throttled(exc):
                     raise

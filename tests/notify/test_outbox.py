@@ -481,3 +481,48 @@ async def test_phone_caps_in_one_batch(db: Database, backend: str) -> None:
     finally:
         if redis is not None:
             await redis.aclose()
+
+
+async def test_same_text_goes_in_one_call_and_failover_to_the_second_provider(
+        db: Database, tmp_path: Path, aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    """Through the real providers and protocol-checking fakes: reminders with the same
+    template and values share one SendSms call; when Tencent keeps failing whole calls,
+    Alibaba Cloud takes over in the same run."""
+    from tests.fakes.sms_servers import AliyunFake, TencentFake
+    from tests.notify.test_sms_providers import make_aliyun, make_tencent
+
+    tencent_fake, aliyun_fake = TencentFake(), AliyunFake()
+    await tencent_fake.start(aiohttp_server)
+    await aliyun_fake.start(aiohttp_server)
+    for index in range(2):
+        await add_payout(db, await add_person(db, index))
+    await plan(db, now=DAYTIME)
+    templates = {"payout": "1000001"}
+    tencent = make_tencent(tencent_fake.base_url, templates=templates, sign_name="示例县民政局")
+    aliyun = make_aliyun(aliyun_fake.base_url, templates={"payout": "SMS_1"},
+                         sign_name="示例县民政局")
+    try:
+        summary = await worker(db, tmp_path, sms=tencent).run(once=True)
+        assert summary.sent == 2
+        [call] = tencent_fake.calls
+        assert sorted(call.body["PhoneNumberSet"]) == ["+8613800131001", "+8613800138000"]
+        assert call.body["TemplateParamSet"] == ["低保", "11月", "625.00"]
+        # Next month Tencent fails every call: Alibaba Cloud sends instead.
+        async with db.session() as session:
+            for person in (await session.scalars(select(Beneficiary))).all():
+                session.add(PayoutLine(beneficiary_id=person.id, programme="低保",
+                                       month="2026-12", amount=Decimal("625.00")))
+        await plan(db, now=DAYTIME)
+        tencent_fake.fail(times=10, status=502)
+        both = Worker(db, VAULT, COUNTY, [tencent, aliyun],
+                      DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
+                      clock=lambda: DAYTIME)
+        assert (await both.run(once=True)).sent == 2
+        assert len(aliyun_fake.calls) == 1
+        assert aliyun_fake.calls[0].params["PhoneNumbers"].count(",") == 1
+    finally:
+        await tencent.close()
+        await aliyun.close()
+    async with db.session() as session:
+        providers = sorted((await session.scalars(select(OutboxMessage.provider))).all())
+    assert providers == ["aliyun", "aliyun", "tencent", "tencent"]
