@@ -511,8 +511,14 @@ def check(fake: Fake, rows: dict[str, str]) -> Check:
 
     accepted: dict[str, int] = {}
     wrong_phone = 0
+    by_phone = {}  # "phone:+86…" (a batch too big to list its references) -> the row key
+    for key in rows:
+        match = _REFERENCE.match(key)
+        if match is not None:
+            by_phone[f"phone:+86{phone_of(int(match.group(1)))}"] = key
     for reference, phone, count in fake.get("accepted"):
-        accepted[reference] = count
+        reference = by_phone.get(reference, reference)
+        accepted[reference] = accepted.get(reference, 0) + count
         match = _REFERENCE.match(reference)
         if match is None or phone != "+86" + phone_of(int(match.group(1))):
             wrong_phone += 1
