@@ -16,9 +16,22 @@ from typing import Any
 from aiohttp import web
 
 from admin.accounts import LOGIN_POLICY, LoginGuard
-from admin.roles import AUDIT, CONTENT, INBOX, SIGNED_IN, USERS
+from admin.roles import AUDIT, CONTENT, INBOX, REGISTRY, SIGNED_IN, USERS
 from admin.tryout import TryOut
-from admin.views import audit_log, auth, dictionary, faq, home, inbox, transfer, users
+from admin.uploads import UploadStore
+from admin.views import (
+    audit_log,
+    auth,
+    dictionary,
+    faq,
+    home,
+    inbox,
+    payouts,
+    registry,
+    reminders,
+    transfer,
+    users,
+)
 from admin.web import STATE, AdminState, access, errors, security_headers
 from bot.dialog import Guide
 from content.load import load_county
@@ -76,6 +89,41 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/inbox", inbox.inbox_page, "inbox", INBOX),
     Route("POST", "/inbox/alternative", inbox.add_alternative, "inbox_alternative", INBOX),
     Route("POST", "/inbox/dismiss", inbox.dismiss, "inbox_dismiss", INBOX),
+    # beneficiaries and applications
+    Route("GET", "/registry", registry.registry_list, "registry", REGISTRY),
+    Route("GET", "/registry/import", registry.import_page, "registry_import", REGISTRY),
+    Route("POST", "/registry/import", registry.import_preview, "registry_preview", REGISTRY),
+    Route("POST", "/registry/import/confirm", registry.import_confirm, "registry_confirm",
+          REGISTRY),
+    Route("POST", "/registry/import/cancel", registry.import_cancel, "registry_cancel",
+          REGISTRY),
+    Route("GET", "/registry/applications/{app_id}", registry.application_page, "application",
+          REGISTRY),
+    Route("POST", "/registry/applications/{app_id}/stage", registry.change_stage,
+          "application_stage", REGISTRY),
+    Route("POST", "/registry/applications/{app_id}/delegate", registry.grant_delegate,
+          "application_delegate", REGISTRY),
+    Route("POST", "/registry/applications/{app_id}/revoke", registry.revoke_binding,
+          "application_revoke", REGISTRY),
+    # payouts
+    Route("GET", "/payouts", payouts.payouts_page, "payouts", REGISTRY),
+    Route("POST", "/payouts/import", payouts.import_preview, "payouts_preview", REGISTRY),
+    Route("POST", "/payouts/import/confirm", payouts.import_confirm, "payouts_confirm",
+          REGISTRY),
+    Route("POST", "/payouts/import/cancel", payouts.import_cancel, "payouts_cancel",
+          REGISTRY),
+    Route("POST", "/payouts/plan", payouts.plan_reminders, "payouts_plan", REGISTRY),
+    Route("GET", "/payouts/{month}", payouts.month_page, "payouts_month", REGISTRY),
+    # reminders
+    Route("GET", "/reminders", reminders.reminders_page, "reminders", REGISTRY),
+    Route("GET", "/reminders/failed", reminders.failed_page, "reminders_failed", REGISTRY),
+    Route("POST", "/reminders/retry", reminders.retry_one, "reminders_retry", REGISTRY),
+    Route("POST", "/reminders/retry-reason", reminders.retry_reason, "reminders_retry_reason",
+          REGISTRY),
+    Route("GET", "/reminders/optouts", reminders.optouts, "optouts", REGISTRY),
+    Route("POST", "/reminders/optouts/add", reminders.optout_add, "optout_add", REGISTRY),
+    Route("POST", "/reminders/optouts/remove", reminders.optout_remove, "optout_remove",
+          REGISTRY),
     # accounts and audit
     Route("GET", "/users", users.users_page, "users", USERS),
     Route("POST", "/users", users.create, "users_create", USERS),
@@ -115,8 +163,10 @@ def create_admin_app(settings: Settings) -> web.Application:
     guide = Guide.load()
     county = load_county(settings.county_file)
     # db and guard are made when the app starts (inside its event loop)
+    upload_dir = settings.extra.get("HUIMIN_ADMIN_UPLOAD_DIR")
     state = AdminState(settings=settings, db=None, guard=None,  # type: ignore[arg-type]
-                       tryout=TryOut(guide, county), county=county)
+                       tryout=TryOut(guide, county), county=county,
+                       uploads=UploadStore(Path(upload_dir) if upload_dir else None))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
         state.capabilities[route.name] = route.capability

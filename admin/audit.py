@@ -43,6 +43,15 @@ ACTIONS: dict[str, str] = {
     "inbox_new_entry": "未答问题：新建条目",
     "inbox_dismiss": "未答问题：忽略",
     "personal_view": "查看个人信息",
+    "registry_import": "导入申请名单",
+    "registry_stage": "修改办理环节",
+    "delegate_grant": "授权家人查看",
+    "binding_revoke": "撤销微信绑定",
+    "payout_import": "导入发放名单",
+    "reminder_plan": "排队提醒",
+    "reminder_retry": "重发提醒",
+    "optout_add": "退订短信提醒",
+    "optout_remove": "恢复提醒",
 }
 
 TARGETS: dict[str, str] = {
@@ -52,6 +61,10 @@ TARGETS: dict[str, str] = {
     "content": "内容",
     "inbox": "未答问题",
     "beneficiary": "救助对象",
+    "application": "申请",
+    "payout": "发放名单",
+    "reminder": "提醒",
+    "opt_out": "退订",
 }
 
 

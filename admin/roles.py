@@ -1,8 +1,7 @@
 """Roles, what each may do, and the navigation built from that.
 
 Every route names one capability (see ``admin.app.ROUTES``); a role either has it or
-gets the 403 page. Pages still to come (registry, payouts, reminders) already have
-their capability and a place in the navigation.
+gets the 403 page.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ ROLES: dict[str, str] = {
 SIGNED_IN = "signed_in"
 CONTENT = "content"  # FAQ, dictionary, try-out, import/export
 INBOX = "inbox"  # unanswered questions
-REGISTRY = "registry"  # beneficiaries and applications (later)
+REGISTRY = "registry"  # beneficiaries, applications, payouts, reminders
 USERS = "users"  # staff accounts
 AUDIT = "audit"  # the audit log
 
@@ -50,6 +49,11 @@ class NavItem:
     label: str
     capability: str
     route: str | None  # None: a page that is not built yet (shown greyed out)
+    also: tuple[str, ...] = ()  # other routes of the same part (the item is marked)
+
+    def current(self, route_name: str | None) -> bool:
+        return route_name is not None and (route_name == self.route
+                                           or route_name in self.also)
 
 
 NAVIGATION: tuple[NavItem, ...] = (
@@ -59,9 +63,12 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("方言词典", CONTENT, "dictionary"),
     NavItem("试一试", CONTENT, "try_out"),
     NavItem("导入导出", CONTENT, "transfer"),
-    NavItem("救助对象", REGISTRY, None),
-    NavItem("发放记录", REGISTRY, None),
-    NavItem("提醒", REGISTRY, None),
+    NavItem("救助对象", REGISTRY, "registry",
+            ("registry_import", "registry_preview", "registry_confirm", "application",
+             "application_stage", "application_delegate")),
+    NavItem("发放记录", REGISTRY, "payouts",
+            ("payouts_preview", "payouts_confirm", "payouts_month")),
+    NavItem("提醒", REGISTRY, "reminders", ("reminders_failed", "optouts", "optout_add")),
     NavItem("账号管理", USERS, "users"),
     NavItem("操作记录", AUDIT, "audit"),
 )

@@ -8,7 +8,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import jinja2
@@ -18,9 +19,13 @@ from multidict import MultiDictProxy
 from admin.accounts import LoginGuard, SignedIn, find_session, pop_flash, set_flash
 from admin.audit import ACTIONS, LOCAL_TZ, TARGETS, Actor
 from admin.faq import LABELS
+from admin.registry import who_label
+from admin.reminders import CHANNEL_LABELS, KIND_LABELS, STATE_LABELS, reason_text
 from admin.roles import ROLES, can, navigation
 from admin.tryout import TryOut
+from admin.uploads import MAX_UPLOAD, UploadStore
 from huimin.db import Database
+from huimin.personal import Vault
 from huimin.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "huimin_admin"
 LOGIN_COOKIE = "huimin_admin_login"  # double-submit token for the sign-in form
 MAX_BODY = 2 * 1024 * 1024
+# Routes that take an application or payout list (CSV/XLSX), and may be larger.
+LIST_UPLOADS = frozenset({"registry_preview", "payouts_preview"})
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 
@@ -43,6 +50,17 @@ class AdminState:
     county: Mapping[str, Any]
     # route name -> capability (None: open to everyone, e.g. the sign-in page)
     capabilities: dict[str, str | None] = field(default_factory=dict)
+    uploads: UploadStore = field(default_factory=UploadStore)
+    _vault: Vault | None = None
+
+    @property
+    def vault(self) -> Vault:
+        """Encrypts and hashes ID and phone numbers; needs HUIMIN_SECRET_KEY."""
+        if self._vault is None:
+            if not self.settings.secret_key or len(self.settings.secret_key) < 16:
+                raise web.HTTPServiceUnavailable(reason="no_secret")
+            self._vault = Vault(self.settings.secret_key)
+        return self._vault
 
     @property
     def secure_cookies(self) -> bool:
@@ -134,8 +152,21 @@ templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+def _day(value: date | None) -> str:
+    return "" if value is None else f"{value.year}-{value.month:02d}-{value.day:02d}"
+
+
+def _money(value: Decimal | float | int | None) -> str:
+    return "" if value is None else f"{Decimal(value):,.2f}"
+
+
 templates.filters["local"] = _local
-templates.globals.update(ROLES=ROLES, ACTIONS=ACTIONS, TARGETS=TARGETS, LABELS=LABELS)
+templates.filters["day"] = _day
+templates.filters["money"] = _money
+templates.filters["who"] = who_label
+templates.globals.update(ROLES=ROLES, ACTIONS=ACTIONS, TARGETS=TARGETS, LABELS=LABELS,
+                         KINDS=KIND_LABELS, STATES=STATE_LABELS, CHANNELS=CHANNEL_LABELS,
+                         reason_text=reason_text)
 
 
 async def render(request: web.Request, template: str, status: int = 200,
@@ -167,7 +198,14 @@ _ERRORS = {
     403: ("没有权限", "您的账号不能使用这个页面或操作。如需使用，请找管理员。"),
     404: ("找不到页面", "这个页面不存在，可能地址写错了，或者内容已经删除。"),
     405: ("操作方式不对", "请从页面上的按钮进行操作。"),
-    413: ("文件太大", "上传的文件太大了，请只上传一个问答文件或词典文件。"),
+    413: ("文件太大", "上传的文件太大了。问答或词典请一次只传一个文件；名单文件最大10MB，"
+                      "太大请分成几个文件上传。"),
+    503: ("暂时不能使用", "系统暂时不能处理这个请求，请稍后再试。"),
+}
+# Specific messages, by the reason an HTTPException was raised with.
+_REASONS = {
+    "no_secret": "系统还没有设置保护身份证号和手机号用的密钥（HUIMIN_SECRET_KEY），"
+                 "救助对象、发放和提醒的页面暂时不能用。请联系管理员。",
 }
 CSRF_MESSAGE = ("页面已过期，或者这个请求不是从本系统的页面发出的，操作没有执行。"
                 "请返回上一页，刷新后再试。")
@@ -188,13 +226,15 @@ async def error_page(request: web.Request, status: int, text: str | None = None
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Plain error pages in Chinese; larger bodies allowed than the bot's (uploads)."""
     if request.method == "POST":
-        request = request.clone(client_max_size=MAX_BODY)
+        name = getattr(request.match_info.route, "name", None)
+        limit = MAX_UPLOAD + 64 * 1024 if name in LIST_UPLOADS else MAX_BODY
+        request = request.clone(client_max_size=limit)
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        text = CSRF_MESSAGE if exc.reason == "csrf" else None
+        text = CSRF_MESSAGE if exc.reason == "csrf" else _REASONS.get(exc.reason or "")
         return await error_page(request, exc.status, text)
     except Exception:
         log.exception("admin: unexpected error on %s %s", request.method, request.path)

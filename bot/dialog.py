@@ -21,6 +21,7 @@ from bot.matcher import Band, Match, Matcher
 from bot.models import AskedQuestion, Follower
 from bot.status import StatusDesk
 from bot.store import ConversationStore
+from bot.tally import count_question
 from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
 from content.queries import PublishedContent
 from content.schema import render
@@ -233,6 +234,8 @@ class Bot:
 
     async def answer_match(self, openid: str, match: Match) -> str:
         if match.band is Band.ANSWER:
+            async with self.db.engine.begin() as conn:
+                await count_question(conn)
             return await self.give_answer(openid, match.candidates[0].faq_id)
         asked_id = await self._record_asked(match)
         if match.band is Band.CHOICES:

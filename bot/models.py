@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Date, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from huimin.db import Base, utcnow
@@ -59,3 +59,14 @@ class ConversationRow(Base):
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[dict[str, object]] = mapped_column(JSON)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class QuestionTally(Base):
+    """Questions the bot answered, counted per China day and band (unanswered ones are
+    in ``asked_questions``): nothing about the asker or the question is kept."""
+
+    __tablename__ = "question_tally"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    band: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

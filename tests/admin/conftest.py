@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from admin.accounts import _hasher
 from admin.app import create_admin_app
 from admin.models import TABLES, AdminUser
 from huimin.db import Database, utcnow
+from huimin.personal import Vault
+from huimin.registry.importer import import_applications
+from huimin.registry.models import Application
 from huimin.settings import Settings
+from notify.payouts import import_payouts
 
 TEST_DATABASE_URL = os.environ.get("HUIMIN_TEST_DATABASE_URL")
 PASSWORD = "correct-horse-battery"
@@ -37,6 +43,12 @@ def _fresh_admin_tables(database_url: str) -> None:
     admin tables are emptied here (harmless once they are on that list too)."""
     if TEST_DATABASE_URL:
         asyncio.run(_empty_admin_tables(database_url))
+
+
+@pytest.fixture(autouse=True)
+def _own_upload_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploaded lists wait under the temporary directory: this test's own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 async def add_user(settings: Settings, username: str, role: str,
@@ -104,3 +116,60 @@ async def follow(client: TestClient, response: Any) -> str:
     assert response.status == 303, f"{response.status}: {await response.text()}"
     page = await client.get(response.headers["Location"])
     return await page.text()
+
+
+# ----- the registry (救助对象, 发放, 提醒) ------------------------------------------------
+DEMO = Path(__file__).resolve().parents[2] / "content" / "demo"
+DEMO_ID = "34132319620817004X"  # 张桂兰 in content/demo/applications.csv
+DEMO_PHONE = "13800138000"
+
+
+async def load_demo(settings: Settings, payouts: bool = False) -> dict[str, int]:
+    """Import the demo application list (and payout list); application number -> id."""
+    db = Database(settings.database_url)
+    vault = Vault(settings.secret_key or "")
+    try:
+        report = await import_applications(db, vault, DEMO / "applications.csv")
+        assert not report.errors, report.error_lines()
+        if payouts:
+            paid = await import_payouts(db, vault, DEMO / "payouts.csv")
+            assert not paid.errors, paid.error_lines()
+        async with db.session() as session:
+            rows = (await session.execute(select(Application.number, Application.id))).all()
+        return {number: app_id for number, app_id in rows}
+    finally:
+        await db.dispose()
+
+
+async def upload(client: TestClient, path: str, token: str, filename: str,
+                 data: bytes) -> Any:
+    form = FormData()
+    form.add_field("csrf", token)
+    form.add_field("file", data, filename=filename, content_type="application/octet-stream")
+    return await client.post(path, data=form, allow_redirects=False)
+
+
+def upload_token(html: str) -> str:
+    found = re.search(r'name="upload" value="([^"]+)"', html)
+    assert found, "no upload token on the page"
+    return found.group(1)
+
+
+async def rows_of(settings: Settings, statement: Any) -> list[Any]:
+    """Run one SELECT on the test database (scalars when it selects one entity)."""
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            result = await session.execute(statement)
+            if len(result.keys()) == 1:
+                return list(result.scalars().all())
+            return list(result.all())
+    finally:
+        await db.dispose()
+
+
+def assert_no_clear_numbers(html: str) -> None:
+    """No demo ID or phone number in clear (in any case of the X)."""
+    for secret in (DEMO_ID, DEMO_ID.lower(), DEMO_PHONE, "341323195503120032",
+                   "13800131001"):
+        assert secret not in html, f"{secret} shown in clear"

@@ -20,6 +20,7 @@ from tests.admin.conftest import (
     PASSWORD,
     add_user,
     csrf,
+    load_demo,
     login,
     mounted,
     post,
@@ -266,20 +267,28 @@ async def test_login_form_needs_its_token(admin_client: Any, settings: Settings)
 GUARDED = [r for r in ROUTES if r.capability is not None]
 
 
-def _path(route: Any) -> str:
+def _path(route: Any, app_id: int = 1) -> str:
     return "/admin" + route.path.replace("{entry_id}", "dibao-apply").replace(
-        "{user_id}", "1")
+        "{user_id}", "1").replace("{app_id}", str(app_id)).replace("{month}", "2026-11")
+
+
+# Pages about one application or one payout month need them in the registry.
+NEEDS_REGISTRY = ("{app_id}", "{month}")
 
 
 @pytest.mark.parametrize("role", list(ROLES))
 @pytest.mark.parametrize("route", GUARDED, ids=[f"{r.method}-{r.name}" for r in GUARDED])
 async def test_every_page_checks_the_role(admin_client: Any, settings: Settings, route: Any,
                                           role: str) -> None:
+    app_id = 1
+    if any(part in route.path for part in NEEDS_REGISTRY):
+        app_id = (await load_demo(settings, payouts=True))["LZ-2026-0017"]
     token = await signed_in(admin_client, settings, role)
     if route.method == "GET":
-        response = await admin_client.get(_path(route), allow_redirects=False)
+        response = await admin_client.get(_path(route, app_id), allow_redirects=False)
     else:
-        response = await post(admin_client, _path(route), token)
+        response = await post(admin_client, _path(route, app_id), token)
+    assert response.status < 500, await response.text()
     if can(role, route.capability):
         assert response.status != 403, f"{role} should be allowed {route.name}"
         if route.method == "GET":
@@ -300,13 +309,35 @@ async def test_every_page_needs_signing_in(admin_client: Any, route: Any) -> Non
     assert "/admin/login" in response.headers["Location"]
 
 
+@pytest.mark.parametrize("route", [r for r in GUARDED if r.method == "POST"],
+                         ids=[r.name for r in GUARDED if r.method == "POST"])
+async def test_every_post_needs_the_csrf_token(admin_client: Any, settings: Settings,
+                                               route: Any) -> None:
+    await signed_in(admin_client, settings, "admin")
+    for data in ({}, {"csrf": "forged-token"}):
+        response = await admin_client.post(_path(route), data=data, allow_redirects=False)
+        assert response.status == 403, route.name
+        assert "页面已过期" in await response.text()
+
+
 async def test_navigation_shows_only_what_the_role_may_use(admin_client: Any,
                                                            settings: Settings) -> None:
     await signed_in(admin_client, settings, "caseworker")
     html = await (await admin_client.get("/admin/")).text()
-    assert "救助对象（即将上线）" in html
+    assert "即将上线" not in html
+    for path in ("/admin/registry", "/admin/payouts", "/admin/reminders"):
+        assert f'href="{path}"' in html
     assert "/admin/faq" not in html and "/admin/users" not in html
     assert "/admin/audit" not in html
+    sub_page = await (await admin_client.get("/admin/registry/import")).text()
+    assert 'aria-current="page">救助对象' in sub_page  # the part's item stays marked
+
+
+async def test_editor_does_not_see_the_registry(admin_client: Any, settings: Settings) -> None:
+    await signed_in(admin_client, settings, "editor")
+    html = await (await admin_client.get("/admin/")).text()
+    assert "/admin/registry" not in html and "/admin/reminders" not in html
+    assert "提醒每天发出" not in html  # the reminder charts are for the registry roles
 
 
 async def test_security_headers(admin_client: Any, settings: Settings) -> None:

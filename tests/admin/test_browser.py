@@ -17,7 +17,7 @@ import pytest
 from admin.app import create_admin_app
 from bot.app import create_app
 from huimin.settings import Settings
-from tests.admin.conftest import PASSWORD, add_user
+from tests.admin.conftest import DEMO, DEMO_ID, PASSWORD, add_user, load_demo, mounted
 from tests.admin.test_faq import _bot_reply
 from tests.wechat import reply_text, signed_query, text_xml
 
@@ -115,5 +115,48 @@ async def test_edit_publish_and_inbox_in_a_browser(aiohttp_server: Any,
             _, expected = await _bot_reply(demo, VAGUE)
             assert "您是想问" not in expected
             await _wait_for(http, base, VAGUE, expected)
+        finally:
+            await browser.close()
+
+
+async def test_caseworker_pages_in_a_browser(aiohttp_server: Any, settings: Settings) -> None:
+    """The dashboard's charts are drawn, a stage is changed and a list is checked, in a
+    real browser (no script is needed for any of it)."""
+    await load_demo(settings)
+    server = await aiohttp_server(mounted(settings), host="127.0.0.1")
+    base = str(server.make_url("")).rstrip("/")
+    await add_user(settings, "case", "caseworker")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+            args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(java_script_enabled=False)
+            await page.goto(base + "/admin/login")
+            await page.fill("#username", "case")
+            await page.fill("#password", PASSWORD)
+            await page.click("button:has-text('登录')")
+            await page.wait_for_url("**/admin/")
+            charts = page.locator("figure.chart svg")
+            assert await charts.count() == 2
+            box = await charts.first.bounding_box()
+            assert box is not None and box["width"] > 500 and box["height"] > 150
+
+            await page.click("nav.main-nav a:has-text('救助对象')")
+            await page.click("a:has-text('LZ-2026-0017')")
+            assert "3413**********004X" in await page.inner_text("main")
+            await page.select_option("#stage", "公示")
+            await page.click("#stage-form button:has-text('保存')")
+            await page.wait_for_selector(".flash-ok")
+            assert "环节已改为“公示”" in await page.inner_text(".flash-ok")
+            assert "审核 → 公示" in await page.inner_text("main")
+
+            await page.goto(base + "/admin/registry/import")
+            await page.set_input_files("#file", str(DEMO / "applications.csv"))
+            await page.click("button:has-text('上传并检查')")
+            await page.wait_for_selector("#preview")
+            text = await page.inner_text("#preview")
+            assert "有变化 1 份" in text and "环节：公示 → 审核" in text
+            assert DEMO_ID not in await page.content()
         finally:
             await browser.close()

@@ -1,0 +1,231 @@
+"""Payout lists as staff see them: checking one before it is imported (the import
+itself is ``notify.payouts.import_payouts``), months with their counts and totals,
+and the lines of one month with the state of each line's reminder."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huimin.personal import Vault, mask_id, mask_name
+from huimin.registry.importer import ImportFileError, RowError, read_rows
+from huimin.registry.models import Beneficiary
+from notify.models import OutboxMessage, PayoutLine
+from notify.payouts import NOT_FOUND, PAYOUTS, PayoutRecord, _key, parse_payout
+
+PREVIEW_ROWS = 300
+PREVIEW_ERRORS = 500
+LINES_PER_PAGE = 100
+CHUNK = 500
+MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
+@dataclass
+class PayoutPreviewRow:
+    line: int
+    masked_name: str
+    masked_id: str
+    programme: str
+    month: str
+    amount: Decimal
+    paid_on: date | None
+    status: str  # "new", "changed", "same"
+    note: str = ""
+
+
+@dataclass
+class PayoutPreview:
+    filename: str
+    rows: list[PayoutPreviewRow] = field(default_factory=list)  # new and changed rows
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    file_error: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0,
+                                                            "same": 0})
+    total_new: Decimal = Decimal("0.00")  # money on the new lines
+
+    @property
+    def ok(self) -> bool:
+        return self.file_error is None and (self.counts["new"] + self.counts["changed"]) > 0
+
+    @property
+    def listed(self) -> list[PayoutPreviewRow]:
+        return self.rows[:PREVIEW_ROWS]
+
+    @property
+    def shown_errors(self) -> list[tuple[int, str]]:
+        return self.errors[:PREVIEW_ERRORS]
+
+
+def _chunks(values: Sequence[str] | Sequence[int]) -> Iterable[Sequence[str] | Sequence[int]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
+
+
+def _parse_file(path: Path) -> tuple[list[tuple[int, PayoutRecord]], list[tuple[int, str]]]:
+    """The same checks as ``notify.payouts.import_payouts`` before it asks the registry."""
+    good: list[tuple[int, PayoutRecord]] = []
+    errors: list[tuple[int, str]] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, values in read_rows(path, PAYOUTS):
+        reasons: list[str] = []
+        key = _key(values)
+        if key is not None:
+            if key in seen:
+                reasons.append(f"同一个人同一项目同一月份重复（第{seen[key]}行已出现）")
+            else:
+                seen[key] = line
+        record: PayoutRecord | None = None
+        try:
+            record = parse_payout(values)
+        except RowError as exc:
+            reasons.append(exc.reason)
+        if reasons or record is None:
+            errors.append((line, "；".join(reasons)))
+            continue
+        good.append((line, record))
+    return good, errors
+
+
+async def preview_payouts(session: AsyncSession, vault: Vault, path: Path,
+                          filename: str) -> PayoutPreview:
+    """Check a payout list against the registry and the lines already imported."""
+    preview = PayoutPreview(filename=filename)
+    try:
+        good, preview.errors = await asyncio.to_thread(_parse_file, path)
+    except ImportFileError as exc:
+        preview.file_error = str(exc)
+        return preview
+    hashes = {record.id_number: vault.lookup_hash(record.id_number) for _, record in good}
+    people: dict[str, Beneficiary] = {}
+    for chunk in _chunks(sorted(set(hashes.values()))):
+        for person in (await session.scalars(
+                select(Beneficiary).where(Beneficiary.id_hash.in_(chunk)))).all():
+            people[person.id_hash] = person
+    existing: dict[tuple[int, str, str], PayoutLine] = {}
+    for chunk in _chunks(sorted({p.id for p in people.values()})):
+        for row in (await session.scalars(
+                select(PayoutLine).where(PayoutLine.beneficiary_id.in_(chunk)))).all():
+            existing[(row.beneficiary_id, row.programme, row.month)] = row
+    bad_lines: list[tuple[int, str]] = []
+    for line, record in good:
+        person = people.get(hashes[record.id_number])
+        if person is None or person.name != record.name:
+            bad_lines.append((line, NOT_FOUND))
+            continue
+        old = existing.get((person.id, record.programme, record.month))
+        note = ""
+        if old is None:
+            status = "new"
+            preview.total_new += record.amount
+        elif Decimal(old.amount) == record.amount and old.paid_on == record.paid_on:
+            status = "same"
+        else:
+            status = "changed"
+            parts = []
+            if Decimal(old.amount) != record.amount:
+                parts.append(f"金额 {Decimal(old.amount):.2f} → {record.amount:.2f}")
+            if old.paid_on != record.paid_on:
+                parts.append(f"发放日期 {old.paid_on or '（空）'} → {record.paid_on or '（空）'}")
+            note = "，".join(parts)
+            if old.planned_at is not None:
+                note += "（到账提醒已经排过，不会再发或更正）"
+        preview.counts[status] += 1
+        if status != "same":
+            preview.rows.append(PayoutPreviewRow(
+                line=line, masked_name=mask_name(record.name),
+                masked_id=mask_id(record.id_number), programme=record.programme,
+                month=record.month, amount=record.amount, paid_on=record.paid_on,
+                status=status, note=note))
+    preview.errors = sorted(preview.errors + bad_lines)
+    return preview
+
+
+# ----- months and lines ---------------------------------------------------------------
+@dataclass(frozen=True)
+class MonthSummary:
+    month: str
+    lines: int
+    total: Decimal
+    planned: int
+    people: int
+
+    @property
+    def not_planned(self) -> int:
+        return self.lines - self.planned
+
+    @property
+    def label(self) -> str:
+        year, month = self.month.split("-")
+        return f"{year}年{int(month)}月"
+
+
+async def months(session: AsyncSession) -> list[MonthSummary]:
+    rows = (await session.execute(
+        select(PayoutLine.month, func.count(), func.sum(PayoutLine.amount),
+               func.count(PayoutLine.planned_at),
+               func.count(func.distinct(PayoutLine.beneficiary_id)))
+        .group_by(PayoutLine.month).order_by(PayoutLine.month.desc()))).all()
+    return [MonthSummary(month, int(n), Decimal(total or 0).quantize(Decimal("0.01")),
+                         int(planned), int(people))
+            for month, n, total, planned, people in rows]
+
+
+async def programme_totals(session: AsyncSession, month: str
+                           ) -> list[tuple[str, int, Decimal]]:
+    rows = (await session.execute(
+        select(PayoutLine.programme, func.count(), func.sum(PayoutLine.amount))
+        .where(PayoutLine.month == month)
+        .group_by(PayoutLine.programme).order_by(PayoutLine.programme))).all()
+    return [(p, int(n), Decimal(t or 0).quantize(Decimal("0.01"))) for p, n, t in rows]
+
+
+@dataclass(frozen=True)
+class LineRow:
+    line: PayoutLine
+    person: Beneficiary
+    reminder: OutboxMessage | None
+
+    @property
+    def masked_name(self) -> str:
+        return mask_name(self.person.name)
+
+
+def reminder_key(line: PayoutLine) -> str:
+    """The outbox key notify.plan gives a payout's reminder."""
+    return f"payout:{line.beneficiary_id}:{line.programme}:{line.month}"
+
+
+async def month_lines(session: AsyncSession, month: str, page: int,
+                      per_page: int = LINES_PER_PAGE) -> tuple[list[LineRow], int]:
+    condition = PayoutLine.month == month
+    total = await session.scalar(select(func.count()).select_from(PayoutLine)
+                                 .where(condition)) or 0
+    rows = (await session.execute(
+        select(PayoutLine, Beneficiary)
+        .join(Beneficiary, Beneficiary.id == PayoutLine.beneficiary_id)
+        .where(condition).order_by(PayoutLine.programme, PayoutLine.id)
+        .offset((page - 1) * per_page).limit(per_page))).all()
+    keys = [reminder_key(line) for line, _ in rows]
+    reminders = {}
+    if keys:
+        reminders = {m.key: m for m in (await session.scalars(
+            select(OutboxMessage).where(OutboxMessage.key.in_(keys)))).all()}
+    return [LineRow(line, person, reminders.get(reminder_key(line)))
+            for line, person in rows], total
+
+
+async def latest_planned(session: AsyncSession) -> datetime | None:
+    return await session.scalar(select(func.max(PayoutLine.planned_at)))
+
+
+def valid_month(text: str) -> bool:
+    return bool(MONTH.fullmatch(text))
+

@@ -1,0 +1,254 @@
+"""救助对象 (经办人员 and 管理员): import an application list (upload, check, confirm),
+the list of applications, one application with its history, stage changes, WeChat
+bindings and delegates, and the reminders sent to the person.
+
+Every page that shows a person's data records it in the audit log
+(``record_personal_view``); every change is audited with before and after and, where
+it touches the registry, written to its access_log as "staff:<username>".
+"""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import Any
+
+from aiohttp import web
+
+from admin import registry
+from admin.audit import LOCAL_TZ, record, record_personal_view
+from admin.registry import BindingError, ListFilter
+from admin.uploads import UploadError
+from admin.web import (
+    actor,
+    flash,
+    form_text,
+    page_number,
+    redirect,
+    render,
+    signed_in,
+    state,
+)
+from huimin.db import utcnow
+from huimin.registry import ALL_STAGES, PROGRAMMES, STAGE_WORDS
+from huimin.registry.importer import ImportFileError, import_applications
+from huimin.registry.models import Application, Beneficiary
+from huimin.registry.queries import log_access
+
+KIND = "applications"
+LIST_FIELDS = ["姓名（打码）", "身份证号（打码）"]
+PAGE_FIELDS = ["姓名", "身份证号（打码）", "手机号（打码）", "办理记录", "微信绑定",
+               "提醒记录"]
+
+
+def upload_owner(request: web.Request) -> str:
+    return signed_in(request).session.token_hash
+
+
+def _username(request: web.Request) -> str:
+    return signed_in(request).user.username
+
+
+# ----- list ------------------------------------------------------------------------------
+async def registry_list(request: web.Request) -> web.Response:
+    filters = ListFilter.from_query(request.query)
+    page = page_number(request)
+    who = actor(request)
+    async with state(request).db.session() as session:
+        rows, total = await registry.search_applications(session, filters, page)
+        for person_id in dict.fromkeys(row.person.id for row in rows):
+            record_personal_view(session, who, person_id, LIST_FIELDS,
+                                 reason=f"救助对象列表第{page}页")
+    pages = max(1, ceil(total / registry.PER_PAGE))
+    return await render(request, "registry_list.html", rows=rows, total=total, page=page,
+                        pages=pages, filters=filters, query=filters.as_query(),
+                        programmes=PROGRAMMES, stages=ALL_STAGES)
+
+
+# ----- import ------------------------------------------------------------------------------
+async def import_page(request: web.Request) -> web.Response:
+    return await render(request, "registry_import.html", preview=None, token="", error="",
+                        report=None)
+
+
+async def receive_upload(request: web.Request, kind: str) -> tuple[Any, str]:
+    """Keep the uploaded file; (the upload, "") or (None, what is wrong)."""
+    form = await request.post()
+    upload = form.get("file")
+    if not isinstance(upload, web.FileField) or not upload.filename:
+        return None, "请先选择一个文件。"
+    try:
+        data = upload.file.read()
+        return state(request).uploads.save(kind, upload_owner(request), upload.filename, data), ""
+    except UploadError as exc:
+        return None, str(exc)
+
+
+async def import_preview(request: web.Request) -> web.Response:
+    st = state(request)
+    vault = st.vault
+    stored, error = await receive_upload(request, KIND)
+    if stored is None:
+        return await render(request, "registry_import.html", status=400, preview=None,
+                            token="", error=error, report=None)
+    async with st.db.session() as session:
+        preview = await registry.preview_applications(session, vault, stored.path,
+                                                      stored.filename)
+    if not preview.ok:
+        st.uploads.discard(stored.token)  # nothing to confirm
+    return await render(request, "registry_import.html", preview=preview,
+                        token=stored.token if preview.ok else "", error="", report=None)
+
+
+async def import_confirm(request: web.Request) -> web.Response:
+    st = state(request)
+    vault = st.vault
+    form = await request.post()
+    stored = st.uploads.claim(form_text(form, "upload", 100), KIND, upload_owner(request))
+    if stored is None:
+        await flash(request, "error", "找不到要导入的文件：可能已经导入过、取消了，或者上传超过"
+                                      "1小时已经作废。请重新上传。")
+        raise redirect(request, "registry_import")
+    username = _username(request)
+    try:
+        report = await import_applications(st.db, vault, stored.path,
+                                           source=f"import:staff:{username}"[:40])
+    except ImportFileError as exc:
+        return await render(request, "registry_import.html", status=400, preview=None,
+                            token="", error=f"没有导入：{exc}", report=None)
+    finally:
+        st.uploads.discard(stored.token)
+    async with st.db.session() as session:
+        record(session, actor(request), "registry_import", "application", stored.filename,
+               after={"file": stored.filename, "added": report.added,
+                      "updated": report.updated, "unchanged": report.unchanged,
+                      "errors": report.error_lines()[:200]})
+    return await render(request, "registry_import.html", preview=None, token="", error="",
+                        report=report, filename=stored.filename)
+
+
+async def import_cancel(request: web.Request) -> web.Response:
+    form = await request.post()
+    uploads = state(request).uploads
+    stored = uploads.get(form_text(form, "upload", 100), KIND, upload_owner(request))
+    if stored is not None:  # only one's own upload
+        uploads.discard(stored.token)
+    await flash(request, "ok", "已取消，上传的文件已删除，什么也没有导入。")
+    raise redirect(request, "registry_import")
+
+
+# ----- one application -------------------------------------------------------------------
+def _app_id(request: web.Request) -> int:
+    raw = request.match_info["app_id"]
+    if not raw.isdigit() or len(raw) > 12:
+        raise web.HTTPNotFound()
+    return int(raw)
+
+
+async def _application(request: web.Request, status: int = 200, error: str = "",
+                      delegate_error: str = "", values: dict[str, str] | None = None
+                      ) -> web.Response:
+    who = actor(request)
+    async with state(request).db.session() as session:
+        page = await registry.application_page(session, _app_id(request))
+        if page is None:
+            raise web.HTTPNotFound()
+        record_personal_view(session, who, page.person.id, PAGE_FIELDS,
+                             reason=f"申请 {page.application.number}")
+        await log_access(session, registry.staff(who.username or ""), page.person.id,
+                         "staff_view", application=page.application.number)
+    app = page.application
+    form_values = values or {
+        "stage": app.stage, "stage_date": app.stage_date.isoformat(),
+        "next_step": app.next_step or "",
+        "recheck_due": app.recheck_due.isoformat() if app.recheck_due else ""}
+    today = utcnow().astimezone(LOCAL_TZ).date()
+    return await render(request, "application.html", status=status, page=page, app=app,
+                        person=page.person, stages=ALL_STAGES, stage_words=STAGE_WORDS,
+                        values=form_values, error=error, delegate_error=delegate_error,
+                        mask_openid=registry.mask_openid, today=today.isoformat())
+
+
+async def application_page(request: web.Request) -> web.Response:
+    return await _application(request)
+
+
+async def change_stage(request: web.Request) -> web.Response:
+    form = await request.post()
+    app_id = _app_id(request)
+    today = utcnow().astimezone(LOCAL_TZ).date()
+    values, problems = registry.parse_stage_form(form, today)
+    if values is None:
+        return await _application(request, 400, error="".join(problems), values={
+            key: form_text(form, key, 400) for key in ("stage", "stage_date", "next_step",
+                                                       "recheck_due")})
+    async with state(request).db.session() as session:
+        app = await session.get(Application, app_id)
+        if app is None:
+            raise web.HTTPNotFound()
+        before = registry.application_state(app)
+        change = await registry.change_stage(session, app, values, _username(request))
+        after = registry.application_state(app)
+        record(session, actor(request), "registry_stage", "application", app.number,
+               before=before, after={**after, "status_change": change.id if change else None})
+        number = app.number
+    if before == after:
+        await flash(request, "ok", "没有改动。")
+    elif change is not None:
+        await flash(request, "ok", f"{number} 的环节已改为“{values.stage}”。公众号会把这个变化"
+                                   "通知本人和授权的家人（下一次排提醒时；夜间的等到早上）。")
+    else:
+        await flash(request, "ok", f"已保存 {number} 的日期和说明。环节没有变，不会通知群众。")
+    raise redirect(request, "application", app_id=app_id)
+
+
+async def _person(session: Any, app_id: int) -> tuple[Application, Beneficiary]:
+    app = await session.get(Application, app_id)
+    if app is None:
+        raise web.HTTPNotFound()
+    person = await session.get(Beneficiary, app.beneficiary_id)
+    assert person is not None
+    return app, person
+
+
+async def grant_delegate(request: web.Request) -> web.Response:
+    form = await request.post()
+    app_id = _app_id(request)
+    try:
+        openid = registry.check_openid(form_text(form, "openid", 100))
+        async with state(request).db.session() as session:
+            app, person = await _person(session, app_id)
+            binding, replaced = await registry.grant_delegate(session, person, openid,
+                                                              _username(request))
+            record(session, actor(request), "delegate_grant", "beneficiary", str(person.id),
+                   before={"delegates": [registry.binding_view(b) for b in replaced]},
+                   after={"delegates": [registry.binding_view(binding)],
+                          "application": app.number})
+    except BindingError as exc:
+        return await _application(request, 400, delegate_error=str(exc))
+    text = f"已授权微信号 {registry.mask_openid(openid)} 查看进度并接收提醒。"
+    if replaced:
+        text += "原来授权的家人已经取消（每人只能授权一位家人）。"
+    await flash(request, "ok", text)
+    raise redirect(request, "application", app_id=app_id)
+
+
+async def revoke_binding(request: web.Request) -> web.Response:
+    form = await request.post()
+    app_id = _app_id(request)
+    raw = form_text(form, "binding_id", 12)
+    try:
+        if not raw.isdigit():
+            raise BindingError("没有找到这个绑定。")
+        async with state(request).db.session() as session:
+            _, person = await _person(session, app_id)
+            before, binding = await registry.revoke_binding(session, person, int(raw),
+                                                            _username(request))
+            record(session, actor(request), "binding_revoke", "beneficiary", str(person.id),
+                   before=before, after=registry.binding_view(binding))
+            role = binding.role
+    except BindingError as exc:
+        await flash(request, "error", str(exc))
+        raise redirect(request, "application", app_id=app_id) from None
+    who = "本人的微信绑定" if role == "self" else "授权家人的微信绑定"
+    await flash(request, "ok", f"已撤销{who}，这个微信号不能再查进度，也不会再收到提醒。")
+    raise redirect(request, "application", app_id=app_id)

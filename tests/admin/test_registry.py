@@ -1,0 +1,380 @@
+"""救助对象: importing an application list (preview, confirm, cancel), the list, one
+application, stage changes, delegates, and that personal data is masked and every view
+of it is recorded."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import time as clock
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from admin.audit import LOCAL_TZ
+from admin.models import AuditEntry
+from admin.uploads import default_root
+from huimin.db import Database, utcnow
+from huimin.registry.models import AccessLogEntry, Application, Binding, StatusChange
+from huimin.settings import Settings
+from notify.models import OutboxMessage
+from notify.plan import plan
+from notify.rules import QuietHours
+from tests.admin.conftest import (
+    DEMO,
+    DEMO_ID,
+    assert_no_clear_numbers,
+    follow,
+    load_demo,
+    mounted,
+    post,
+    rows_of,
+    signed_in,
+    upload,
+    upload_token,
+)
+
+NEVER_QUIET = QuietHours(start=clock(0, 0), end=clock(0, 0))
+BAD_ROWS = (
+    # a wrong check digit, a number already on line 2, a stage nobody knows
+    "XX-2026-0001,马小红,341323198001010012,13800130000,娄庄镇,低保,申请,2026-11-20,,,\n"
+    "LZ-2026-0017,张桂兰,34132319620817004X,13800138000,娄庄镇,低保,审核,2026-11-20,,,\n"
+    "XX-2026-0002,马小兰,341323198001010020,,娄庄镇,低保,快批了,2026-11-20,,,\n"
+)
+
+
+def demo_csv(extra: str = "") -> bytes:
+    return ((DEMO / "applications.csv").read_text(encoding="utf-8") + extra).encode()
+
+
+async def count(settings: Settings, model: Any) -> int:
+    return (await rows_of(settings, select(func.count()).select_from(model)))[0]
+
+
+async def audit(settings: Settings, action: str) -> list[AuditEntry]:
+    return await rows_of(settings, select(AuditEntry).where(AuditEntry.action == action)
+                         .order_by(AuditEntry.id))
+
+
+# ----- import ---------------------------------------------------------------------------
+async def test_preview_shows_row_errors_and_saves_nothing_until_confirmed(
+        admin_client: Any, settings: Settings) -> None:
+    token = await signed_in(admin_client, settings, "caseworker")
+    response = await upload(admin_client, "/admin/registry/import", token, "名单.csv",
+                            demo_csv(BAD_ROWS))
+    assert response.status == 200
+    html = await response.text()
+    assert "新申请 <strong>10</strong> 份" in html
+    assert "有问题 <strong>3</strong> 行" in html
+    assert "第12行" in html and "身份证号校验位不对" in html
+    assert "第13行" in html and "申请编号重复（第2行已出现）" in html
+    assert "第14行" in html and "环节“快批了”不认识" in html
+    assert "张*兰" in html and "3413**********004X" in html and "138****8000" in html
+    assert_no_clear_numbers(html)
+    assert await count(settings, Application) == 0  # nothing saved yet
+    assert await count(settings, StatusChange) == 0
+    file_token = upload_token(html)
+    assert (default_root() / file_token).is_dir()
+
+    confirmed = await post(admin_client, "/admin/registry/import/confirm", token,
+                           upload=file_token)
+    assert confirmed.status == 200
+    result = await confirmed.text()
+    assert "导入完成：新增 10 条" in result and "有问题没导入 3 行" in result
+    assert "第12行" in result
+    assert_no_clear_numbers(result)
+    assert await count(settings, Application) == 10
+    assert not (default_root() / file_token).exists()  # deleted after the import
+    (entry,) = await audit(settings, "registry_import")
+    assert entry.username == "caseworker" and entry.after["added"] == 10
+    assert len(entry.after["errors"]) == 3
+    assert DEMO_ID not in json.dumps(entry.after, ensure_ascii=False)
+
+    # the same file again: a second confirm of the spent token does nothing
+    again = await post(admin_client, "/admin/registry/import/confirm", token,
+                       upload=file_token)
+    assert "找不到要导入的文件" in await follow(admin_client, again)
+
+
+async def test_preview_of_a_known_list_shows_what_changes(admin_client: Any,
+                                                          settings: Settings) -> None:
+    await load_demo(settings)
+    token = await signed_in(admin_client, settings, "caseworker")
+    changed = demo_csv().decode().replace("LZ-2026-0017,张桂兰,34132319620817004X,13800138000,"
+                                          "娄庄镇,低保,审核,2026-11-20",
+                                          "LZ-2026-0017,张桂兰,34132319620817004X,13800138000,"
+                                          "娄庄镇,低保,公示,2026-11-27")
+    response = await upload(admin_client, "/admin/registry/import", token, "名单.csv",
+                            changed.encode())
+    html = await response.text()
+    assert "新申请 <strong>0</strong> 份，有变化 <strong>1</strong> 份" in html
+    assert "环节：审核 → 公示" in html and "环节日期：2026-11-20 → 2026-11-27" in html
+    assert await count(settings, StatusChange) == 10  # one per application, from loading
+
+    unchanged = await upload(admin_client, "/admin/registry/import", token, "名单.csv",
+                             demo_csv())
+    html = await unchanged.text()
+    assert "名单和系统里的一样，不需要导入" in html and 'name="upload"' not in html
+
+
+async def test_a_file_that_cannot_be_read_is_refused_as_a_whole(admin_client: Any,
+                                                               settings: Settings) -> None:
+    token = await signed_in(admin_client, settings, "caseworker")
+    response = await upload(admin_client, "/admin/registry/import", token, "名单.csv",
+                            "姓名,身份证号\n张三,1\n".encode())
+    html = await response.text()
+    assert "这个文件不能导入" in html and "缺少这些列" in html
+    wrong = await upload(admin_client, "/admin/registry/import", token, "名单.pdf", b"%PDF")
+    assert wrong.status == 400 and "只能上传 .csv 或 .xlsx" in await wrong.text()
+    missing = await post(admin_client, "/admin/registry/import", token)
+    assert missing.status == 400 and "请先选择一个文件" in await missing.text()
+
+
+async def test_an_upload_belongs_to_the_session_that_made_it(aiohttp_client: Any,
+                                                             settings: Settings) -> None:
+    one = await aiohttp_client(mounted(settings))
+    two = await aiohttp_client(mounted(settings))
+    token_one = await signed_in(one, settings, "caseworker", "li")
+    token_two = await signed_in(two, settings, "caseworker", "wang")
+    html = await (await upload(one, "/admin/registry/import", token_one, "名单.csv",
+                               demo_csv())).text()
+    file_token = upload_token(html)
+    stolen = await post(two, "/admin/registry/import/confirm", token_two, upload=file_token)
+    assert "找不到要导入的文件" in await follow(two, stolen)
+    assert await count(settings, Application) == 0
+    # cancelling deletes the file; confirming afterwards finds nothing
+    cancelled = await post(one, "/admin/registry/import/cancel", token_one, upload=file_token)
+    assert "什么也没有导入" in await follow(one, cancelled)
+    assert not (default_root() / file_token).exists()
+    late = await post(one, "/admin/registry/import/confirm", token_one, upload=file_token)
+    assert "找不到要导入的文件" in await follow(one, late)
+    assert await count(settings, Application) == 0
+
+
+async def test_an_upload_expires_after_an_hour(admin_client: Any, settings: Settings) -> None:
+    token = await signed_in(admin_client, settings, "caseworker")
+    html = await (await upload(admin_client, "/admin/registry/import", token, "名单.csv",
+                               demo_csv())).text()
+    file_token = upload_token(html)
+    meta = default_root() / file_token / "meta.json"
+    data = json.loads(meta.read_text(encoding="utf-8"))
+    meta.write_text(json.dumps({**data, "created": time.time() - 3601}), encoding="utf-8")
+    response = await post(admin_client, "/admin/registry/import/confirm", token,
+                          upload=file_token)
+    assert "1小时" in await follow(admin_client, response)
+    assert await count(settings, Application) == 0
+    assert not (default_root() / file_token).exists()
+
+
+async def test_without_the_secret_key_the_import_says_so(aiohttp_client: Any,
+                                                         settings: Settings) -> None:
+    client = await aiohttp_client(mounted(settings.with_overrides(secret_key=None)))
+    token = await signed_in(client, settings, "caseworker")
+    response = await upload(client, "/admin/registry/import", token, "名单.csv", demo_csv())
+    assert response.status == 503
+    assert "HUIMIN_SECRET_KEY" in await response.text()
+
+
+# ----- the list -------------------------------------------------------------------------
+async def test_list_shows_only_masked_numbers_and_records_the_views(
+        admin_client: Any, settings: Settings) -> None:
+    await load_demo(settings)
+    await signed_in(admin_client, settings, "caseworker")
+    response = await admin_client.get("/admin/registry")
+    assert response.status == 200
+    html = await response.text()
+    assert "LZ-2026-0017" in html and "张*兰" in html and "3413**********004X" in html
+    assert "共 10 份申请" in html
+    assert "张桂兰" not in html  # the list shows masked names only
+    assert_no_clear_numbers(html)
+    views = await audit(settings, "personal_view")
+    assert len(views) == 10 and {v.target_type for v in views} == {"beneficiary"}
+    assert all(v.username == "caseworker" for v in views)
+    assert "救助对象列表" in views[0].after["reason"]
+
+
+async def test_list_search_and_filters(admin_client: Any, settings: Settings) -> None:
+    await load_demo(settings)
+    await signed_in(admin_client, settings, "caseworker")
+    html = await (await admin_client.get("/admin/registry?q=娄庄")).text()
+    assert "共 4 份申请" in html and "HW-2026" not in html
+    html = await (await admin_client.get("/admin/registry?q=hw-2026-0035")).text()
+    assert "共 1 份申请" in html and "HW-2026-0035" in html
+    html = await (await admin_client.get("/admin/registry?programme=低保&stage=已批准")).text()
+    assert "共 1 份申请" in html and "LZ-2026-0009" in html
+    html = await (await admin_client.get("/admin/registry?q=100%25")).text()
+    assert "没有符合条件的申请" in html
+
+
+# ----- one application --------------------------------------------------------------------
+async def test_application_page_records_the_view(admin_client: Any,
+                                                 settings: Settings) -> None:
+    ids = await load_demo(settings)
+    await signed_in(admin_client, settings, "caseworker")
+    response = await admin_client.get(f"/admin/registry/applications/{ids['LZ-2026-0017']}")
+    assert response.status == 200
+    html = await response.text()
+    assert "张桂兰" in html and "3413**********004X" in html and "138****8000" in html
+    assert "新申请：" in html and "导入名单" in html
+    assert_no_clear_numbers(html)
+    (view,) = await audit(settings, "personal_view")
+    assert view.after["reason"] == "申请 LZ-2026-0017"
+    logged = await rows_of(settings, select(AccessLogEntry).where(
+        AccessLogEntry.action == "staff_view"))
+    assert [e.actor for e in logged] == ["staff:caseworker"]
+    missing = await admin_client.get("/admin/registry/applications/99999")
+    assert missing.status == 404
+
+
+async def test_stage_change_is_a_status_change_the_notifier_announces(
+        admin_client: Any, settings: Settings) -> None:
+    ids = await load_demo(settings)
+    app_id = ids["LZ-2026-0017"]
+    token = await signed_in(admin_client, settings, "caseworker")
+    today = utcnow().astimezone(LOCAL_TZ).date()
+    response = await post(admin_client, f"/admin/registry/applications/{app_id}/stage", token,
+                          stage="公示", stage_date=today.isoformat(),
+                          next_step="在村里公示7天", recheck_due="")
+    page = await follow(admin_client, response)
+    assert "环节已改为“公示”" in page and "在村里公示7天" in page
+    changes = await rows_of(settings, select(StatusChange).where(
+        StatusChange.application_id == app_id).order_by(StatusChange.id))
+    assert [(c.from_stage, c.to_stage, c.source) for c in changes] == [
+        (None, "审核", "import"), ("审核", "公示", "staff:caseworker")]
+    (entry,) = await audit(settings, "registry_stage")
+    assert entry.before["stage"] == "审核" and entry.after["stage"] == "公示"
+    assert entry.after["next_step"] == "在村里公示7天" and entry.target_id == "LZ-2026-0017"
+    assert entry.after["status_change"] == changes[-1].id
+
+    db = Database(settings.database_url)
+    try:
+        report = await plan(db, quiet=NEVER_QUIET)
+        assert report.queued["status_change"] == 1
+        async with db.session() as session:
+            message = await session.scalar(select(OutboxMessage).where(
+                OutboxMessage.kind == "status_change"))
+        assert message is not None and message.params["stage"] == "公示"
+    finally:
+        await db.dispose()
+
+    # the same stage with a new note: saved, not announced
+    await post(admin_client, f"/admin/registry/applications/{app_id}/stage", token,
+               stage="公示", stage_date=today.isoformat(), next_step="公示到月底")
+    assert await count(settings, StatusChange) == 11
+    assert len(await audit(settings, "registry_stage")) == 2
+
+
+async def test_stage_form_is_checked(admin_client: Any, settings: Settings) -> None:
+    ids = await load_demo(settings)
+    app_id = ids["LZ-2026-0017"]
+    token = await signed_in(admin_client, settings, "caseworker")
+    tomorrow = utcnow().astimezone(LOCAL_TZ).date() + timedelta(days=2)
+    for data, message in (({"stage": "快批了", "stage_date": "2026-11-20"}, "请选择环节"),
+                          ({"stage": "公示", "stage_date": "明天"}, "环节日期看不懂"),
+                          ({"stage": "公示", "stage_date": tomorrow.isoformat()},
+                           "不能晚于今天")):
+        response = await post(admin_client, f"/admin/registry/applications/{app_id}/stage",
+                              token, **data)
+        assert response.status == 400
+        assert message in await response.text()
+    assert await count(settings, StatusChange) == 10
+    assert await audit(settings, "registry_stage") == []
+    forged = await admin_client.post(f"/admin/registry/applications/{app_id}/stage",
+                                     data={"stage": "公示", "stage_date": "2026-11-20"},
+                                     allow_redirects=False)
+    assert forged.status == 403
+    assert await count(settings, StatusChange) == 10
+
+
+DELEGATE = "oDelegateFamily0123456789abcd"
+OTHER = "oSecondFamilyMember987654wxyz"
+
+
+async def test_grant_and_revoke_a_delegate(admin_client: Any, settings: Settings) -> None:
+    ids = await load_demo(settings)
+    app_id = ids["LZ-2026-0017"]
+    base = f"/admin/registry/applications/{app_id}"
+    token = await signed_in(admin_client, settings, "caseworker")
+    page = await follow(admin_client, await post(admin_client, base + "/delegate", token,
+                                                 openid=DELEGATE))
+    assert "已授权微信号 o****abcd" in page
+    assert DELEGATE not in page
+    (binding,) = await rows_of(settings, select(Binding))
+    assert (binding.openid, binding.role, binding.granted_by) == (
+        DELEGATE, "delegate", "staff:caseworker")
+
+    # a second delegate replaces the first
+    page = await follow(admin_client, await post(admin_client, base + "/delegate", token,
+                                                 openid=OTHER))
+    assert "原来授权的家人已经取消" in page
+    bindings = await rows_of(settings, select(Binding).order_by(Binding.id))
+    assert [(b.openid, b.revoked_by) for b in bindings] == [
+        (DELEGATE, "staff:caseworker"), (OTHER, None)]
+
+    refused = await post(admin_client, base + "/delegate", token, openid="not an openid!")
+    assert refused.status == 400 and "微信号（openid）不对" in await refused.text()
+    elsewhere = await post(admin_client,
+                           f"/admin/registry/applications/{ids['LZ-2026-0009']}/delegate",
+                           token, openid=OTHER)
+    assert elsewhere.status == 400 and "已经绑定了另一位救助对象" in await elsewhere.text()
+
+    page = await follow(admin_client, await post(admin_client, base + "/revoke", token,
+                                                 binding_id=str(bindings[1].id)))
+    assert "已撤销授权家人的微信绑定" in page
+    bindings = await rows_of(settings, select(Binding).order_by(Binding.id))
+    assert all(b.revoked_at is not None for b in bindings)
+    assert bindings[1].revoked_by == "staff:caseworker"
+    again = await post(admin_client, base + "/revoke", token, binding_id=str(bindings[1].id))
+    assert "已经撤销过了" in await follow(admin_client, again)
+
+    logged = await rows_of(settings, select(AccessLogEntry.actor, AccessLogEntry.action)
+                           .where(AccessLogEntry.actor == "staff:caseworker")
+                           .order_by(AccessLogEntry.id))
+    actions = [a for _, a in logged]
+    assert actions.count("delegate_granted") == 2 and actions.count("binding_revoked") == 1
+    grants = await audit(settings, "delegate_grant")
+    assert len(grants) == 2
+    assert grants[1].before["delegates"][0]["openid"] == "o****abcd"
+    (revoke,) = await audit(settings, "binding_revoke")
+    assert revoke.before["revoked_at"] is None and revoke.after["revoked_by"] == \
+        "staff:caseworker"
+    everything = json.dumps([g.after for g in grants] + [revoke.before], ensure_ascii=False)
+    assert DELEGATE not in everything and OTHER not in everything
+
+
+async def test_a_binding_of_another_person_cannot_be_revoked_here(
+        admin_client: Any, settings: Settings) -> None:
+    ids = await load_demo(settings)
+    token = await signed_in(admin_client, settings, "caseworker")
+    await post(admin_client, f"/admin/registry/applications/{ids['LZ-2026-0017']}/delegate",
+               token, openid=DELEGATE)
+    (binding,) = await rows_of(settings, select(Binding))
+    response = await post(admin_client,
+                          f"/admin/registry/applications/{ids['LZ-2026-0009']}/revoke",
+                          token, binding_id=str(binding.id))
+    assert "没有找到这个绑定" in await follow(admin_client, response)
+    (binding,) = await rows_of(settings, select(Binding))
+    assert binding.revoked_at is None
+
+
+async def test_application_page_shows_the_messages_sent(admin_client: Any,
+                                                        settings: Settings) -> None:
+    ids = await load_demo(settings)
+    (app,) = await rows_of(settings, select(Application).where(
+        Application.number == "LZ-2026-0017"))
+    db = Database(settings.database_url)
+    async with db.session() as session:
+        session.add(OutboxMessage(key="t:1", kind="status_change",
+                                  beneficiary_id=app.beneficiary_id, params={},
+                                  state="failed", channel="sms", attempts=6,
+                                  last_error="gave up: console: down"))
+        session.add(OutboxMessage(key="t:2", kind="payout", beneficiary_id=app.beneficiary_id,
+                                  params={}, state="delivered", channel="wechat",
+                                  sent_at=utcnow(), delivered_at=utcnow()))
+    await db.dispose()
+    await signed_in(admin_client, settings, "caseworker")
+    html = await (await admin_client.get(
+        f"/admin/registry/applications/{ids['LZ-2026-0017']}")).text()
+    assert "办理进度通知" in html and "失败" in html and "试了多次都没发出去" in html
+    assert "到账提醒" in html and "已送达" in html and "微信" in html
