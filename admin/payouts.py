@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.personal import Vault, mask_id, mask_name
-from huimin.registry.importer import ImportFileError, RowError, read_rows
+from huimin.registry.importer import ImportFileError
 from huimin.registry.models import Beneficiary
 from notify.models import OutboxMessage, PayoutLine
-from notify.payouts import NOT_FOUND, PAYOUTS, PayoutRecord, _key, parse_payout
+from notify.payouts import NOT_FOUND, PayoutRecord, checked_rows
 
 PREVIEW_ROWS = 300
 PREVIEW_ERRORS = 500
@@ -73,24 +73,11 @@ def _parse_file(path: Path) -> tuple[list[tuple[int, PayoutRecord]], list[tuple[
     """The same checks as ``notify.payouts.import_payouts`` before it asks the registry."""
     good: list[tuple[int, PayoutRecord]] = []
     errors: list[tuple[int, str]] = []
-    seen: dict[tuple[str, str, str], int] = {}
-    for line, values in read_rows(path, PAYOUTS):
-        reasons: list[str] = []
-        key = _key(values)
-        if key is not None:
-            if key in seen:
-                reasons.append(f"同一个人同一项目同一月份重复（第{seen[key]}行已出现）")
-            else:
-                seen[key] = line
-        record: PayoutRecord | None = None
-        try:
-            record = parse_payout(values)
-        except RowError as exc:
-            reasons.append(exc.reason)
-        if reasons or record is None:
-            errors.append((line, "；".join(reasons)))
-            continue
-        good.append((line, record))
+    for line, checked in checked_rows(path):
+        if isinstance(checked, str):
+            errors.append((line, checked))
+        else:
+            good.append((line, checked))
     return good, errors
 
 

@@ -26,13 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from huimin.db import utcnow
 from huimin.personal import Vault, mask_id, mask_name, mask_phone
 from huimin.registry import ALL_STAGES, PROGRAMMES
-from huimin.registry.importer import (
-    ImportFileError,
-    RowError,
-    _Seen,
-    parse_record,
-    read_rows,
-)
+from huimin.registry.importer import ImportFileError, checked_rows
 from huimin.registry.models import Application, Beneficiary, Binding, StatusChange
 from huimin.registry.queries import ApplicationRecord, bind, log_access
 from notify.models import OutboxMessage
@@ -131,21 +125,11 @@ def _parse_file(path: Path) -> tuple[list[tuple[int, ApplicationRecord]], list[t
     """The same checks as ``huimin.registry.importer.import_applications``, without saving."""
     good: list[tuple[int, ApplicationRecord]] = []
     errors: list[tuple[int, str]] = []
-    seen = _Seen()
-    for line, values in read_rows(path):
-        record: ApplicationRecord | None = None
-        reasons: list[str] = []
-        try:
-            record = parse_record(values)
-        except RowError as exc:
-            reasons.append(exc.reason)
-        conflict = seen.check(line, values, record)
-        if conflict:
-            reasons.insert(0, conflict)
-        if reasons or record is None:
-            errors.append((line, "；".join(reasons)))
-            continue
-        good.append((line, record))
+    for line, checked in checked_rows(path):
+        if isinstance(checked, str):
+            errors.append((line, checked))
+        else:
+            good.append((line, checked))
     return good, errors
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -156,13 +156,9 @@ def _key(values: Mapping[str, str]) -> tuple[str, str, str] | None:
     return None
 
 
-async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport:
-    """Import every good row of a payout list; bad rows are reported, not saved.
-
-    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
-    a required column. Each row is saved in its own transaction.
-    """
-    report = ImportReport()
+def checked_rows(path: Path) -> Iterator[tuple[int, PayoutRecord | str]]:
+    """Each row's line and either its record or the reason it cannot be imported
+    (every check that needs no database). Raises ImportFileError for the whole file."""
     seen: dict[tuple[str, str, str], int] = {}
     for line, values in read_rows(path, PAYOUTS):
         reasons: list[str] = []
@@ -177,10 +173,21 @@ async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport
             record = parse_payout(values)
         except RowError as exc:
             reasons.append(exc.reason)
-        if reasons or record is None:
-            report.errors.append((line, "；".join(reasons)))
-            continue
-        report.count(line, await _save(db, vault, record, line))
+        yield line, ("；".join(reasons) if reasons or record is None else record)
+
+
+async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport:
+    """Import every good row of a payout list; bad rows are reported, not saved.
+
+    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
+    a required column. Each row is saved in its own transaction.
+    """
+    report = ImportReport()
+    for line, checked in checked_rows(path):
+        if isinstance(checked, str):
+            report.errors.append((line, checked))
+        else:
+            report.count(line, await _save(db, vault, checked, line))
     log.info("imported payouts %s: %s", path.name, report.summary())
     return report
 

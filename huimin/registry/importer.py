@@ -505,14 +505,9 @@ class _Seen:
         return None
 
 
-async def import_applications(db: Database, vault: Vault, path: Path,
-                              source: str = "import") -> ImportReport:
-    """Import every good row of the file; bad rows are reported, not saved.
-
-    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
-    a required column. Each row is saved in its own transaction.
-    """
-    report = ImportReport()
+def checked_rows(path: Path) -> Iterator[tuple[int, ApplicationRecord | str]]:
+    """Each row's line and either its record or the reason it cannot be imported
+    (every check that needs no database). Raises ImportFileError for the whole file."""
     seen = _Seen()
     for line, values in read_rows(path):
         record: ApplicationRecord | None = None
@@ -524,10 +519,22 @@ async def import_applications(db: Database, vault: Vault, path: Path,
         conflict = seen.check(line, values, record)
         if conflict:
             reasons.insert(0, conflict)
-        if reasons or record is None:
-            report.errors.append((line, "；".join(reasons)))
-            continue
-        report.count(line, await _save(db, vault, record, source, line))
+        yield line, ("；".join(reasons) if reasons or record is None else record)
+
+
+async def import_applications(db: Database, vault: Vault, path: Path,
+                              source: str = "import") -> ImportReport:
+    """Import every good row of the file; bad rows are reported, not saved.
+
+    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
+    a required column. Each row is saved in its own transaction.
+    """
+    report = ImportReport()
+    for line, checked in checked_rows(path):
+        if isinstance(checked, str):
+            report.errors.append((line, checked))
+        else:
+            report.count(line, await _save(db, vault, checked, source, line))
     log.info("imported %s: %s", path.name, report.summary())
     return report
 
