@@ -54,11 +54,13 @@ async def load_snapshot(db: Database, county: dict[str, Any], guide: Guide) -> S
 
 
 async def _follow_content(app: web.Application) -> None:
-    """Pick up published content changes from any process within a few seconds."""
+    """Pick up published content changes from any process within a few seconds (and
+    write the answered-question count on the same beat)."""
     bot, db = app[BOT], app[DATABASE]
     while True:
         await asyncio.sleep(RELOAD_SECONDS)
         try:
+            await bot.answered.flush(db)
             async with db.session() as session:
                 revision = await current_revision(session)
             if revision != bot.snapshot.revision:
@@ -150,6 +152,8 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
                 await task
         await endpoint.drain()
         await bot.status.drain()
+        with contextlib.suppress(Exception):
+            await bot.answered.flush(db)
         for provider in sms:
             close = getattr(provider, "close", None)
             if close is not None:

@@ -21,7 +21,7 @@ from bot.matcher import Band, Match, Matcher
 from bot.models import AskedQuestion, Follower
 from bot.status import StatusDesk
 from bot.store import ConversationStore
-from bot.tally import count_question
+from bot.tally import AnswerCounter
 from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
 from content.queries import PublishedContent
 from content.schema import render
@@ -139,6 +139,7 @@ class Bot:
     conversations: ConversationStore
     db: Database
     status: StatusDesk | None = None
+    answered: AnswerCounter = field(default_factory=AnswerCounter)
     stats: dict[str, int] = field(default_factory=dict)
 
     def say(self, template: str, **values: Any) -> str:
@@ -234,8 +235,7 @@ class Bot:
 
     async def answer_match(self, openid: str, match: Match) -> str:
         if match.band is Band.ANSWER:
-            async with self.db.engine.begin() as conn:
-                await count_question(conn)
+            self.answered.add()
             return await self.give_answer(openid, match.candidates[0].faq_id)
         asked_id = await self._record_asked(match)
         if match.band is Band.CHOICES:
