@@ -4,9 +4,7 @@ and the lines of one month with the state of each line's reminder."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -15,16 +13,16 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from admin.lists import check_file, chunks, people_by_id_number
 from huimin.personal import Vault, mask_id, mask_name
 from huimin.registry.importer import ImportFileError
 from huimin.registry.models import Beneficiary
 from notify.models import OutboxMessage, PayoutLine
-from notify.payouts import NOT_FOUND, PayoutRecord, checked_rows
+from notify.payouts import NOT_FOUND, checked_rows
 
 PREVIEW_ROWS = 300
 PREVIEW_ERRORS = 500
 LINES_PER_PAGE = 100
-CHUNK = 500
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
@@ -64,21 +62,8 @@ class PayoutPreview:
         return self.errors[:PREVIEW_ERRORS]
 
 
-def _chunks(values: Sequence[str] | Sequence[int]) -> Iterable[Sequence[str] | Sequence[int]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start:start + CHUNK]
 
 
-def _parse_file(path: Path) -> tuple[list[tuple[int, PayoutRecord]], list[tuple[int, str]]]:
-    """The same checks as ``notify.payouts.import_payouts`` before it asks the registry."""
-    good: list[tuple[int, PayoutRecord]] = []
-    errors: list[tuple[int, str]] = []
-    for line, checked in checked_rows(path):
-        if isinstance(checked, str):
-            errors.append((line, checked))
-        else:
-            good.append((line, checked))
-    return good, errors
 
 
 async def preview_payouts(session: AsyncSession, vault: Vault, path: Path,
@@ -86,24 +71,19 @@ async def preview_payouts(session: AsyncSession, vault: Vault, path: Path,
     """Check a payout list against the registry and the lines already imported."""
     preview = PayoutPreview(filename=filename)
     try:
-        good, preview.errors = await asyncio.to_thread(_parse_file, path)
+        good, preview.errors = await check_file(checked_rows, path)
     except ImportFileError as exc:
         preview.file_error = str(exc)
         return preview
-    hashes = {record.id_number: vault.lookup_hash(record.id_number) for _, record in good}
-    people: dict[str, Beneficiary] = {}
-    for chunk in _chunks(sorted(set(hashes.values()))):
-        for person in (await session.scalars(
-                select(Beneficiary).where(Beneficiary.id_hash.in_(chunk)))).all():
-            people[person.id_hash] = person
+    people = await people_by_id_number(session, vault, (r.id_number for _, r in good))
     existing: dict[tuple[int, str, str], PayoutLine] = {}
-    for chunk in _chunks(sorted({p.id for p in people.values()})):
+    for chunk in chunks(sorted({p.id for p in people.values()})):
         for row in (await session.scalars(
                 select(PayoutLine).where(PayoutLine.beneficiary_id.in_(chunk)))).all():
             existing[(row.beneficiary_id, row.programme, row.month)] = row
     bad_lines: list[tuple[int, str]] = []
     for line, record in good:
-        person = people.get(hashes[record.id_number])
+        person = people.get(record.id_number)
         if person is None or person.name != record.name:
             bad_lines.append((line, NOT_FOUND))
             continue

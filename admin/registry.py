@@ -10,10 +10,8 @@ Every change a member of staff makes is written to the registry's own access_log
 
 from __future__ import annotations
 
-import asyncio
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -23,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from admin.lists import check_file, chunks, people_by_id_number
 from huimin.db import utcnow
 from huimin.personal import Vault, mask_id, mask_name, mask_phone
 from huimin.registry import ALL_STAGES, PROGRAMMES
@@ -35,7 +34,6 @@ PER_PAGE = 50
 PREVIEW_ROWS = 300  # rows listed on the preview page (all are counted)
 PREVIEW_ERRORS = 500
 MESSAGES_SHOWN = 100
-CHUNK = 500
 _OPENID = re.compile(r"[A-Za-z0-9_-]{6,64}")
 
 FIELD_LABELS = {
@@ -121,21 +119,8 @@ class Preview:
         return self.errors[:PREVIEW_ERRORS]
 
 
-def _parse_file(path: Path) -> tuple[list[tuple[int, ApplicationRecord]], list[tuple[int, str]]]:
-    """The same checks as ``huimin.registry.importer.import_applications``, without saving."""
-    good: list[tuple[int, ApplicationRecord]] = []
-    errors: list[tuple[int, str]] = []
-    for line, checked in checked_rows(path):
-        if isinstance(checked, str):
-            errors.append((line, checked))
-        else:
-            good.append((line, checked))
-    return good, errors
 
 
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start:start + CHUNK]
 
 
 async def preview_applications(session: AsyncSession, vault: Vault, path: Path,
@@ -143,25 +128,18 @@ async def preview_applications(session: AsyncSession, vault: Vault, path: Path,
     """Check an application list and compare it with the registry; saves nothing."""
     preview = Preview(filename=filename)
     try:
-        # Reading a large XLSX takes a while: not on the event loop (the admin may share
-        # its process with the bot).
-        good, preview.errors = await asyncio.to_thread(_parse_file, path)
+        good, preview.errors = await check_file(checked_rows, path)
     except ImportFileError as exc:
         preview.file_error = str(exc)
         return preview
-    hashes = {record.id_number: vault.lookup_hash(record.id_number) for _, record in good}
-    people: dict[str, Beneficiary] = {}
-    for chunk in _chunks(sorted(set(hashes.values()))):
-        for person in (await session.scalars(
-                select(Beneficiary).where(Beneficiary.id_hash.in_(chunk)))).all():
-            people[person.id_hash] = person
+    people = await people_by_id_number(session, vault, (r.id_number for _, r in good))
     apps: dict[str, Application] = {}
-    for chunk in _chunks(sorted({record.number for _, record in good})):
+    for chunk in chunks(sorted({record.number for _, record in good})):
         for app in (await session.scalars(
                 select(Application).where(Application.number.in_(chunk)))).all():
             apps[app.number] = app
     for line, record in good:
-        person = people.get(hashes[record.id_number])
+        person = people.get(record.id_number)
         app = apps.get(record.number)
         changes = _changes(vault, record, person, app)
         status = "new" if app is None else ("changed" if changes else "same")

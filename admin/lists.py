@@ -1,0 +1,55 @@
+"""What the previews of uploaded lists (applications, payouts) share: running the
+importer's row checks off the event loop, and finding the people a list names."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from huimin.personal import Vault
+from huimin.registry.models import Beneficiary
+
+CHUNK = 500  # values per IN (...) list
+Record = TypeVar("Record")
+
+
+def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start:start + CHUNK]
+
+
+def _split(rows: Iterator[tuple[int, Record | str]]
+           ) -> tuple[list[tuple[int, Record]], list[tuple[int, str]]]:
+    good: list[tuple[int, Record]] = []
+    errors: list[tuple[int, str]] = []
+    for line, checked in rows:
+        if isinstance(checked, str):
+            errors.append((line, checked))
+        else:
+            good.append((line, checked))
+    return good, errors
+
+
+async def check_file(checked_rows: Callable[[Path], Iterator[tuple[int, Record | str]]],
+                     path: Path) -> tuple[list[tuple[int, Record]], list[tuple[int, str]]]:
+    """The importer's checks (``checked_rows``) without saving: good records and row
+    errors. Reading a large XLSX takes a while, so not on the event loop (the admin may
+    share its process with the bot). Raises the importer's ImportFileError."""
+    return await asyncio.to_thread(lambda: _split(checked_rows(path)))
+
+
+async def people_by_id_number(session: AsyncSession, vault: Vault,
+                              id_numbers: Iterable[str]) -> dict[str, Beneficiary]:
+    """The registered people among these ID numbers, keyed by ID number."""
+    hashes = {vault.lookup_hash(number): number for number in set(id_numbers)}
+    found: dict[str, Beneficiary] = {}
+    for chunk in chunks(sorted(hashes)):
+        for person in (await session.scalars(
+                select(Beneficiary).where(Beneficiary.id_hash.in_(chunk)))).all():
+            found[hashes[person.id_hash]] = person
+    return found
