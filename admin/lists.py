@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,35 @@ from huimin.personal import Vault
 from huimin.registry.models import Beneficiary
 
 CHUNK = 500  # values per IN (...) list
+PREVIEW_ROWS = 300  # rows listed on a preview page (all are counted)
+PREVIEW_ERRORS = 500
 Record = TypeVar("Record")
+Row = TypeVar("Row")
+
+
+@dataclass
+class ListPreview(Generic[Row]):
+    """An uploaded list checked and compared with what is stored; nothing saved yet."""
+
+    filename: str
+    rows: list[Row] = field(default_factory=list)  # new and changed rows, in order
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    file_error: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0,
+                                                            "same": 0})
+
+    @property
+    def ok(self) -> bool:
+        """Something can be imported."""
+        return self.file_error is None and (self.counts["new"] + self.counts["changed"]) > 0
+
+    @property
+    def listed(self) -> list[Row]:
+        return self.rows[:PREVIEW_ROWS]
+
+    @property
+    def shown_errors(self) -> list[tuple[int, str]]:
+        return self.errors[:PREVIEW_ERRORS]
 
 
 def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:

@@ -5,7 +5,7 @@ and the lines of one month with the state of each line's reminder."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,15 +13,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin.lists import check_file, chunks, people_by_id_number
+from admin.lists import ListPreview, check_file, chunks, people_by_id_number
 from huimin.personal import Vault, mask_id, mask_name
 from huimin.registry.importer import ImportFileError
 from huimin.registry.models import Beneficiary
 from notify.models import OutboxMessage, PayoutLine
 from notify.payouts import NOT_FOUND, checked_rows
 
-PREVIEW_ROWS = 300
-PREVIEW_ERRORS = 500
 LINES_PER_PAGE = 100
 MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
@@ -40,30 +38,10 @@ class PayoutPreviewRow:
 
 
 @dataclass
-class PayoutPreview:
-    filename: str
-    rows: list[PayoutPreviewRow] = field(default_factory=list)  # new and changed rows
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    file_error: str | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0,
-                                                            "same": 0})
+class PayoutPreview(ListPreview[PayoutPreviewRow]):
+    """A payout list, checked against the registry and the lines already imported."""
+
     total_new: Decimal = Decimal("0.00")  # money on the new lines
-
-    @property
-    def ok(self) -> bool:
-        return self.file_error is None and (self.counts["new"] + self.counts["changed"]) > 0
-
-    @property
-    def listed(self) -> list[PayoutPreviewRow]:
-        return self.rows[:PREVIEW_ROWS]
-
-    @property
-    def shown_errors(self) -> list[tuple[int, str]]:
-        return self.errors[:PREVIEW_ERRORS]
-
-
-
-
 
 
 async def preview_payouts(session: AsyncSession, vault: Vault, path: Path,

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin.lists import check_file, chunks, people_by_id_number
+from admin.lists import ListPreview, check_file, chunks, people_by_id_number
 from huimin.db import utcnow
 from huimin.personal import Vault, mask_id, mask_name, mask_phone
 from huimin.registry import ALL_STAGES, PROGRAMMES
@@ -31,8 +31,6 @@ from huimin.registry.queries import ApplicationRecord, bind, log_access
 from notify.models import OutboxMessage
 
 PER_PAGE = 50
-PREVIEW_ROWS = 300  # rows listed on the preview page (all are counted)
-PREVIEW_ERRORS = 500
 MESSAGES_SHOWN = 100
 _OPENID = re.compile(r"[A-Za-z0-9_-]{6,64}")
 
@@ -97,30 +95,8 @@ class PreviewRow:
 
 
 @dataclass
-class Preview:
-    filename: str
-    rows: list[PreviewRow] = field(default_factory=list)  # new and changed rows, in order
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    file_error: str | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0,
-                                                            "same": 0})
-
-    @property
-    def ok(self) -> bool:
-        """Something can be imported."""
-        return self.file_error is None and (self.counts["new"] + self.counts["changed"]) > 0
-
-    @property
-    def listed(self) -> list[PreviewRow]:
-        return self.rows[:PREVIEW_ROWS]
-
-    @property
-    def shown_errors(self) -> list[tuple[int, str]]:
-        return self.errors[:PREVIEW_ERRORS]
-
-
-
-
+class Preview(ListPreview[PreviewRow]):
+    """An application list, checked and compared with the registry."""
 
 
 async def preview_applications(session: AsyncSession, vault: Vault, path: Path,

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 TTL_SECONDS = 3600
 SUFFIXES = (".csv", ".xlsx")
 MAX_UPLOAD = 10 * 1024 * 1024
+GONE = ("找不到要导入的文件：可能已经导入过、取消了，或者上传超过1小时已经作废。"
+        "请重新上传。")  # shown when a confirmation finds no waiting upload
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}(\.claimed)?")
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from admin import payouts
 from admin.audit import record, record_personal_view
 from admin.reminders import kind_label
+from admin.uploads import GONE
 from admin.views.registry import receive_upload, upload_owner
 from admin.web import actor, flash, form_text, page_number, redirect, render, state
 from huimin.registry.importer import ImportFileError
@@ -57,8 +58,7 @@ async def import_confirm(request: web.Request) -> web.Response:
     form = await request.post()
     stored = st.uploads.claim(form_text(form, "upload", 100), KIND, upload_owner(request))
     if stored is None:
-        await flash(request, "error", "找不到要导入的文件：可能已经导入过、取消了，或者上传超过"
-                                      "1小时已经作废。请重新上传。")
+        await flash(request, "error", GONE)
         raise redirect(request, "payouts")
     try:
         report = await import_payouts(st.db, vault, stored.path)

@@ -17,7 +17,7 @@ from aiohttp import web
 from admin import registry
 from admin.audit import LOCAL_TZ, record, record_personal_view
 from admin.registry import BindingError, ListFilter
-from admin.uploads import UploadError
+from admin.uploads import GONE, UploadError
 from admin.web import (
     actor,
     flash,
@@ -105,8 +105,7 @@ async def import_confirm(request: web.Request) -> web.Response:
     form = await request.post()
     stored = st.uploads.claim(form_text(form, "upload", 100), KIND, upload_owner(request))
     if stored is None:
-        await flash(request, "error", "找不到要导入的文件：可能已经导入过、取消了，或者上传超过"
-                                      "1小时已经作废。请重新上传。")
+        await flash(request, "error", GONE)
         raise redirect(request, "registry_import")
     username = _username(request)
     try:
