@@ -348,12 +348,7 @@ async def run_worker(settings: Settings, once: bool, show_progress: bool) -> Any
     finally:
         if bar is not None:
             bar.close()
-        if worker.wechat is not None:
-            await worker.wechat.close()
-        for provider in worker.sms:
-            close = getattr(provider, "close", None)
-            if close is not None:
-                await close()
+        await worker.close()
         if redis is not None:
             await redis.aclose()
         await db.dispose()
@@ -375,6 +370,8 @@ def cmd_notify_preview(settings: Settings, args: argparse.Namespace) -> int:
         print(f"短信（{row['chars']}字，{row['segments']}条计费）：{row['sms']}")
         for name, value in row["wechat"].items():
             print(f"  微信 {name}: {value}")
+        print(f"  腾讯云模板正文：{row['tencent']}")
+        print(f"  阿里云模板正文：{row['aliyun']}")
     return 0
 
 

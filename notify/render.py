@@ -11,10 +11,11 @@ import jinja2
 import yaml
 
 from content import TEMPLATES_DIR
-from notify.sms import SmsMessage, segments, sms_message
+from notify.sms import SmsMessage, provider_template_text, segments, sms_message
 from notify.wechat import fit_template_data
 
 KINDS = ("payout", "recheck_due", "recheck_overdue", "status_change")
+SMS_ONLY_KINDS = ("verification_code",)
 _fields_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
@@ -43,16 +44,20 @@ SAMPLE_PARAMS: dict[str, dict[str, str]] = {
     "recheck_overdue": {"programme": "低保", "due": "11月20日"},
     "status_change": {"programme": "低保", "number": "LZ-2026-0017", "stage": "公示",
                       "stage_words": "正在村里公示"},
+    "verification_code": {"code": "246810"},
 }
 
 
 def preview(county: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each kind rendered with sample values: SMS text, length, segments, WeChat fields."""
+    """Each kind rendered with sample values: SMS text, length, segments, WeChat fields,
+    and the template text to register with each SMS provider."""
     rows = []
-    for kind in KINDS:
+    for kind in KINDS + SMS_ONLY_KINDS:
         params = SAMPLE_PARAMS[kind]
         sms = sms_for(kind, county, "13800138000", params, reference="preview")
-        data = wechat_data(kind, county, params)
+        data = wechat_data(kind, county, params) if kind in KINDS else {}
         rows.append({"kind": kind, "sms": sms.text, "chars": len(sms.text),
-                     "segments": segments(sms.text), "wechat": data})
+                     "segments": segments(sms.text), "wechat": data,
+                     "tencent": provider_template_text(kind, county, "tencent"),
+                     "aliyun": provider_template_text(kind, county, "aliyun")})
     return rows

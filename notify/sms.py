@@ -15,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +60,16 @@ class SmsResult:
     permanent: bool = False  # a permanent error is never retried (bad number, opted out)
 
 
+@dataclass(frozen=True)
+class SentRecord:
+    """A provider's own record of a message we sent (found after a crash)."""
+
+    provider: str
+    message_id: str | None = None
+    delivered: bool | None = None  # True delivered, False failed, None not known yet
+    error: str | None = None
+
+
 class ProviderUnavailable(Exception):
     """The whole call failed (network, auth, throttling): try later or another provider."""
 
@@ -74,6 +87,18 @@ class SmsProvider(Protocol):
         """Send messages; one result per message, in order. Raises ProviderUnavailable."""
 
 
+class SmsLookup(Protocol):
+    """A provider that can say whether it sent a message (after a crash, the next worker
+    asks before sending again). Providers without it (the console) cannot tell."""
+
+    name: str
+
+    async def find_sent(self, message: SmsMessage, since: datetime,
+                        until: datetime) -> SentRecord | None:
+        """The provider's record of ``message`` (sent with ``message.reference``) made
+        between ``since`` and ``until``, or None. Raises ProviderUnavailable."""
+
+
 def segments(text: str) -> int:
     """How many billed segments a Chinese SMS takes (70 characters, or 67 each when long)."""
     if len(text) <= SEGMENT_CHARS:
@@ -81,11 +106,40 @@ def segments(text: str) -> int:
     return -(-len(text) // LONG_SEGMENT_CHARS)
 
 
+_VARIABLE = re.compile(r"{{\s*([A-Za-z_]\w*)\s*}}")
+
+
+@cache
+def template_variables(template: str) -> tuple[str, ...]:
+    """The parameters of an SMS template in order of first appearance (``county`` is
+    ours, not a parameter). Tencent numbers template parameters {1}, {2}, … in this
+    order, so every message lists its parameters this way."""
+    source = (TEMPLATES_DIR / "sms" / f"{template}.j2").read_text(encoding="utf-8")
+    return tuple(dict.fromkeys(name for name in _VARIABLE.findall(source) if name != "county"))
+
+
+def provider_template_text(template: str, county: Mapping[str, Any],
+                           style: str = "tencent") -> str:
+    """The template body as it is registered with a provider (without the signature):
+    Tencent numbers the parameters ``{1}``, ``{2}``; Aliyun names them ``${name}``."""
+    names = template_variables(template)
+    if style == "tencent":
+        values = {name: f"{{{i}}}" for i, name in enumerate(names, start=1)}
+    elif style == "aliyun":
+        values = {name: f"${{{name}}}" for name in names}
+    else:
+        raise ValueError(f"unknown provider style {style!r}")
+    return sms_templates.get_template(f"{template}.j2").render(county=county, **values).strip()
+
+
 def sms_message(template: str, county: Mapping[str, Any], phone: str,
                 params: Mapping[str, Any], reference: str = "",
                 urgent: bool = False) -> SmsMessage:
-    """Render ``content/templates/sms/<template>.j2`` and sign it with the bureau's name."""
-    clean = {k: str(v) for k, v in params.items()}
+    """Render ``content/templates/sms/<template>.j2`` and sign it with the bureau's name.
+    The message carries exactly the template's parameters, in the template's own order
+    (see :func:`template_variables`): a provider template takes no others."""
+    order = template_variables(template)
+    clean = {k: str(params[k]) for k in order if k in params}  # extras are not sent
     body = sms_templates.get_template(f"{template}.j2").render(county=county, **clean).strip()
     return SmsMessage(phone=phone, template=template, params=clean,
                       text=f"【{county['sms_signature']}】{body}", reference=reference,

@@ -162,6 +162,10 @@ def test_notify_plan_run_once_and_preview(database_url: str, tmp_path: Path) -> 
     assert len(lines) == 2 and all("****" in json.loads(line)["to"] for line in lines)
     preview = huimin("notify", "preview")
     assert preview.returncode == 0 and "1条计费" in preview.stdout
+    # What to register with each provider: Tencent numbers the parameters in order.
+    assert "腾讯云模板正文：您的{1}{2}{3}元已到一卡通" in preview.stdout
+    assert "阿里云模板正文：您的${programme}${month}${amount}元" in preview.stdout
+    assert "== verification_code" in preview.stdout
 
 
 def test_notify_run_stops_cleanly_on_sigterm(database_url: str) -> None:
