@@ -57,6 +57,26 @@ def masked(message: SmsMessage) -> str:
     return mask_phone(number) if number else "<invalid number>"
 
 
+_SIGNATURE = re.compile(r"^【[^】]*】")
+_MASK = re.compile(r"\*+")
+
+
+def _bare_text(text: str) -> str:
+    return _SIGNATURE.sub("", re.sub(r"\s+", "", text or ""))
+
+
+def same_text(stored: str, text: str) -> bool:
+    """Whether a provider's stored copy of an SMS is ``text``.
+
+    Providers keep the content with some parameters masked (Tencent stores digits as
+    ``*``): each run of ``*`` in ``stored`` stands for at least one character. The
+    signature and whitespace are ignored.
+    """
+    pieces = _MASK.split(_bare_text(stored))
+    pattern = ".+?".join(re.escape(piece) for piece in pieces)
+    return bool(pieces) and re.fullmatch(pattern, _bare_text(text), re.DOTALL) is not None
+
+
 def batch_context(references: Sequence[str], limit: int) -> str:
     """One string standing for the references of a call (SessionContext / OutId).
 

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from yarl import URL
@@ -55,12 +56,15 @@ from notify.providers import (
     scrub,
     send_grouped,
 )
-from notify.sms import ProviderUnavailable, SmsMessage, SmsResult
+from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsResult
 
 log = logging.getLogger(__name__)
 
 ACTION = "SendSms"
+LOOKUP_ACTION = "QuerySendDetails"  # one number's messages of one day, with our OutId
 VERSION = "2017-05-25"
+LOOKUP_PAGE = 50  # records per QuerySendDetails page (the most Aliyun allows)
+CHINA = ZoneInfo("Asia/Shanghai")
 MAX_PHONES = 1000  # numbers per SendSms call
 OUT_ID_CHARS = 64
 
@@ -156,20 +160,24 @@ class AliyunSms(HttpSmsProvider):
         return f"AliyunSms(endpoint={str(self.url)!r}, access_key_id={self.access_key_id!r})"
 
 
-    def _params(self, batch: Sequence[SmsMessage]) -> dict[str, str]:
-        first = batch[0]
-        params = {
+    def _common(self, action: str) -> dict[str, str]:
+        return {
             "AccessKeyId": self.access_key_id,
-            "Action": ACTION,
+            "Action": action,
             "Format": "JSON",
-            "PhoneNumbers": ",".join(mainland_number(m.phone) or "" for m in batch),
-            "SignName": self.sign_name,
             "SignatureMethod": "HMAC-SHA1",
             "SignatureNonce": uuid.uuid4().hex,
             "SignatureVersion": "1.0",
-            "TemplateCode": self.templates[first.template],
             "Timestamp": iso_timestamp(self._clock()),
             "Version": VERSION,
+        }
+
+    def _params(self, batch: Sequence[SmsMessage]) -> dict[str, str]:
+        first = batch[0]
+        params = self._common(ACTION) | {
+            "PhoneNumbers": ",".join(mainland_number(m.phone) or "" for m in batch),
+            "SignName": self.sign_name,
+            "TemplateCode": self.templates[first.template],
         }
         if first.params:
             params["TemplateParam"] = json.dumps({k: str(v) for k, v in first.params.items()},
@@ -204,6 +212,36 @@ class AliyunSms(HttpSmsProvider):
                     "permanent" if permanent else "will retry")
         return [SmsResult(accepted=False, provider=self.name, error=reason, permanent=permanent)
                 for _ in batch]
+
+    async def find_sent(self, message: SmsMessage, since: datetime,
+                        until: datetime) -> SentRecord | None:
+        """Aliyun's record of ``message``: QuerySendDetails lists one number's messages
+        of one day (China time), each with the ``OutId`` we sent, so a record is ours
+        when its OutId is our reference and its template is the message's."""
+        number = mainland_number(message.phone)
+        template = self.templates.get(message.template)
+        if number is None or template is None or not message.reference:
+            return None
+        days = dict.fromkeys(moment.astimezone(CHINA).strftime("%Y%m%d")
+                             for moment in (since, until))
+        for day in days:
+            answer = await self._call(self._common(LOOKUP_ACTION) | {
+                "PhoneNumber": number, "SendDate": day,
+                "PageSize": str(LOOKUP_PAGE), "CurrentPage": "1"})
+            code = str(answer.get("Code", ""))
+            if code != "OK":
+                raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: {code or 'no code'}")
+            details = answer.get("SmsSendDetailDTOs") or {}
+            records = details.get("SmsSendDetailDTO") if isinstance(details, dict) else None
+            for record in records if isinstance(records, list) else []:
+                if (isinstance(record, dict) and record.get("OutId") == message.reference
+                        and record.get("TemplateCode") == template):
+                    status = record.get("SendStatus")
+                    return SentRecord(
+                        provider=self.name, delivered={3: True, 2: False}.get(status),
+                        error=(str(record.get("ErrCode") or "") or "delivery failed")
+                        if status == 2 else None)
+        return None
 
     async def _call(self, params: dict[str, str]) -> dict[str, Any]:
         signed = dict(params, Signature=rpc_signature("POST", params, self._secret))

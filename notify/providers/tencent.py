@@ -49,14 +49,16 @@ from notify.providers import (
     batch_context,
     mainland_number,
     masked,
+    same_text,
     scrub,
     send_grouped,
 )
-from notify.sms import ProviderUnavailable, SmsMessage, SmsResult
+from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsResult
 
 log = logging.getLogger(__name__)
 
 ACTION = "SendSms"
+LOOKUP_ACTION = "DescribeSendRecordList"  # one number's send records, last 72 hours
 VERSION = "2021-01-11"
 SERVICE = "sms"
 ALGORITHM = "TC3-HMAC-SHA256"
@@ -64,6 +66,8 @@ CONTENT_TYPE = "application/json"
 SIGNED_HEADERS = "content-type;host"
 MAX_PHONES = 200  # numbers per SendSms call
 SESSION_CONTEXT_BYTES = 500  # Tencent: "less than 512 bytes"
+LOOKUP_LIMIT = 50  # records per DescribeSendRecordList call
+SUBMITTED = frozenset({2, 3, 4})  # delivered, on its way, delivery failed (1: not submitted)
 
 # Per number: the number itself is bad or opted out.
 PHONE_CODES = frozenset({
@@ -268,7 +272,43 @@ class TencentSms(HttpSmsProvider):
         log.warning("tencent: call failed with %s (request %s)", code, request_id)
         raise ProviderUnavailable(self.name, reason)
 
-    async def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def find_sent(self, message: SmsMessage, since: datetime,
+                        until: datetime) -> SentRecord | None:
+        """Tencent's send record of ``message`` between ``since`` and ``until``.
+
+        DescribeSendRecordList lists one number's messages (newest first) with the
+        content Tencent stores (some digits masked) but not our SessionContext, so a
+        record is ours when it was submitted in the window and its content is the
+        text we would send. SendStatus 1 means the submission failed: not sent.
+        """
+        number = mainland_number(message.phone)
+        if number is None:
+            return None
+        response = await self._call({
+            "PhoneNumber": "+86" + number, "SmsSdkAppId": self.app_id,
+            "BeginTime": int(since.timestamp()), "EndTime": int(until.timestamp()),
+            "Limit": LOOKUP_LIMIT, "Offset": 0}, action=LOOKUP_ACTION)
+        error = response.get("Error")
+        if error is not None:
+            code = str(error.get("Code", "")) if isinstance(error, dict) else ""
+            raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: {code or 'error'}")
+        records = response.get("SendRecordSet")
+        if not isinstance(records, list):
+            raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: answer without "
+                                      "SendRecordSet")
+        for record in records:
+            if not isinstance(record, dict) or record.get("SendStatus") not in SUBMITTED:
+                continue
+            if same_text(str(record.get("Content", "")), message.text):
+                status = record["SendStatus"]
+                return SentRecord(
+                    provider=self.name, message_id=str(record.get("SerialNo") or "") or None,
+                    delivered={2: True, 4: False}.get(status),
+                    error=(str(record.get("StatusCode") or "") or "delivery failed")
+                    if status == 4 else None)
+        return None
+
+    async def _call(self, body: dict[str, Any], action: str = ACTION) -> dict[str, Any]:
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         timestamp = int(self._clock())
         headers = {
@@ -277,7 +317,7 @@ class TencentSms(HttpSmsProvider):
                 payload=payload, timestamp=timestamp, uri=self.url.raw_path or "/"),
             "Content-Type": CONTENT_TYPE,
             "Host": self.host,
-            "X-TC-Action": ACTION,
+            "X-TC-Action": action,
             "X-TC-Version": VERSION,
             "X-TC-Timestamp": str(timestamp),
             "X-TC-Region": self.region,

@@ -15,7 +15,12 @@ signature code (written from the providers' documentation, independent of
   ``SignName``, ``TemplateId``, ``TemplateParamSet`` of strings, ``SessionContext``
   under 512 bytes);
 * answers each number from :attr:`TencentFake.codes` (number -> Code, default "Ok")
-  in ``SendStatusSet``.
+  in ``SendStatusSet``;
+* answers ``DescribeSendRecordList`` (one number's send records between
+  ``BeginTime`` and ``EndTime``, newest first, ``Limit`` / ``Offset``) from what it
+  accepted, with the content a person received (template text from
+  :attr:`TencentFake.template_texts`, ``{1}``, ``{2}`` … filled in) stored the way
+  Tencent stores it: parameters of four or more digits masked as ``*``.
 
 :class:`AliyunFake` (``dysmsapi.aliyuncs.com``, SendSms 2017-05-25):
 
@@ -26,7 +31,9 @@ signature code (written from the providers' documentation, independent of
   ``SignatureNonce`` is used twice;
 * answers the call from :attr:`AliyunFake.codes`: the first number (in
   ``PhoneNumbers`` order) with a code other than "OK" decides the whole call, as
-  Aliyun answers a call as a whole.
+  Aliyun answers a call as a whole;
+* answers ``QuerySendDetails`` (one number's messages of one ``SendDate``, China
+  time, paged) from what it accepted, each with its ``OutId`` and ``TemplateCode``.
 
 Both can be told to fail whole calls with :meth:`fail` (an HTTP status, an
 error code, a body that is not JSON, or a delay), optionally after some normal
@@ -56,6 +63,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, urlencode
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -73,10 +81,14 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _CN_MOBILE = re.compile(r"^(?:\+?86|0086)?(1\d{10})$")
 _TENCENT_FIELDS = {"PhoneNumberSet", "SmsSdkAppId", "SignName", "TemplateId", "TemplateParamSet",
                    "SessionContext", "ExtendCode", "SenderId"}
+_TENCENT_LOOKUP_FIELDS = {"PhoneNumber", "SmsSdkAppId", "BeginTime", "EndTime", "Limit", "Offset"}
+_CHINA = ZoneInfo("Asia/Shanghai")
 _ALIYUN_COMMON = ("AccessKeyId", "Action", "Format", "SignatureMethod", "SignatureNonce",
                   "SignatureVersion", "Timestamp", "Version", "Signature")
 _ALIYUN_FIELDS = set(_ALIYUN_COMMON) | {"PhoneNumbers", "SignName", "TemplateCode",
                                         "TemplateParam", "OutId", "SmsUpExtendCode", "RegionId"}
+_ALIYUN_LOOKUP_FIELDS = set(_ALIYUN_COMMON) | {"PhoneNumber", "SendDate", "PageSize",
+                                               "CurrentPage", "BizId", "RegionId"}
 TENCENT_MESSAGES = {
     "Ok": "send success",
     "InvalidParameterValue.IncorrectPhoneNumber": "incorrect phone number",
@@ -206,6 +218,7 @@ class TencentFake(_FakeBase):
     delivered: list[dict[str, Any]] = field(default_factory=list)  # one per "Ok" number
     max_skew: float = 300.0
     reverse_statuses: bool = False  # answer SendStatusSet in reverse order (no order promised)
+    template_texts: dict[str, str] = field(default_factory=dict)  # TemplateId -> "…{1}…"
 
     def __post_init__(self) -> None:
         self._serial = itertools.count(1)
@@ -241,7 +254,7 @@ class TencentFake(_FakeBase):
         if not headers.get("content-type", "").startswith("application/json"):
             return self._problem("InvalidParameter", "Content-Type must be application/json")
         action = headers.get("x-tc-action", "")
-        if action != "SendSms":
+        if action not in {"SendSms", "DescribeSendRecordList"}:
             return self._problem("InvalidAction", f"The requested action `{action}` does not "
                                  "exist")
         if headers.get("x-tc-version") != "2021-01-11":
@@ -280,7 +293,56 @@ class TencentFake(_FakeBase):
                                "The provided credentials could not be validated. Please check "
                                "your signature is correct.")
         call.signature_valid = True
+        if action == "DescribeSendRecordList":
+            return self._send_records(call)
         return self._send_sms(call)
+
+    def content(self, sign: str, template_id: str, params: list[str]) -> str:
+        """What the person received, as Tencent stores it (long digit runs masked)."""
+        text = self.template_texts.get(template_id, "")
+        for i, value in enumerate(params, start=1):
+            stored = "*" * len(value) if value.isdigit() and len(value) >= 4 else value
+            text = text.replace(f"{{{i}}}", stored)
+        return f"【{sign}】{text}"
+
+    def _send_records(self, call: TencentCall) -> web.Response:
+        body = call.body
+        if not isinstance(body, dict):
+            return self._problem("FailedOperation.JsonParseFail", "the body is not a JSON object")
+        unknown = set(body) - _TENCENT_LOOKUP_FIELDS
+        if unknown:
+            self.problems.append(f"unknown fields {sorted(unknown)}")
+        phone, begin = body.get("PhoneNumber"), body.get("BeginTime")
+        if not isinstance(phone, str) or not _E164.match(phone):
+            return self._problem("InvalidParameterValue.IncorrectPhoneNumber",
+                                 "PhoneNumber must be E.164, like +8613800138000")
+        if body.get("SmsSdkAppId") != self.app_id:
+            return self._error("UnauthorizedOperation.SmsSdkAppIdVerifyFail",
+                               "SmsSdkAppId verify fail")
+        now = int(time.time())
+        end = body.get("EndTime", now)
+        limit, offset = body.get("Limit", 20), body.get("Offset", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool)
+                   for v in (begin, end, limit, offset)):
+            return self._problem("InvalidParameter", "BeginTime, EndTime, Limit and Offset "
+                                 "must be integers")
+        if not 1 <= limit <= 50 or not 0 <= offset <= 1000:
+            return self._problem("InvalidParameterValue", "Limit is 1 to 50, Offset 0 to 1000")
+        if end > now or begin < now - 72 * 3600 or begin > end:
+            return self._problem("InvalidParameterValue.TimeRange",
+                                 "BeginTime within the last 72 hours, EndTime not in the future")
+        records = [d for d in self.delivered
+                   if d["phone"] == phone and begin <= d["time"] <= end]
+        records.sort(key=lambda d: d["time"], reverse=True)
+        page = records[offset:offset + limit]
+        answer = {"Response": {"SendRecordSet": [{
+            "PhoneNumber": d["phone"], "SerialNo": d["serial"], "SendStatus": 3,
+            "RequestCode": "Ok", "StatusCode": "", "IsoCode": "CN",
+            "Content": self.content(d["sign"], d["template"], d["params"]),
+            "SendTime": d["time"], "UserReceiveTime": 0} for d in page],
+            "TotalCount": len(records), "RequestId": str(uuid.uuid4())}}
+        call.answer = answer
+        return web.json_response(answer)
 
     def _send_sms(self, call: TencentCall) -> web.Response:
         body = call.body
@@ -323,8 +385,9 @@ class TencentFake(_FakeBase):
             if not _E164.match(phone):
                 code = "InvalidParameterValue.IncorrectPhoneNumber"
             ok = code == "Ok"
+            serial = f"2433:{next(self._serial):012d}" if ok else ""
             statuses.append({
-                "SerialNo": f"2433:{next(self._serial):012d}" if ok else "",
+                "SerialNo": serial,
                 "PhoneNumber": phone,
                 "Fee": 1 if ok else 0,
                 "SessionContext": context,
@@ -335,7 +398,8 @@ class TencentFake(_FakeBase):
             if ok:
                 self.delivered.append({"phone": phone, "template": body["TemplateId"],
                                        "params": params, "sign": body["SignName"],
-                                       "context": context})
+                                       "context": context, "serial": serial,
+                                       "time": int(time.time())})
         if self.reverse_statuses:
             statuses.reverse()
         answer = {"Response": {"SendStatusSet": statuses, "RequestId": str(uuid.uuid4())}}
@@ -370,6 +434,7 @@ class AliyunFake(_FakeBase):
     codes: dict[str, str] = field(default_factory=dict)  # number (11 digits) -> Code
     delivered: list[dict[str, Any]] = field(default_factory=list)  # one per accepted number
     max_skew: float = 900.0
+    template_texts: dict[str, str] = field(default_factory=dict)  # TemplateCode -> "…${name}…"
 
     def __post_init__(self) -> None:
         self._nonces: set[str] = set()
@@ -433,12 +498,50 @@ class AliyunFake(_FakeBase):
             return self._error("SignatureDoesNotMatch", "Specified signature does not match our "
                                f"calculation. server string to sign is:{to_sign}", 400)
         call.signature_valid = True
-        if params["Action"] != "SendSms":
+        if params["Action"] not in {"SendSms", "QuerySendDetails"}:
             return self._problem("InvalidAction.NotFound", "Specified api is not found, please "
                                  "check your url and method.", 404)
         if params["Version"] != "2017-05-25" or params["Format"] != "JSON":
             return self._problem("InvalidVersion", "Version must be 2017-05-25, Format JSON")
+        if params["Action"] == "QuerySendDetails":
+            return self._send_details(call)
         return self._send_sms(call)
+
+    def _send_details(self, call: AliyunCall) -> web.Response:
+        params = call.params
+        unknown = set(params) - _ALIYUN_LOOKUP_FIELDS
+        if unknown:
+            self.problems.append(f"unknown parameters {sorted(unknown)}")
+        for name in ("PhoneNumber", "SendDate", "PageSize", "CurrentPage"):
+            if not params.get(name):
+                return self._problem(f"Missing{name}", f"{name} is mandatory for this action.")
+        if not re.fullmatch(r"\d{8}", params["SendDate"]):
+            return self._problem("isv.INVALID_PARAMETERS", "SendDate must be yyyyMMdd", 200)
+        try:
+            size, page = int(params["PageSize"]), int(params["CurrentPage"])
+        except ValueError:
+            return self._problem("isv.INVALID_PARAMETERS", "PageSize, CurrentPage", 200)
+        if not 1 <= size <= 50 or page < 1:
+            return self._problem("isv.INVALID_PARAMETERS", "PageSize is 1 to 50", 200)
+        records = [d for d in self.delivered
+                   if d["phone"] == params["PhoneNumber"] and d["date"] == params["SendDate"]
+                   and params.get("BizId") in (None, d["biz_id"])]
+        records.sort(key=lambda d: d["send_date"], reverse=True)
+        shown = records[(page - 1) * size:page * size]
+        answer = {"Code": "OK", "Message": "OK", "RequestId": str(uuid.uuid4()).upper(),
+                  "TotalCount": len(records), "SmsSendDetailDTOs": {"SmsSendDetailDTO": [{
+                      "PhoneNum": d["phone"], "SendStatus": 1, "ErrCode": "",
+                      "TemplateCode": d["template"], "Content": d["content"],
+                      "SendDate": d["send_date"], "ReceiveDate": "",
+                      "OutId": d["out_id"] or ""} for d in shown]}}
+        call.answer = answer
+        return web.json_response(answer)
+
+    def content(self, sign: str, template: str, params: dict[str, Any]) -> str:
+        text = self.template_texts.get(template, "")
+        for name, value in params.items():
+            text = text.replace(f"${{{name}}}", str(value))
+        return f"【{sign}】{text}"
 
     def _send_sms(self, call: AliyunCall) -> web.Response:
         params = call.params
@@ -475,10 +578,16 @@ class AliyunFake(_FakeBase):
             if code != "OK":
                 return self._error(code, ALIYUN_MESSAGES.get(code, code))
         biz_id = f"{next(self._biz)}^0"
+        sent = datetime.now(_CHINA)
         for number in bare:
             self.delivered.append({"phone": number, "template": params["TemplateCode"],
                                    "params": template_params, "sign": params["SignName"],
-                                   "out_id": params.get("OutId"), "biz_id": biz_id})
+                                   "out_id": params.get("OutId"), "biz_id": biz_id,
+                                   "date": sent.strftime("%Y%m%d"),
+                                   "send_date": sent.strftime("%Y-%m-%d %H:%M:%S"),
+                                   "content": self.content(params["SignName"],
+                                                           params["TemplateCode"],
+                                                           template_params)})
         answer = {"Code": "OK", "Message": "OK", "BizId": biz_id,
                   "RequestId": str(uuid.uuid4()).upper()}
         call.answer = answer

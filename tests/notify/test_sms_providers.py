@@ -587,3 +587,56 @@ async def test_no_clear_phone_number_in_logs_or_results(
     for phone in PHONES:
         assert phone not in everything, phone
     assert mask_phone(BLACK) in logged and mask_phone(BAD) in logged
+
+
+# ----- looking up what was sent (crash recovery) -------------------------------------------
+async def test_tencent_finds_its_record_of_a_message_by_content_and_time(
+        tencent: TencentSms, tencent_fake: TencentFake) -> None:
+    from datetime import timedelta
+
+    from huimin.db import utcnow
+
+    tencent_fake.template_texts = {"1234567": "您的验证码是{1}"}
+    before = utcnow() - timedelta(seconds=5)
+    [result] = await tencent.send([msg(GOOD, params={"code": "123456"}, reference="s1")])
+    after = utcnow()
+    found = await tencent.find_sent(msg(GOOD, params={"code": "123456"}), before, after)
+    assert found is not None and found.message_id == result.message_id
+    assert found.delivered is None  # on its way; no report yet
+    call = tencent_fake.calls[-1]
+    assert call.headers["x-tc-action"] == "DescribeSendRecordList"
+    assert call.body["PhoneNumber"] == "+86" + GOOD and call.body["Limit"] == 50
+    # Tencent stores the code masked: another code's message matches as well, but a
+    # different text does not, nor another number, nor a window before the send.
+    assert await tencent.find_sent(msg(GOOD, params={"code": "654321"}), before, after)
+    other = SmsMessage(phone=GOOD, template="payout", params={}, text=f"【{SIGN}】别的内容")
+    assert await tencent.find_sent(other, before, after) is None
+    assert await tencent.find_sent(msg(OTHER), before, after) is None
+    assert await tencent.find_sent(msg(GOOD), before - timedelta(hours=1),
+                                   before - timedelta(minutes=30)) is None
+    tencent_fake.fail(code="InternalError")
+    with pytest.raises(ProviderUnavailable):
+        await tencent.find_sent(msg(GOOD), before, after)
+
+
+async def test_aliyun_finds_its_record_of_a_message_by_out_id(
+        aliyun: AliyunSms, aliyun_fake: AliyunFake) -> None:
+    from datetime import timedelta
+
+    from huimin.db import utcnow
+
+    before = utcnow() - timedelta(seconds=5)
+    await aliyun.send([msg(GOOD, reference="s-first"), msg(OTHER, reference="s-first")])
+    after = utcnow()
+    found = await aliyun.find_sent(msg(GOOD, reference="s-first"), before, after)
+    assert found is not None and found.provider == "aliyun"
+    call = aliyun_fake.calls[-1]
+    assert call.params["Action"] == "QuerySendDetails" and call.params["PhoneNumber"] == GOOD
+    assert call.params["SendDate"].isdigit() and len(call.params["SendDate"]) == 8
+    assert await aliyun.find_sent(msg(GOOD, reference="s-other"), before, after) is None
+    assert await aliyun.find_sent(msg(GOOD, template="payout", reference="s-first"),
+                                  before, after) is None
+    assert await aliyun.find_sent(msg(FIFTH, reference="s-first"), before, after) is None
+    aliyun_fake.fail(code="isp.SYSTEM_ERROR")
+    with pytest.raises(ProviderUnavailable):
+        await aliyun.find_sent(msg(GOOD, reference="s-first"), before, after)
