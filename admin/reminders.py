@@ -29,6 +29,7 @@ KIND_LABELS = {
     "recheck_due": "复核提醒",
     "recheck_overdue": "复核逾期提醒",
     "status_change": "办理进度通知",
+    "verification_code": "短信验证码",
 }
 STATE_LABELS = {
     "queued": "排队等发",

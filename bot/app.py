@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +24,8 @@ from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
 from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat
 from notify.models import LateReply
-from notify.providers import build_sms_providers
 from notify.receipts import ProviderCallbacks
+from notify.service import build_worker
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,20 @@ async def _demo_notifier(settings: Settings, db: Database, county: dict[str, Any
         await asyncio.sleep(5)
 
 
+async def _run_courier(courier: Any) -> None:
+    """Send urgent outbox messages (verification codes) and late replies from this
+    process as soon as they are queued; a failed round (database away) is retried."""
+    while True:
+        try:
+            await courier.run(idle=5.0)
+            return  # stopped
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("urgent-message courier failed; restarting in 5 s")
+            await asyncio.sleep(5)
+
+
 def _resources(settings: Settings):  # type: ignore[no-untyped-def]
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(settings.database_url)
@@ -122,11 +138,18 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
         if not settings.secret_key:
             log.warning("HUIMIN_SECRET_KEY is not set: the status lookup is switched off")
         vault = Vault(settings.secret_key) if settings.secret_key else None
-        sms = build_sms_providers(settings, county)
-        bot.status = StatusDesk(db=db, vault=vault, limiter=limiter, sms=sms, county=county,
-                                say=bot.say)
-        app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
         background = []
+        courier, courier_task = None, None
+        if vault is not None:
+            # Every bot process sends urgent messages itself: a code must not wait for
+            # the notifier's next round (claims are safe across processes).
+            courier = build_worker(settings, db, county, redis=redis, urgent_only=True,
+                                   name=f"{socket.gethostname()}:{os.getpid()}:courier")
+            courier_task = asyncio.create_task(_run_courier(courier))
+            background.append(courier_task)
+        bot.status = StatusDesk(db=db, vault=vault, limiter=limiter, county=county,
+                                say=bot.say, courier=courier.wake if courier else None)
+        app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
         if settings.demo and vault is not None:
             background.append(asyncio.create_task(_demo_notifier(settings, db, county, redis)))
 
@@ -135,6 +158,8 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
             async with db.session() as session:
                 session.add(LateReply(openid=openid, text=text))
             log.warning("a reply missed WeChat's deadline and was queued for later delivery")
+            if courier is not None:
+                courier.wake()
 
         endpoint = WeChatEndpoint(
             settings.wechat_token or "", bot.reply_for, ledger,
@@ -146,18 +171,20 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
         app[DATABASE], app[BOT], app[ENDPOINT] = db, bot, endpoint
         background.append(asyncio.create_task(_follow_content(app)))
         yield
+        await endpoint.drain()
+        await bot.status.drain()
+        if courier is not None and courier_task is not None:
+            courier.stop()  # finishes what it holds, then its task ends
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(courier_task), 10)
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await endpoint.drain()
-        await bot.status.drain()
         with contextlib.suppress(Exception):
             await bot.answered.flush(db)
-        for provider in sms:
-            close = getattr(provider, "close", None)
-            if close is not None:
-                await close()
+        if courier is not None:
+            await courier.close()
         if redis is not None:
             await redis.aclose()
         await db.dispose()

@@ -2,6 +2,8 @@
 
 A person proves who they are with ID number + name + a 6-digit SMS code sent to
 the phone on record; the bot answers identically whether or not the ID exists.
+The code goes out through the notifier's outbox as an urgent message, sent by the
+bot process's own courier (see ``bot.app``) or any running notifier.
 Then "查进度" shows each application with only masked data and stage names.
 A bound beneficiary can invite one family member or village assistant. Every
 lookup and every change of access is written to the access log.
@@ -14,7 +16,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +29,7 @@ from huimin.limits import GuessLimiter
 from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
 from huimin.registry import STAGE_WORDS, queries
 from huimin.registry.models import Beneficiary, VerificationCode
-from notify.sms import ProviderUnavailable, SmsProvider, sms_message
+from notify.plan import queue_verification_code
 
 log = logging.getLogger(__name__)
 CODE_TTL = timedelta(minutes=5)
@@ -67,7 +69,7 @@ class StatusDesk:
     db: Database
     vault: Vault | None
     limiter: GuessLimiter
-    sms: Sequence[SmsProvider]  # in order of preference
+    courier: Callable[[], None] | None  # wakes the process's sender of urgent messages
     county: dict[str, Any]
     say: Callable[..., str]
     pending: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -156,34 +158,32 @@ class StatusDesk:
         code = f"{secrets.randbelow(10**6):06d}"
         async with self.db.session() as session:
             person = await queries.find_beneficiary(session, id_hash, name)
-            session.add(VerificationCode(
+            issued = VerificationCode(
                 openid=openid, beneficiary_id=person.id if person else None,
-                code_hash=self.vault_.code_hash(code, openid), expires_at=utcnow() + CODE_TTL))
+                code_hash=self.vault_.code_hash(code, openid), expires_at=utcnow() + CODE_TTL)
+            session.add(issued)
             await queries.log_access(session, f"wechat:{openid}",
                                      person.id if person else None, "verification_requested")
-            phone = (self.vault_.decrypt(person.phone_encrypted)
-                     if person is not None and person.phone_encrypted else None)
-        if phone:
-            # Sent after the reply, so the reply takes the same time either way.
-            self._background(self._send_sms(phone, code))
+            await session.flush()
+            has_phone = person is not None and bool(person.phone_encrypted)
+        if person is not None and has_phone:
+            # Queued after the reply, so the reply takes the same time either way.
+            self._background(self._queue_sms(person.id, code, issued.id, issued.expires_at))
         return self.say("status_code_sent.j2"), {"flow": "bind", "step": "code",
                                                  "id_hash": id_hash}
 
-    async def _send_sms(self, phone: str, code: str) -> None:
-        message = sms_message("verification_code", self.county, phone, {"code": code},
-                              urgent=True)
-        for provider in self.sms:  # urgent: straight to the first provider that takes it
-            try:
-                [result] = await provider.send([message])
-            except ProviderUnavailable as exc:
-                log.warning("verification SMS not sent by %s: %s", provider.name, exc.reason)
-                continue
-            if result.accepted or result.permanent:
-                if not result.accepted:
-                    log.warning("verification SMS refused by %s: %s", result.provider,
-                                result.error)
-                return
-        log.error("verification SMS could not be sent by any provider")
+    async def _queue_sms(self, beneficiary_id: int, code: str, code_id: int,
+                         expires_at: datetime) -> None:
+        """Hand the code to the notifier's outbox (urgent, encrypted, lapsing with the
+        code) and wake this process's courier, which sends it within moments."""
+        try:
+            await queue_verification_code(self.db, self.vault_, beneficiary_id=beneficiary_id,
+                                          code=code, code_id=code_id, expires_at=expires_at)
+        except Exception:
+            log.exception("could not queue a verification SMS")
+            return
+        if self.courier is not None:
+            self.courier()
 
     def _background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

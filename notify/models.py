@@ -52,6 +52,11 @@ class OutboxMessage(Base):
     channel: Mapped[str | None] = mapped_column(String(12))
     provider: Mapped[str | None] = mapped_column(String(24))
     provider_message_id: Mapped[str | None] = mapped_column(String(80))
+    # Written just before an SMS call (reference sent as OutId/SessionContext, and the
+    # wall-clock time): what a later worker asks the provider about after a crash.
+    sms_ref: Mapped[str | None] = mapped_column(String(32))
+    sms_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

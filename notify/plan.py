@@ -17,12 +17,16 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.db import Database, dialect_insert, utcnow
+from huimin.personal import Vault
 from huimin.registry import STAGE_WORDS
 from huimin.registry.models import Application, StatusChange
 from notify.models import OutboxMessage, PayoutLine
 from notify.rules import QuietHours, local_today
 
 CHUNK = 1000
+VERIFICATION = "verification_code"
+# Kinds whose parameters are stored encrypted (the worker decrypts them to send).
+SEALED_KINDS = frozenset({VERIFICATION})
 
 
 @dataclass
@@ -58,6 +62,18 @@ async def queue(session: AsyncSession, rows: Sequence[dict[str, Any]],
         report.queued[kind] += 1
         report.held_for_quiet_hours += bool(held)
     report.already_planned += len(rows) - len(inserted)
+
+
+async def queue_verification_code(db: Database, vault: Vault, *, beneficiary_id: int,
+                                  code: str, code_id: int, expires_at: datetime) -> None:
+    """Queue the SMS carrying a verification code: urgent (ahead of reminders, at any
+    hour, past the per-phone caps), the code encrypted at rest, and lapsing with the
+    code, so a code that could no longer be used is never sent."""
+    async with db.session() as session:
+        session.add(OutboxMessage(
+            key=f"{VERIFICATION}:{code_id}", kind=VERIFICATION, beneficiary_id=beneficiary_id,
+            urgent=True, params={"code": vault.encrypt(code)}, not_before=utcnow(),
+            expires_at=expires_at))
 
 
 def _row(key: str, kind: str, beneficiary_id: int, params: dict[str, str], now: datetime,

@@ -2,17 +2,26 @@
 
 Several workers may run at once. On PostgreSQL a worker claims a batch with
 ``FOR UPDATE SKIP LOCKED``; on SQLite the single writer makes the claim atomic.
-A claim sets the row to ``sending`` with the worker's name and time; a worker
-killed at any moment leaves rows in ``sending``, which the sweeper returns to
-``queued`` once stale, so nothing is lost. The gap (sent, but killed before the
-row said so) is at most one chunk of ``concurrency`` messages: WeChat drops the
-repeats by ``client_msg_id`` (the row's key); SMS providers only echo the key back
-as a reference, so those few SMS can arrive twice. Nothing is ever lost.
+A claim sets the row to ``sending`` with the worker's name and time. Just before an
+SMS call the worker writes, on each row of the call, the reference it sends with it
+(Aliyun ``OutId``, Tencent ``SessionContext``) and the wall-clock time.
+
+A worker killed at any moment leaves rows in ``sending``; once stale, the sweeper
+(:meth:`Worker.sweep`) takes them back. A row that never reached an SMS call returns
+to the queue (a WeChat template message sent twice is dropped by WeChat, by its
+``client_msg_id``). A row that did is reconciled first (:meth:`Worker.reconcile`):
+the worker asks each provider for its record of that message (Tencent
+``DescribeSendRecordList``, Aliyun ``QuerySendDetails``) and marks it sent when one
+has it, so nothing is lost and nothing is sent twice. Only when no provider can be
+asked (the console provider, or an outage lasting past ``give_up_lookup``) does the
+row go back to the queue unconfirmed, with a warning.
 
 Rules at send time: quiet hours hold non-urgent messages until morning; opt-outs
 are checked now, not only when planned; each phone gets at most one SMS per 30 s
 and ten a day; each provider is held to a rate; a provider that keeps failing is
-set aside for a while and the next one takes over.
+set aside for a while and the next one takes over. Urgent messages (verification
+codes) go first, at any hour, past the per-phone caps, by SMS only, and lapse at
+their ``expires_at``.
 """
 
 from __future__ import annotations
@@ -21,12 +30,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, or_, select, update
@@ -35,6 +45,7 @@ from huimin.db import Database, utcnow
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary, Binding
 from notify.models import (
+    DELIVERED,
     FAILED,
     QUEUED,
     SENDING,
@@ -44,9 +55,10 @@ from notify.models import (
     OptOut,
     OutboxMessage,
 )
+from notify.plan import SEALED_KINDS, VERIFICATION
 from notify.render import sms_for, wechat_data
 from notify.rules import QuietHours, RateLimiter
-from notify.sms import ProviderUnavailable, SmsMessage, SmsProvider, SmsResult
+from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsProvider, SmsResult
 from notify.wechat import WeChatApi, WeChatUnavailable
 
 log = logging.getLogger(__name__)
@@ -94,6 +106,7 @@ class Claimed:
     urgent: bool
     params: Mapping[str, str]
     attempts: int
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +139,8 @@ class RunSummary:
     rescheduled: int = 0
     skipped: int = 0
     failed: Counter[str] = field(default_factory=Counter)
+    found_sent: int = 0  # stale claims a provider confirmed it had sent (after a crash)
+    requeued: int = 0  # stale claims returned to the queue
 
     def add(self, outcome: Outcome) -> None:
         if outcome.state == SENT:
@@ -143,7 +158,9 @@ class RunSummary:
         failed = "，".join(f"{k} {v}" for k, v in self.failed.most_common()) or "无"
         return (f"已发送 {self.sent} 条，夜间暂缓 {self.held_for_quiet_hours} 条，"
                 f"稍后重试 {self.rescheduled} 条，不发送（已退订或无联系方式） {self.skipped} 条，"
-                f"失败 {sum(self.failed.values())} 条（{failed}）")
+                f"失败 {sum(self.failed.values())} 条（{failed}）"
+                + (f"；中断后核对：服务商已发出 {self.found_sent} 条，重新排队 {self.requeued} 条"
+                   if self.found_sent or self.requeued else ""))
 
 
 class Worker:
@@ -167,6 +184,9 @@ class Worker:
         retry: RetryPolicy | None = None,
         name: str | None = None,
         clock: Any = utcnow,
+        urgent_only: bool = False,
+        lookup_rate: float = 10.0,
+        give_up_lookup: timedelta = timedelta(hours=1),
     ) -> None:
         self.db, self.vault, self.county = db, vault, county
         self.sms = list(sms)
@@ -183,12 +203,31 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.summary = RunSummary()
         self.clock = clock  # tests and benchmarks pass a fixed clock
+        self.urgent_only = urgent_only  # a bot process's courier: verification codes only
+        # Providers' lookup APIs are slow and rate limited (Tencent: 10 calls/s).
+        self.lookup_rates = {p.name: RateLimiter(lookup_rate) for p in self.sms}
+        self.give_up_lookup = give_up_lookup
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
 
     # ----- the loop ------------------------------------------------------------------
     def stop(self) -> None:
         """Finish the messages in hand, claim no more (SIGTERM)."""
         self._stopping.set()
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Close the providers' and WeChat's HTTP sessions."""
+        if self.wechat is not None:
+            await self.wechat.close()
+        for provider in self.sms:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                await close()
+
+    def wake(self) -> None:
+        """Something was just queued: look now instead of at the next idle tick."""
+        self._wake.set()
 
     async def run(self, once: bool = False, idle: float = 1.0,
                   progress: Any = None) -> RunSummary:
@@ -205,7 +244,8 @@ class Worker:
                 if once:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), idle)
+                    await asyncio.wait_for(self._wake.wait(), idle)
+                self._wake.clear()
                 continue
             await self.process(claimed)
             if progress is not None:
@@ -254,24 +294,99 @@ class Worker:
                                           .values(delivered_at=None))
         return sent
 
-    async def sweep(self) -> int:
-        """Return stale ``sending`` claims (a killed worker's) to the queue."""
+    async def sweep(self, limit: int = 500) -> int:
+        """Take back stale ``sending`` claims (a killed worker's): rows that never
+        reached an SMS call go back to the queue; the others are reconciled with the
+        providers first. Returns how many rows were taken back."""
         cutoff = self.clock() - self.stale_after
+        stale = and_(OutboxMessage.state == SENDING, OutboxMessage.claimed_at < cutoff)
         async with self.db.session() as session:
             result = await session.execute(
                 update(OutboxMessage)
-                .where(and_(OutboxMessage.state == SENDING, OutboxMessage.claimed_at < cutoff))
+                .where(and_(stale, OutboxMessage.sms_started_at.is_(None)))
                 .values(state=QUEUED, claimed_by=None, claimed_at=None))
+            rows = (await session.execute(
+                select(*_CLAIMED_COLUMNS, OutboxMessage.claimed_at, OutboxMessage.sms_ref,
+                       OutboxMessage.sms_started_at)
+                .where(and_(stale, OutboxMessage.sms_started_at.is_not(None)))
+                .order_by(OutboxMessage.id).limit(limit))).all()
         if result.rowcount:
             log.warning("returned %s stale claims to the queue", result.rowcount)
+        reconciled = await self.reconcile(rows) if rows else 0
+        return (result.rowcount or 0) + reconciled
+
+    async def reconcile(self, rows: Sequence[Any]) -> int:
+        """Settle stale claims that reached an SMS call: ask the providers whether
+        they sent each one; mark it sent (or delivered, or failed) when a provider has
+        it, return it to the queue when none has. While a provider cannot be asked,
+        the row waits for the next sweep, up to ``give_up_lookup``."""
+        lookups = [p for p in self.sms if hasattr(p, "find_sent")]
+        recipients = await self._recipients({row.beneficiary_id for row in rows})
+        now = utcnow()  # providers keep wall-clock times, whatever self.clock says
+        settled = 0
+        for row in rows:
+            claimed = Claimed(*row[:len(_CLAIMED_COLUMNS)])
+            recipient = recipients.get(claimed.beneficiary_id)
+            started = _aware(row.sms_started_at)
+            found: SentRecord | None = None
+            unknown = False
+            if recipient is not None and recipient.phone and lookups:
+                message = sms_for(claimed.kind, self.county, recipient.phone,
+                                  self._params(claimed), reference=row.sms_ref or "")
+                since = started - LOOKUP_SLACK
+                until = min(now, started + LOOKUP_SPAN)
+                for provider in lookups:
+                    await self.lookup_rates[provider.name].take()
+                    try:
+                        found = await provider.find_sent(message, since, until)
+                    except ProviderUnavailable as exc:
+                        log.warning("cannot ask %s about outbox message %s: %s", provider.name,
+                                    claimed.id, exc.reason)
+                        unknown = True
+                        continue
+                    if found is not None:
+                        break
+            if found is None and unknown and now - started < self.give_up_lookup:
+                continue  # ask again at the next sweep
+            if found is None and not lookups:
+                log.warning("outbox message %s may have gone out before its worker stopped; "
+                            "no provider can be asked, so it is queued again", claimed.id)
+            settled += await self._settle(claimed, row.claimed_at, started, found)
+        return settled
+
+    async def _settle(self, claimed: Claimed, claimed_at: datetime, started: datetime,
+                      found: SentRecord | None) -> int:
+        """Write what reconciliation found, if the row is still the stale claim it read."""
+        if found is None:
+            values: dict[str, Any] = {"state": QUEUED}
+            self.summary.requeued += 1
+        else:
+            state = SENT if found.delivered is None else (
+                DELIVERED if found.delivered else FAILED)
+            values = {"state": state, "channel": "sms", "provider": found.provider,
+                      "provider_message_id": found.message_id, "sent_at": started,
+                      "attempts": claimed.attempts + 1, "last_error": found.error,
+                      "delivered_at": utcnow() if state == DELIVERED else None}
+            self.summary.found_sent += 1
+        async with self.db.session() as session:
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(and_(OutboxMessage.id == claimed.id, OutboxMessage.state == SENDING,
+                            OutboxMessage.claimed_at == claimed_at))
+                .values(claimed_by=None, claimed_at=None, sms_started_at=None, **values))
+        if result.rowcount:
+            log.warning("stale claim of outbox message %s: %s", claimed.id,
+                        f"{found.provider} had sent it" if found else "queued again")
         return result.rowcount or 0
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` ready messages, urgent first."""
         now = self.clock()
+        due = and_(OutboxMessage.state == QUEUED, OutboxMessage.not_before <= now)
+        if self.urgent_only:
+            due = and_(due, OutboxMessage.urgent.is_(True))
         async with self.db.session() as session:
-            ready = (select(OutboxMessage.id)
-                     .where(and_(OutboxMessage.state == QUEUED, OutboxMessage.not_before <= now))
+            ready = (select(OutboxMessage.id).where(due)
                      .order_by(OutboxMessage.urgent.desc(), OutboxMessage.id)
                      .limit(limit))
             if session.bind.dialect.name == "postgresql":
@@ -282,10 +397,9 @@ class Worker:
             rows = (await session.execute(
                 update(OutboxMessage)
                 .where(and_(OutboxMessage.id.in_(ids), OutboxMessage.state == QUEUED))
-                .values(state=SENDING, claimed_by=self.name, claimed_at=now)
-                .returning(OutboxMessage.id, OutboxMessage.key, OutboxMessage.kind,
-                           OutboxMessage.beneficiary_id, OutboxMessage.urgent,
-                           OutboxMessage.params, OutboxMessage.attempts))).all()
+                .values(state=SENDING, claimed_by=self.name, claimed_at=now,
+                        sms_started_at=None)
+                .returning(*_CLAIMED_COLUMNS))).all()
         return sorted((Claimed(*row) for row in rows), key=lambda c: (not c.urgent, c.id))
 
     async def process(self, claimed: Sequence[Claimed]) -> None:
@@ -300,10 +414,34 @@ class Worker:
                 for m in chunk))
             pending = [(m, d) for m, d in zip(chunk, decided, strict=True)
                        if isinstance(d, SmsMessage)]
-            sent = await self._send_sms_chunk(pending) if pending else {}
-            outcomes = [sent[m.id] if isinstance(d, SmsMessage) else d
-                        for m, d in zip(chunk, decided, strict=True)]
-            await self._record(list(zip(chunk, outcomes, strict=True)))
+            sent: dict[int, Outcome] = {}
+            if pending:
+                pending = await self._start_sms(pending)
+                sent = await self._send_sms_chunk(pending) if pending else {}
+            results = [(m, sent[m.id] if isinstance(d, SmsMessage) else d)
+                       for m, d in zip(chunk, decided, strict=True)
+                       if not isinstance(d, SmsMessage) or m.id in sent]
+            await self._record(results)
+
+    async def _start_sms(self, pending: Sequence[tuple[Claimed, SmsMessage]]
+                         ) -> list[tuple[Claimed, SmsMessage]]:
+        """Before the SMS calls of a chunk, write on each row the reference the calls
+        will carry and the wall-clock time (what a crash recovery asks providers
+        about), refreshing the claim. Only rows still claimed by this worker are sent:
+        one a sweeper took back meanwhile belongs to someone else now."""
+        reference = "s" + secrets.token_hex(8)
+        async with self.db.session() as session:
+            mine = set((await session.scalars(
+                update(OutboxMessage)
+                .where(and_(OutboxMessage.id.in_([m.id for m, _ in pending]),
+                            OutboxMessage.state == SENDING,
+                            OutboxMessage.claimed_by == self.name))
+                .values(sms_ref=reference, sms_started_at=utcnow(), claimed_at=self.clock())
+                .returning(OutboxMessage.id))).all())
+        if len(mine) < len(pending):
+            log.warning("%d claims were taken back before sending; not sending them",
+                        len(pending) - len(mine))
+        return [(m, replace(sms, reference=reference)) for m, sms in pending if m.id in mine]
 
     async def _deliver_safely(self, message: Claimed, recipient: Recipient | None,
                               phone_wait: datetime | None) -> Outcome | SmsMessage:
@@ -333,11 +471,18 @@ class Worker:
         send with the rest of the chunk. ``phone_wait`` is when its phone may next get
         an SMS (None: now), as reserved for the whole chunk."""
         now = self.clock()
+        if message.expires_at is not None and _aware(message.expires_at) <= now:
+            return Outcome(state=SKIPPED, error="expired")
         if not message.urgent and self.quiet.is_quiet(now):
             return Outcome(state=None, not_before=self.quiet.next_allowed(now),
                            counts_as_attempt=False, held_for_quiet_hours=True)
         if recipient is None:
             return Outcome(state=SKIPPED, error="no such beneficiary")
+        if message.kind == VERIFICATION:  # asked for just now, and proves the phone: SMS
+            if recipient.phone is None:
+                return Outcome(state=SKIPPED, error="no phone")
+            return sms_for(message.kind, self.county, recipient.phone, self._params(message),
+                           reference=message.key, urgent=True)
         fallback_reason = None
         if recipient.openids and self.wechat is not None and message.kind in self.wechat_templates:
             outcome = await self._send_wechat(message, recipient.openids)
@@ -353,8 +498,13 @@ class Worker:
             return Outcome(state=SKIPPED, error="opted out")
         if phone_wait is not None:
             return Outcome(state=None, not_before=phone_wait, counts_as_attempt=False)
-        return sms_for(message.kind, self.county, recipient.phone, message.params,
+        return sms_for(message.kind, self.county, recipient.phone, self._params(message),
                        reference=message.key, urgent=message.urgent)
+
+    def _params(self, message: Claimed) -> Mapping[str, str]:
+        if message.kind in SEALED_KINDS:
+            return {k: self.vault.decrypt(v) for k, v in message.params.items()}
+        return message.params
 
     async def _send_wechat(self, message: Claimed, openids: Sequence[str]) -> Outcome:
         assert self.wechat is not None
@@ -510,10 +660,24 @@ class Worker:
                 .where(and_(table.c.id == bindparam("b_id"), table.c.state == SENDING,
                             or_(table.c.claimed_by == self.name,
                                 table.c.claimed_by.is_(None))))
-                .values(claimed_by=None, claimed_at=None,
+                .values(claimed_by=None, claimed_at=None, sms_started_at=None,
                         **{k: bindparam(k) for k in rows[0] if k != "b_id"}))
         async with self.db.engine.begin() as conn:
             await conn.execute(stmt, rows)
+
+
+_CLAIMED_COLUMNS = (OutboxMessage.id, OutboxMessage.key, OutboxMessage.kind,
+                    OutboxMessage.beneficiary_id, OutboxMessage.urgent, OutboxMessage.params,
+                    OutboxMessage.attempts, OutboxMessage.expires_at)
+# The window in which a provider's record of a stale SMS call is looked for: from a
+# little before the call (clocks differ) to well after it (a call never takes longer).
+LOOKUP_SLACK = timedelta(minutes=1)
+LOOKUP_SPAN = timedelta(minutes=10)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time here is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _throttled(exc: ProviderUnavailable) -> bool:

@@ -42,13 +42,6 @@ PEOPLE = [  # id number, name, phone
 ]
 
 
-@pytest.fixture
-async def db(database_url: str):  # type: ignore[no-untyped-def]
-    database = Database(database_url)
-    yield database
-    await database.dispose()
-
-
 async def add_person(db: Database, index: int, *, stage: str = "已批准",
                      recheck_due: date | None = None, number: str | None = None) -> int:
     id_number, name, phone = PEOPLE[index]
