@@ -310,6 +310,15 @@ class Worker:
                        OutboxMessage.sms_started_at)
                 .where(and_(stale, OutboxMessage.sms_started_at.is_not(None)))
                 .order_by(OutboxMessage.id).limit(limit))).all()
+            # A lapsed verification code is of no use to anyone: drop it from the row.
+            now = self.clock()
+            await session.execute(
+                update(OutboxMessage)
+                .where(and_(OutboxMessage.kind.in_(SEALED_KINDS),
+                            OutboxMessage.state != SENDING,
+                            OutboxMessage.expires_at < now,
+                            OutboxMessage.expires_at > now - timedelta(days=1)))
+                .values(params={}))
         if result.rowcount:
             log.warning("returned %s stale claims to the queue", result.rowcount)
         reconciled = await self.reconcile(rows) if rows else 0

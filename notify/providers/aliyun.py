@@ -27,6 +27,9 @@ message of the call:
   HTTP 5xx, timeouts, network errors, an answer that is not JSON:
   :class:`ProviderUnavailable`.
 
+After a crash, :meth:`AliyunSms.find_sent` asks ``QuerySendDetails`` (same signing)
+for the number's messages of the day and matches ours by ``OutId`` and template.
+
 Phone numbers are only ever logged masked.
 """
 

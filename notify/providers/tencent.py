@@ -27,6 +27,10 @@ are read:
   permanent for a single-number call; a call of several numbers is then
   resent number by number so that the bad one can be told from the others.
 
+After a crash, :meth:`TencentSms.find_sent` asks ``DescribeSendRecordList`` (same
+signing, same endpoint) whether a message went out: Tencent keeps no reference of
+ours there, so a record is matched by number, time and content.
+
 Phone numbers are only ever logged masked.
 """
 

@@ -219,6 +219,10 @@ async def test_an_expired_code_is_never_sent(db: Database, tmp_path: Path) -> No
     assert sent_sms(tmp_path) == []
     [row] = await outbox(db)
     assert (row.state, row.last_error) == ("skipped", "expired")
+    # The sweeper then drops the lapsed code from the row altogether.
+    await worker(db, tmp_path, clock=DAYTIME).sweep()
+    [row] = await outbox(db)
+    assert row.params == {}
 
 
 async def test_the_urgent_courier_takes_codes_and_leaves_reminders(
