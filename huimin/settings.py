@@ -56,7 +56,7 @@ class Settings:
     # WeChat template ids by reminder kind: "payout=<id>,recheck_due=<id>,...".
     wechat_templates: str | None = None
     quiet_hours: str = "21:00-08:00"  # Asia/Shanghai; non-urgent reminders wait
-    notify_rate: float = 50.0  # sends per second per provider, per worker
+    notify_rate: float = 50.0  # sends per second per provider, all workers together
     recheck_days: str = "14,3"  # reminders this many days before a recheck is due
     host: str = "127.0.0.1"
     port: int = 8080

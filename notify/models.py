@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -117,3 +118,13 @@ class LateReply(Base):
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SendRate(Base):
+    """The shared send schedule of one provider (every worker's sends count): the
+    theoretical time, in Unix seconds, at which the next send may start."""
+
+    __tablename__ = "send_rates"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    next_at: Mapped[float] = mapped_column(Float, default=0.0)

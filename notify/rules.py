@@ -1,4 +1,5 @@
-"""When and how often reminders may go out: quiet hours, per-phone caps, provider rate."""
+"""When and how often reminders may go out: quiet hours, per-phone caps, and each
+provider's send rate (shared by every worker through Redis or the database)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from datetime import time as clock
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import case, select, update
 
 from huimin.db import Database, dialect_insert, utcnow
 from huimin.registry.models import GuessCounter
+from notify.models import SendRate
 
 LOCAL = ZoneInfo("Asia/Shanghai")
 
@@ -104,28 +106,54 @@ def _next_morning(now: datetime) -> datetime:
 
 
 class RedisPhoneLimiter:
+    """Per-phone caps in Redis: a spacing key that expires after 30 s and a day counter,
+    checked and taken for a whole chunk of messages in one script (one round trip)."""
+
+    _SCRIPT = """
+    local out = {}
+    for i = 1, #KEYS, 2 do
+      local wait = redis.call('PTTL', KEYS[i])
+      if wait > 0 then
+        out[#out + 1] = wait
+      elseif tonumber(redis.call('GET', KEYS[i + 1]) or '0') >= tonumber(ARGV[2]) then
+        out[#out + 1] = -1
+      else
+        redis.call('SET', KEYS[i], '1', 'PX', ARGV[1])
+        redis.call('INCR', KEYS[i + 1])
+        redis.call('EXPIRE', KEYS[i + 1], ARGV[3])
+        out[#out + 1] = 0
+      end
+    end
+    return out
+    """
+
     def __init__(self, redis: Any, caps: PhoneCaps | None = None) -> None:
         self.redis = redis
         self.caps = caps or PhoneCaps()
+        self._script = redis.register_script(self._SCRIPT)
 
     async def reserve(self, phone_hash: str, now: datetime) -> datetime | None:
-        spacing_key = f"huimin:sms-last:{phone_hash}"
-        day_key = f"huimin:sms-day:{phone_hash}:{local_today(now).isoformat()}"
-        spacing_ms = int(self.caps.spacing.total_seconds() * 1000)
-        if not await self.redis.set(spacing_key, "1", nx=True, px=spacing_ms):
-            ttl = await self.redis.pttl(spacing_key)
-            return now + timedelta(milliseconds=max(ttl, 1))
-        count = await self.redis.incr(day_key)
-        if count == 1:
-            await self.redis.expire(day_key, 2 * 24 * 3600)
-        if count > self.caps.per_day:
-            return _next_morning(now)
-        return None
+        return (await self.reserve_many([(0, phone_hash)], now))[0]
 
     async def reserve_many(self, wanted: Sequence[tuple[int, str]],
                            now: datetime) -> dict[int, datetime | None]:
-        return {message_id: await self.reserve(phone_hash, now)
-                for message_id, phone_hash in wanted}
+        """Slots for many messages (id, phone hash), in order: None (send now), or when
+        the phone's next slot opens (the spacing key's expiry, or the next morning)."""
+        if not wanted:
+            return {}
+        today = local_today(now).isoformat()
+        keys = [key for _, phone_hash in wanted
+                for key in (f"huimin:sms-last:{phone_hash}",
+                            f"huimin:sms-day:{phone_hash}:{today}")]
+        spacing_ms = max(1, int(self.caps.spacing.total_seconds() * 1000))
+        answers = await self._script(keys=keys, args=[spacing_ms, self.caps.per_day,
+                                                      2 * 24 * 3600])
+        result: dict[int, datetime | None] = {}
+        for (message_id, _), answer in zip(wanted, answers, strict=True):
+            wait = int(answer)
+            result[message_id] = (None if wait == 0 else _next_morning(now) if wait < 0
+                                  else now + timedelta(milliseconds=wait))
+        return result
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=LOCAL)
@@ -136,11 +164,8 @@ def _aware(value: datetime) -> datetime:
 
 
 class RateLimiter:
-    """At most ``rate`` sends a second through one provider (token bucket, this process).
-
-    With several workers, give each a share of the provider's rate
-    (``HUIMIN_NOTIFY_RATE`` is per worker).
-    """
+    """At most ``rate`` sends a second (token bucket, this process only: WeChat's
+    customer-service messages, the providers' lookup calls, and tests)."""
 
     def __init__(self, rate: float, burst: int | None = None) -> None:
         self.rate = rate
@@ -163,3 +188,70 @@ class RateLimiter:
                     count -= part
                     continue
                 await asyncio.sleep((part - self.tokens) / self.rate)
+
+
+class SharedRateLimiter:
+    """At most ``rate`` sends a second through one provider, counted across every worker
+    process (``HUIMIN_NOTIFY_RATE`` is the provider's own limit).
+
+    The provider's schedule is one shared number, the time the next send may start
+    (the "generic cell rate algorithm"): a take of ``count`` sends moves it on by
+    ``count / rate`` seconds in one atomic step in Redis or the database, and waits if
+    its own start lies more than ``burst`` seconds ahead. One round trip per take,
+    whatever the count, so the worker takes once per chunk.
+    """
+
+    def __init__(self, store: Any, key: str, rate: float, burst: float = 1.0) -> None:
+        self.store, self.key, self.rate, self.burst = store, key, rate, burst
+
+    async def take(self, count: int = 1) -> None:
+        start = await self.store.reserve(self.key, count / self.rate)
+        wait = start - time.time() - self.burst
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+class DatabaseRateStore:
+    """Shared send schedules in the ``send_rates`` table (times in Unix seconds)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._known: set[str] = set()
+
+    async def reserve(self, key: str, cost: float) -> float:
+        """Move the schedule on by ``cost`` seconds; return when this take may start."""
+        now = time.time()
+        table = SendRate.__table__
+        async with self.db.session() as session:
+            if key not in self._known:
+                await session.execute(dialect_insert(session, SendRate)
+                                      .on_conflict_do_nothing(index_elements=["key"]),
+                                      [{"key": key, "next_at": 0.0}])
+            start = case((table.c.next_at > now, table.c.next_at), else_=now)
+            ends = (await session.execute(
+                update(table).where(table.c.key == key).values(next_at=start + cost)
+                .returning(table.c.next_at))).scalar_one()
+        self._known.add(key)
+        return float(ends) - cost
+
+
+class RedisRateStore:
+    """Shared send schedules in Redis, on Redis's own clock."""
+
+    _SCRIPT = """
+    local now = redis.call('TIME')
+    local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+    local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), t)
+    redis.call('SET', KEYS[1], string.format('%.6f', start + tonumber(ARGV[1])), 'EX', 3600)
+    return {string.format('%.6f', start), string.format('%.6f', t)}
+    """
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._script = redis.register_script(self._SCRIPT)
+
+    async def reserve(self, key: str, cost: float) -> float:
+        """Move the schedule on by ``cost`` seconds; return when this take may start,
+        in this machine's time (Redis's offset from it removed)."""
+        start, redis_now = await self._script(keys=[f"huimin:rate:{key}"], args=[repr(cost)])
+        return float(start) - float(redis_now) + time.time()

@@ -9,7 +9,13 @@ from huimin.db import Database
 from huimin.personal import Vault
 from huimin.settings import Settings, parse_pairs, require_secret
 from notify.providers import build_sms_providers
-from notify.rules import DatabasePhoneLimiter, QuietHours, RedisPhoneLimiter
+from notify.rules import (
+    DatabasePhoneLimiter,
+    DatabaseRateStore,
+    QuietHours,
+    RedisPhoneLimiter,
+    RedisRateStore,
+)
 from notify.wechat import WeChatApi, token_store
 from notify.worker import Worker
 
@@ -32,8 +38,12 @@ def build_worker(settings: Settings, db: Database, county: dict[str, Any],
     if settings.wechat_secret and settings.wechat_appid:  # templates, late replies
         wechat = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
                                                                database=db))
-    limiter = RedisPhoneLimiter(redis) if redis is not None else DatabasePhoneLimiter(db)
+    if redis is not None:
+        limiter: Any = RedisPhoneLimiter(redis)
+        rates: Any = RedisRateStore(redis)
+    else:
+        limiter, rates = DatabasePhoneLimiter(db), DatabaseRateStore(db)
     return Worker(db, Vault(require_secret(settings)), county,
                   build_sms_providers(settings, county), limiter, wechat=wechat,
                   wechat_templates=templates, quiet=quiet_hours(settings),
-                  rate=settings.notify_rate, **options)
+                  rate=settings.notify_rate, rate_store=rates, **options)

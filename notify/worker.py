@@ -57,7 +57,7 @@ from notify.models import (
 )
 from notify.plan import SEALED_KINDS, VERIFICATION
 from notify.render import sms_for, wechat_data
-from notify.rules import QuietHours, RateLimiter
+from notify.rules import QuietHours, RateLimiter, SharedRateLimiter
 from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsProvider, SmsResult
 from notify.wechat import WeChatApi, WeChatUnavailable
 
@@ -185,6 +185,7 @@ class Worker:
         name: str | None = None,
         clock: Any = utcnow,
         urgent_only: bool = False,
+        rate_store: Any = None,
         lookup_rate: float = 10.0,
         give_up_lookup: timedelta = timedelta(hours=1),
     ) -> None:
@@ -194,8 +195,13 @@ class Worker:
         self.wechat = wechat
         self.wechat_templates = dict(wechat_templates or {})
         self.quiet = quiet or QuietHours()
-        self.rates = {p.name: RateLimiter(rate) for p in self.sms}
-        self.wechat_rate = RateLimiter(rate)
+        # Each provider's rate is shared by every worker when there is a store (Redis or
+        # the database); without one (tests) it holds for this worker alone.
+        self.rates: dict[str, Any] = {
+            p.name: SharedRateLimiter(rate_store, f"sms:{p.name}", rate) if rate_store
+            else RateLimiter(rate) for p in self.sms}
+        self.wechat_rate: Any = (SharedRateLimiter(rate_store, "wechat", rate) if rate_store
+                                 else RateLimiter(rate))
         self.batch, self.concurrency = batch, concurrency
         self.stale_after = stale_after
         self.retry = retry or RetryPolicy()
@@ -545,13 +551,19 @@ class Worker:
         for message, sms in pending:
             groups.setdefault((sms.template, tuple(sorted(sms.params.items()))),
                               []).append((message, sms))
+        # The whole chunk is paid for at once with the provider expected to take it (one
+        # round trip to the shared schedule), not call by call.
+        preferred = next((p.name for p in self.sms if self.health.usable(p.name)), None)
+        if preferred is not None:
+            await self.rates[preferred].take(len(pending))
         outcomes: dict[int, Outcome] = {}
-        for part in await asyncio.gather(*(self._send_sms_group(g) for g in groups.values())):
+        for part in await asyncio.gather(*(self._send_sms_group(g, preferred)
+                                           for g in groups.values())):
             outcomes.update(part)
         return outcomes
 
-    async def _send_sms_group(self, group: Sequence[tuple[Claimed, SmsMessage]]
-                              ) -> dict[int, Outcome]:
+    async def _send_sms_group(self, group: Sequence[tuple[Claimed, SmsMessage]],
+                              prepaid: str | None = None) -> dict[int, Outcome]:
         """Providers in order of preference; what one cannot take for now goes to the
         next; what none took is retried later with backoff."""
         outcomes: dict[int, Outcome] = {}
@@ -563,7 +575,8 @@ class Worker:
             if not self.health.usable(provider.name):
                 continue
             try:
-                results = await self._send_paced(provider, [sms for _, sms in remaining])
+                results = await self._send_paced(provider, [sms for _, sms in remaining],
+                                                 prepaid=provider.name == prepaid)
             except ProviderUnavailable as exc:
                 self.health.failed(provider.name)
                 errors.update({m.id: f"{provider.name}: {exc.reason}" for m, _ in remaining})
@@ -588,13 +601,14 @@ class Worker:
                 message, errors.get(message.id, "no SMS provider available"), channel="sms")
         return outcomes
 
-    async def _send_paced(self, provider: SmsProvider,
-                          messages: Sequence[SmsMessage]) -> list[SmsResult]:
-        """One call within the provider's rate (each number counts); when the provider
-        says we are too fast (throttled), wait and try once more before counting it as a
-        failure."""
+    async def _send_paced(self, provider: SmsProvider, messages: Sequence[SmsMessage],
+                          prepaid: bool = False) -> list[SmsResult]:
+        """One call within the provider's rate (each number counts; ``prepaid`` when the
+        chunk already paid for it); when the provider says we are too fast (throttled),
+        wait and try once more before counting it as a failure."""
         for attempt in (1, 2):
-            await self.rates[provider.name].take(len(messages))
+            if attempt == 2 or not prepaid:
+                await self.rates[provider.name].take(len(messages))
             try:
                 return await provider.send(messages)
             except ProviderUnavailable as exc:

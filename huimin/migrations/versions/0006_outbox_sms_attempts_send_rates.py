@@ -1,4 +1,4 @@
-"""notify: record each SMS attempt before it is made, and when a message stops mattering
+"""notify: record each SMS attempt before it is made; shared send rates
 
 Revision ID: 0006
 Revises: 0005
@@ -9,6 +9,8 @@ Create Date: 2026-11-28 21:00:00
 both are written before the provider is called, so that a worker killed mid-call
 leaves enough behind for the next one to ask the provider whether the SMS went out.
 ``expires_at`` lets a message (a verification code) lapse instead of arriving late.
+``send_rates`` holds each provider's shared send schedule, so the rate limit holds
+across every worker process.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("sms_ref", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("sms_started_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "send_rates",
+        sa.Column("key", sa.String(length=40), nullable=False),
+        sa.Column("next_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_send_rates")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("send_rates")
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("expires_at")
         batch.drop_column("sms_started_at")
