@@ -431,8 +431,15 @@ class Worker:
                        if isinstance(d, SmsMessage)]
             sent: dict[int, Outcome] = {}
             if pending:
+                # Pay the provider's rate for the whole chunk first (one round trip to
+                # the shared schedule; the wait may be long), then mark and send at once,
+                # so a marked row is never left waiting long enough to look stale.
+                preferred = next((p.name for p in self.sms if self.health.usable(p.name)),
+                                 None)
+                if preferred is not None:
+                    await self.rates[preferred].take(len(pending))
                 pending = await self._start_sms(pending)
-                sent = await self._send_sms_chunk(pending) if pending else {}
+                sent = await self._send_sms_chunk(pending, preferred) if pending else {}
             results = [(m, sent[m.id] if isinstance(d, SmsMessage) else d)
                        for m, d in zip(chunk, decided, strict=True)
                        if not isinstance(d, SmsMessage) or m.id in sent]
@@ -543,21 +550,16 @@ class Worker:
             f"wechat {results[0].errcode}")
         return Outcome(state=FAILED, channel="wechat", error=reason)
 
-    async def _send_sms_chunk(self, pending: Sequence[tuple[Claimed, SmsMessage]]
-                              ) -> dict[int, Outcome]:
+    async def _send_sms_chunk(self, pending: Sequence[tuple[Claimed, SmsMessage]],
+                              prepaid: str | None = None) -> dict[int, Outcome]:
         """Send a chunk's SMS: messages with the same template and parameters go in one
         provider call (Tencent takes 200 numbers a call), the groups concurrently."""
         groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Claimed, Any]]] = {}
         for message, sms in pending:
             groups.setdefault((sms.template, tuple(sorted(sms.params.items()))),
                               []).append((message, sms))
-        # The whole chunk is paid for at once with the provider expected to take it (one
-        # round trip to the shared schedule), not call by call.
-        preferred = next((p.name for p in self.sms if self.health.usable(p.name)), None)
-        if preferred is not None:
-            await self.rates[preferred].take(len(pending))
         outcomes: dict[int, Outcome] = {}
-        for part in await asyncio.gather(*(self._send_sms_group(g, preferred)
+        for part in await asyncio.gather(*(self._send_sms_group(g, prepaid)
                                            for g in groups.values())):
             outcomes.update(part)
         return outcomes
