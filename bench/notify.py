@@ -9,7 +9,7 @@ Measures, in one run, and prints figures only (nothing asserts):
 2. Sending on SQLite: the real Tencent provider (``notify.providers.tencent.TencentSms``,
    TC3-signed) against a Tencent-protocol fake (``bench.notify_fakes``) in its own
    process that accepts at most R numbers a second (over that: ``RequestLimitExceeded``)
-   and records every (reference, phone) it accepted. One worker process
+   and records, per phone, every text it accepted. One worker process
    (``python -m bench.notify worker``: rate R, ``PhoneCaps(spacing=0)``, a fixed daytime
    clock, ``run(once=True)``) sends the queue (all N, but at most 50,000 unless
    ``--send-n`` says otherwise, so that the default run fits ~8 minutes on two cores);
@@ -20,22 +20,34 @@ Measures, in one run, and prints figures only (nothing asserts):
    messages, at most 10,000): two worker processes share the queue, each given half of R.
 4. Kill test on PostgreSQL: one worker is SIGKILLed half way through (the fake's count is
    polled), a second one with a short ``--stale-after`` (and a fixed clock that much
-   later) sweeps the stale claims and finishes.
+   later) sweeps the stale claims and finishes. By default the kill lands while the fake
+   holds its answer to the call that crossed half the queue (``--kill-at``): accepted by
+   the provider, not yet recorded, the case a restarted worker must reconcile by asking
+   the fake what it sent (``DescribeSendRecordList``, in wall-clock time as a provider
+   keeps it, answered at most ``--describe-rate`` times a second, as Tencent documents).
+5. Distinct texts: every household its own payout amount, so that every SMS has its own
+   text and goes in its own ``SendSms`` call (one number) instead of up to 200 numbers a
+   call. One SQLite worker at several caps R (``--distinct-rates``) and concurrencies
+   (``--distinct-concurrency``), each run ``--distinct-seconds`` worth at its cap; the
+   rate is judged after the first second (both token buckets start full).
 
 For each worker it also prints where run() spent its time (claim, recipients, the
 deliveries, record), the mean latency of the phone-cap reservation and of the provider
 call, and the SQL statements and transactions per message.
 
-Every send is checked against the fake: lost (planned but never accepted, or marked sent
-without being accepted) and sent twice (the same reference accepted more than once) are
-counted as the fake saw them. Processes run one phase at a time so they do not compete
-for the cores more than the phase needs.
+Every send is checked against the fake, per phone (every planned message has its own
+phone, so nothing depends on the reference sent as ``SessionContext``): lost (planned
+but never accepted, or marked sent without being accepted), sent twice (a phone accepted
+more than once) and wrong text (a phone sent a template or parameters other than its
+message's) are counted as the fake saw them. Processes run one phase at a time so they do
+not compete for the cores more than the phase needs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -51,7 +63,7 @@ import time
 import traceback
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -72,8 +84,29 @@ DEFAULT_SEND_N = 50_000  # with the default N: what fits ~8 minutes on 2 cores
 DEFAULT_PG_N = 10_000
 LOW_RATE_SECONDS = 10.0  # the low-R run sends this many seconds' worth
 PROFILE_N = 1500
+DISTINCT_RATES = (250.0, 500.0, 1000.0, 2000.0)
+DISTINCT_CONCURRENCY = (32, 64, 128)
+DISTINCT_SECONDS = 6.0
+DISTINCT_N = 10_000
+QUICK_DISTINCT_RATES = (500.0, 1000.0)
+QUICK_DISTINCT_CONCURRENCY = (32, 64)
+QUICK_DISTINCT_SECONDS = 4.0
+QUICK_DISTINCT_N = 4_000
+KILL_HOLD_SECONDS = 5.0  # under the provider's 10 s timeout; the kill comes within ~0.1 s
 READY_TIMEOUT = 60.0
 WORKER_TIMEOUT = 900.0
+
+
+def floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+def ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def fmt_list(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
 
 
 # ----- fake people ---------------------------------------------------------------------
@@ -91,9 +124,17 @@ def phone_of(beneficiary_id: int) -> str:
 
 
 _REFERENCE = re.compile(r"^payout:(\d+):")
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 
-async def populate(db: Any, vault: Any, n: int, month: str, chunk: int = 5000) -> None:
+def payout_amount(beneficiary_id: int, distinct: bool) -> Decimal:
+    """The month's payout of one household: the same for all, or (``distinct``) its own
+    amount, so that every reminder's text differs (as real 低保 amounts do)."""
+    return Decimal(50_000 + beneficiary_id) / 100 if distinct else Decimal("625.00")
+
+
+async def populate(db: Any, vault: Any, n: int, month: str, chunk: int = 5000,
+                   distinct_amounts: bool = False) -> None:
     """N beneficiaries (ids 1..N) and one payout line each, bulk inserted."""
     from sqlalchemy import insert
 
@@ -114,7 +155,8 @@ async def populate(db: Any, vault: Any, n: int, month: str, chunk: int = 5000) -
                 "phone_masked": mask_phone(phone), "township": "娄庄镇",
                 "created_at": now, "updated_at": now})
             payouts.append({"beneficiary_id": bid, "programme": "低保", "month": month,
-                            "amount": Decimal("625.00"), "imported_at": now})
+                            "amount": payout_amount(bid, distinct_amounts),
+                            "imported_at": now})
         async with db.session() as session:
             await session.execute(insert(Beneficiary), people)
             await session.execute(insert(PayoutLine), payouts)
@@ -150,7 +192,8 @@ async def timed_plan(url: str) -> tuple[float, Any, Any]:
     return seconds, first, again
 
 
-async def prepare(url: str, n: int, month: str, reset_postgres: bool = False) -> float:
+async def prepare(url: str, n: int, month: str, reset_postgres: bool = False,
+                  distinct_amounts: bool = False) -> float:
     """Schema and content (``initialise``), then the people; returns the insert seconds."""
     from huimin.cli import initialise
     from huimin.db import Database
@@ -163,7 +206,7 @@ async def prepare(url: str, n: int, month: str, reset_postgres: bool = False) ->
     db = Database(url)
     try:
         started = time.perf_counter()
-        await populate(db, Vault(SECRET_KEY), n, month)
+        await populate(db, Vault(SECRET_KEY), n, month, distinct_amounts=distinct_amounts)
         return time.perf_counter() - started
     finally:
         await db.dispose()
@@ -189,6 +232,18 @@ async def reset_pg(url: str) -> None:
 
 async def outbox_states(url: str, key_like: str) -> dict[str, str]:
     """Key -> state of the outbox rows matching ``key_like``."""
+    return {key: row.state for key, row in (await outbox_rows(url, key_like)).items()}
+
+
+@dataclass(frozen=True)
+class Row:
+    state: str
+    kind: str
+    params: dict[str, str]
+
+
+async def outbox_rows(url: str, key_like: str) -> dict[str, Row]:
+    """Key -> state, kind and parameters of the outbox rows matching ``key_like``."""
     from sqlalchemy import select
 
     from huimin.db import Database
@@ -197,11 +252,31 @@ async def outbox_states(url: str, key_like: str) -> dict[str, str]:
     db = Database(url)
     try:
         async with db.session() as session:
-            rows = (await session.execute(select(OutboxMessage.key, OutboxMessage.state)
-                                          .where(OutboxMessage.key.like(key_like)))).all()
+            rows = (await session.execute(
+                select(OutboxMessage.key, OutboxMessage.state, OutboxMessage.kind,
+                       OutboxMessage.params).where(OutboxMessage.key.like(key_like)))).all()
     finally:
         await db.dispose()
-    return dict(rows)
+    return {key: Row(state, kind, dict(params or {})) for key, state, kind, params in rows}
+
+
+def tencent_templates() -> dict[str, str]:
+    """Tencent template id -> template text (``{1}``, ``{2}``, …), from the same template
+    names, ids and county file the workers use: what the fake fills in for
+    DescribeSendRecordList's ``Content``."""
+    from content.load import load_county
+    from huimin.settings import DEFAULT_COUNTY_FILE
+    from notify.sms import provider_template_text
+
+    county = load_county(DEFAULT_COUNTY_FILE)
+    texts = {}
+    for name, template_id in TEMPLATES.items():
+        try:
+            texts[template_id] = provider_template_text(name, county)
+        except Exception as exc:  # a template file missing: the fake refuses that id
+            print(f"  (no template text for {name}: {type(exc).__name__}: {exc})")
+    return texts
+
 
 
 # ----- the worker process --------------------------------------------------------------
@@ -285,6 +360,9 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
     worker._recipients = steps.wrap(  # type: ignore[method-assign]
         "recipients", worker._recipients)
     worker._record = steps.wrap("record", worker._record)  # type: ignore[method-assign]
+    reconcile = getattr(worker, "reconcile", None)  # asks the provider what it sent
+    if reconcile is not None and inspect.iscoroutinefunction(reconcile):
+        worker.reconcile = steps.wrap("reconcile", reconcile)  # type: ignore[attr-defined]
     limiter.reserve = steps.wrap("reserve", limiter.reserve)  # type: ignore[method-assign]
     provider.send = steps.wrap("send", provider.send)  # type: ignore[method-assign]
     statements: Counter[str] = Counter()
@@ -343,7 +421,7 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
             "rss_first_batch_kb": rss_samples[0] if rss_samples else 0,
             "rss_last_batch_kb": rss_samples[-1] if rss_samples else 0,
             "batches": len(rss_samples),
-            "concurrency": args.concurrency,
+            "concurrency": args.concurrency, "has_reconcile": reconcile is not None,
             "steps": dict(steps.seconds), "step_calls": dict(steps.calls),
             "statements": dict(statements)}
 
@@ -393,6 +471,8 @@ class Processes:
 
     ctx: Any
     workdir: Path
+    templates: dict[str, str] = field(default_factory=dict)  # Tencent id -> text
+    describe_rate: float = 10.0
     fakes: list[Fake] = field(default_factory=list)
     workers: list[subprocess.Popen[str]] = field(default_factory=list)
 
@@ -400,7 +480,8 @@ class Processes:
         from bench.notify_fakes import serve
 
         ready, stop = self.ctx.Queue(), self.ctx.Event()
-        process = self.ctx.Process(target=serve, args=(rate, verify_every, ready, stop),
+        process = self.ctx.Process(target=serve, args=(rate, verify_every, ready, stop,
+                                                       self.templates, self.describe_rate),
                                    name="bench-tencent-fake", daemon=True)
         fake = Fake(process, stop)
         self.fakes.append(fake)
@@ -433,11 +514,13 @@ class Processes:
             fake.process.join(5)
 
     def start_worker(self, url: str, fake: Fake, rate: float, name: str,
-                     args: argparse.Namespace, *extra: str) -> subprocess.Popen[str]:
+                     args: argparse.Namespace, *extra: str,
+                     concurrency: int | None = None) -> subprocess.Popen[str]:
         log = (self.workdir / f"{name}.log").open("w")
         command = [sys.executable, "-m", "bench.notify", "worker", "--database-url", url,
                    "--endpoint", fake.endpoint, "--rate", f"{rate:g}", "--name", name,
-                   "--batch", str(args.batch), "--concurrency", str(args.concurrency), *extra]
+                   "--batch", str(args.batch),
+                   "--concurrency", str(concurrency or args.concurrency), *extra]
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log,
                                    text=True)
         log.close()
@@ -469,7 +552,7 @@ class Processes:
         """The worker's log lines, digits and ids blurred, counted (warnings are rare)."""
         path = self.workdir / f"{name}.log"
         text = path.read_text(errors="replace") if path.exists() else ""
-        return Counter(re.sub(r"\d+", "#", line.split(": ", 1)[-1])[:120]
+        return Counter(re.sub(r"\d+", "#", _UUID.sub("<id>", line.split(": ", 1)[-1]))[:120]
                        for line in text.splitlines() if line.startswith("["))
 
     def close(self) -> None:
@@ -490,51 +573,77 @@ class Processes:
 class Check:
     planned: int
     states: Counter[str]
-    delivered: int  # distinct planned references the fake accepted
+    delivered: int  # planned messages whose phone the fake accepted
     not_delivered: int  # planned, never accepted by the fake
     queued_for_retry: int  # of those, rows queued again for a later try (not yet due)
     marked_sent_not_delivered: int
     delivered_not_marked: int  # accepted by the fake, the row does not say sent
-    sent_twice: int  # references accepted more than once
-    extra_sends: int  # acceptances beyond the first, per reference
-    dedupable: int  # of those, what a provider deduplicating by reference would drop
-    unknown: int  # accepted references that are no planned message
-    wrong_phone: int
+    sent_twice: int  # messages (phones) accepted more than once
+    extra_sends: int  # acceptances beyond the first, per message
+    unknown: int  # accepted phones that belong to no planned message
+    wrong_text: int  # phones sent a text (template, parameters) not their message's
 
     @property
     def lost(self) -> int:
         return self.not_delivered + self.marked_sent_not_delivered
 
 
-def check(fake: Fake, rows: dict[str, str]) -> Check:
-    from notify.models import QUEUED, SENT
+def expected_text(row: Row) -> tuple[str, tuple[str, ...]]:
+    """What the fake should have been sent for a row: Tencent template id, parameters in
+    the template's order."""
+    from notify.sms import template_variables
 
-    accepted: dict[str, int] = {}
-    wrong_phone = 0
-    by_phone = {}  # "phone:+86…" (a batch too big to list its references) -> the row key
-    for key in rows:
+    return TEMPLATES.get(row.kind, row.kind), tuple(
+        str(row.params[name]) for name in template_variables(row.kind) if name in row.params)
+
+
+def phone_keys(keys: Iterable[str]) -> dict[str, str]:
+    """"+86…" -> the key of the planned message for that phone (each its own phone)."""
+    by_phone = {}
+    for key in keys:
         match = _REFERENCE.match(key)
         if match is not None:
-            by_phone[f"phone:+86{phone_of(int(match.group(1)))}"] = key
-    for reference, phone, count in fake.get("accepted"):
-        reference = by_phone.get(reference, reference)
-        accepted[reference] = accepted.get(reference, 0) + count
-        match = _REFERENCE.match(reference)
-        if match is None or phone != "+86" + phone_of(int(match.group(1))):
-            wrong_phone += 1
+            by_phone["+86" + phone_of(int(match.group(1)))] = key
+    return by_phone
+
+
+def accepted_keys(accepted: dict[str, Any], by_phone: dict[str, str]) -> dict[str, int]:
+    """Key -> how many times the fake accepted its phone (from ``/_bench/accepted``)."""
+    return {by_phone[phone]: len(texts) for phone, texts in accepted["phones"]
+            if phone in by_phone}
+
+
+def check(fake: Fake, rows: dict[str, Row]) -> Check:
+    """What the fake accepted, per phone, against the outbox rows: each planned message
+    has its own phone, so the phone stands for the message (no reference is needed)."""
+    from notify.models import QUEUED, SENT
+
+    accepted = fake.get("accepted")
+    texts = [(template_id, tuple(params)) for template_id, params in accepted["texts"]]
+    by_phone = phone_keys(rows)
+    counts: dict[str, int] = {}
+    unknown = wrong_text = 0
+    for phone, indexes in accepted["phones"]:
+        key = by_phone.get(phone)
+        if key is None:
+            unknown += 1
+            continue
+        counts[key] = len(indexes)
+        expected = expected_text(rows[key])
+        if any(texts[i] != expected for i in indexes):
+            wrong_text += 1
     keys = set(rows)
-    sent_keys = {k for k, state in rows.items() if state == SENT}
-    missing = keys - accepted.keys()
-    twice = {r: n for r, n in accepted.items() if n > 1}
+    sent_keys = {k for k, row in rows.items() if row.state == SENT}
+    missing = keys - counts.keys()
+    twice = {k: n for k, n in counts.items() if n > 1}
     return Check(
-        planned=len(keys), states=Counter(rows.values()),
-        delivered=len(accepted.keys() & keys), not_delivered=len(missing),
-        queued_for_retry=sum(1 for k in missing if rows[k] == QUEUED),
-        marked_sent_not_delivered=len(sent_keys - accepted.keys()),
-        delivered_not_marked=len(accepted.keys() - sent_keys),
+        planned=len(keys), states=Counter(row.state for row in rows.values()),
+        delivered=len(counts), not_delivered=len(missing),
+        queued_for_retry=sum(1 for k in missing if rows[k].state == QUEUED),
+        marked_sent_not_delivered=len(sent_keys - counts.keys()),
+        delivered_not_marked=len(counts.keys() - sent_keys),
         sent_twice=len(twice), extra_sends=sum(n - 1 for n in twice.values()),
-        dedupable=sum(n - 1 for r, n in twice.items() if r),
-        unknown=len(accepted.keys() - keys), wrong_phone=wrong_phone)
+        unknown=unknown, wrong_text=wrong_text)
 
 
 # ----- phases --------------------------------------------------------------------------
@@ -553,20 +662,27 @@ class SendRun:
         span = self.fake["accept_span"]
         return self.fake["accepted"] / span if span > 0 else 0.0
 
+    @property
+    def steady(self) -> float:
+        """The rate after the first second (0.0 for a run shorter than two seconds)."""
+        return float(self.fake.get("steady_rate") or 0.0)
+
 
 def run_send(procs: Processes, args: argparse.Namespace, label: str, url: str, rate: float,
-             workers: int, key_like: str, profile: Path | None = None) -> SendRun:
+             workers: int, key_like: str, profile: Path | None = None,
+             concurrency: int | None = None) -> SendRun:
     fake = procs.start_fake(rate, args.verify_every)
     try:
         started = time.perf_counter()
         slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
         names = [f"{slug}-w{i + 1}" for i in range(workers)]
         extra = ("--profile", str(profile)) if profile else ()
-        running = [procs.start_worker(url, fake, rate / workers, name, args, *extra)
+        running = [procs.start_worker(url, fake, rate / workers, name, args, *extra,
+                                      concurrency=concurrency)
                    for name in names]
         results = [procs.finish_worker(p, name) for p, name in zip(running, names, strict=True)]
         wall = time.perf_counter() - started
-        rows = asyncio.run(outbox_states(url, key_like))
+        rows = asyncio.run(outbox_rows(url, key_like))
         result = check(fake, rows)
         stats = fake.get("stats")
     finally:
@@ -579,6 +695,7 @@ class KillRun:
     messages: int
     killed_at: int  # the fake's accepted count when the worker was killed
     states_after_kill: Counter[str]
+    in_flight_sent: int  # rows left in `sending` whose phone the fake had accepted
     second: dict[str, Any]
     fake: dict[str, Any]
     check: Check
@@ -586,15 +703,21 @@ class KillRun:
 
 
 def run_kill(procs: Processes, args: argparse.Namespace, url: str, key_like: str) -> KillRun:
+    from notify.models import SENDING
+
     fake = procs.start_fake(args.rate, args.verify_every)
     try:
         started = time.perf_counter()
         total = len(asyncio.run(outbox_states(url, key_like)))
+        if args.kill_at == "in-flight":  # the fake holds the answer to the call halfway
+            # (+1: half the queue may be a batch boundary, whose call is a short tail chunk)
+            fake.get(f"hold?after={total // 2 + 1}&seconds={KILL_HOLD_SECONDS:g}")
         first = procs.start_worker(url, fake, args.rate, "kill-w1", args)
         killed_at = 0
         while first.poll() is None:
-            killed_at = fake.get("stats")["accepted"]
-            if killed_at >= total // 2:
+            stats = fake.get("stats")
+            killed_at = stats["accepted"]
+            if stats["held_calls"] if args.kill_at == "in-flight" else killed_at >= total // 2:
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
                 break
@@ -603,7 +726,10 @@ def run_kill(procs: Processes, args: argparse.Namespace, url: str, key_like: str
             raise RuntimeError("the first worker finished before it could be killed:\n"
                                + procs.log_tail("kill-w1"))
         killed_at = fake.get("stats")["accepted"]
-        after_kill = Counter(asyncio.run(outbox_states(url, key_like)).values())
+        after_kill = asyncio.run(outbox_states(url, key_like))
+        accepted = accepted_keys(fake.get("accepted"), phone_keys(after_kill))
+        in_flight_sent = sum(1 for key, state in after_kill.items()
+                             if state == SENDING and key in accepted)
         # The second worker's fixed clock is stale_after + 1 s later: the killed worker's
         # claims are stale by then, as they would be when a supervisor restarts it.
         second = procs.start_worker(url, fake, args.rate, "kill-w2", args,
@@ -611,11 +737,12 @@ def run_kill(procs: Processes, args: argparse.Namespace, url: str, key_like: str
                                     "--clock-offset", f"{args.stale_after + 1:g}")
         result = procs.finish_worker(second, "kill-w2")
         wall = time.perf_counter() - started
-        checked = check(fake, asyncio.run(outbox_states(url, key_like)))
+        checked = check(fake, asyncio.run(outbox_rows(url, key_like)))
         stats = fake.get("stats")
     finally:
         procs.stop_fake(fake)
-    return KillRun(total, killed_at, after_kill, result, stats, checked, wall)
+    return KillRun(total, killed_at, Counter(after_kill.values()), in_flight_sent, result,
+                   stats, checked, wall)
 
 
 # ----- report --------------------------------------------------------------------------
@@ -719,16 +846,17 @@ def print_checks(items: Sequence[tuple[str, Check]]) -> None:
     for label, c in items:
         states = ", ".join(f"{k} {v}" for k, v in sorted(c.states.items()))
         rows.append([label, c.planned, c.delivered, c.lost, c.queued_for_retry,
-                     c.delivered_not_marked, c.sent_twice, c.extra_sends, c.dedupable,
-                     c.unknown, c.wrong_phone, states])
+                     c.delivered_not_marked, c.sent_twice, c.extra_sends, c.unknown,
+                     c.wrong_text, states])
     print(table(["run", "planned", "delivered", "lost", "of which queued for retry",
-                 "delivered, row not sent", "sent twice", "extra sends", "dedup by ref",
-                 "unknown ref", "wrong phone", "outbox after"], rows))
-    print("  lost = planned but never accepted by the fake + marked sent but never accepted; "
-          "a row queued for retry would go out on a later run (the fixed clock never "
-          "reaches its not_before); sent twice = references the fake accepted more than "
-          "once; dedup by ref = the extra sends a provider deduplicating on the reference "
-          "would have dropped")
+                 "delivered, row not sent", "sent twice", "extra sends", "unknown phone",
+                 "wrong text", "outbox after"], rows))
+    print("  counted per phone (each planned message has its own phone): lost = planned but "
+          "never accepted by the fake + marked sent but never accepted; a row queued for "
+          "retry would go out on a later run (the run ends when nothing is due, and a "
+          "retry's not_before is later); sent twice = phones the fake accepted more than "
+          "once; wrong text = phones sent a template or parameters other than their "
+          "message's")
 
 
 _GROUPS = (("epoll", "waiting (epoll: idle or I/O)"),
@@ -793,12 +921,141 @@ async def add_payouts_and_plan(url: str, n: int, month: str) -> None:
         await db.dispose()
 
 
-def sqlite_queue(workdir: Path, name: str, size: int) -> str:
+def sqlite_queue(workdir: Path, name: str, size: int, distinct_amounts: bool = False) -> str:
     """A fresh SQLite database with ``size`` payout reminders queued."""
     url = f"sqlite+aiosqlite:///{workdir / f'{name}.db'}"
-    asyncio.run(prepare(url, size, "2026-11"))
+    asyncio.run(prepare(url, size, "2026-11", distinct_amounts=distinct_amounts))
     asyncio.run(timed_plan(url))
     return url
+
+
+def sqlite_copy(workdir: Path, source: str, name: str) -> str:
+    """A copy of a (closed) SQLite database, to run the same queue again."""
+    path = Path(source.removeprefix("sqlite+aiosqlite:///"))
+    target = workdir / f"{name}.db"
+    for suffix in ("", "-wal"):
+        if Path(f"{path}{suffix}").exists():
+            shutil.copyfile(f"{path}{suffix}", f"{target}{suffix}")
+    return f"sqlite+aiosqlite:///{target}"
+
+
+def sqlite_remove(url: str) -> None:
+    path = url.removeprefix("sqlite+aiosqlite:///")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def distinct_size(rate: float, args: argparse.Namespace) -> int:
+    """Messages of one distinct-text run: ``--distinct-seconds`` worth at the cap, within
+    [1,000, ``--distinct-n``]."""
+    return max(1000, min(args.distinct_n, int(rate * args.distinct_seconds)))
+
+
+def phase_distinct(procs: Processes, args: argparse.Namespace, workdir: Path,
+                   rates: Sequence[float], concurrencies: Sequence[int]) -> list[SendRun]:
+    """Every household its own amount, so every SMS its own text and its own SendSms call:
+    one SQLite worker at each cap R and each concurrency. The queue of each size is
+    built once and copied for each run."""
+    runs: list[SendRun] = []
+    queues: dict[int, str] = {}
+    try:
+        for rate in rates:
+            size = distinct_size(rate, args)
+            if size not in queues:
+                queues[size] = sqlite_queue(workdir, f"distinct-{size}", size,
+                                            distinct_amounts=True)
+            for concurrency in concurrencies:
+                url = sqlite_copy(workdir, queues[size], f"distinct-run-{size}-{concurrency}")
+                try:
+                    run = run_send(procs, args, f"distinct R {rate:g} c {concurrency}", url,
+                                   rate, 1, "payout:%", concurrency=concurrency)
+                finally:
+                    sqlite_remove(url)
+                runs.append(run)
+                print(f"  ({run.label}: {run.steady / rate:.2f} R after the first second)",
+                      flush=True)
+    finally:
+        for url in queues.values():
+            sqlite_remove(url)
+    return runs
+
+
+def distinct_ratio(run: SendRun) -> float:
+    """The figure judged for a distinct-text run: the steady rate (after the first
+    second) when the run was long enough to have one, else the overall rate."""
+    return (run.steady or run.achieved) / run.rate
+
+
+def distinct_rated(run: SendRun) -> bool:
+    """Whether the run's rate means something: it sent (nearly) its whole queue. A run
+    that stopped early with messages put off for a retry has no meaningful rate; a few
+    put off (a call refused twice) are shown, not held against the rate."""
+    return run.check.lost <= max(1, run.messages // 100)
+
+
+def distinct_met(run: SendRun) -> bool:
+    return distinct_rated(run) and distinct_ratio(run) >= TARGET_RATIO
+
+
+def print_distinct(runs: Sequence[SendRun]) -> None:
+    print()
+    print(f"5. Distinct texts: every household its own amount, so every SMS is its own "
+          f"SendSms call (one number); one worker on SQLite, the fake capped at R; target "
+          f">= {TARGET_RATIO:g} R, judged after the first second (both token buckets start "
+          f"full: a short run's first second can take up to 2 R)")
+    rows = []
+    for run in runs:
+        w = run.workers[0]
+        ratio, c = distinct_ratio(run), run.check
+        send_calls = w["step_calls"].get("send", 0)
+        send_ms = 1000 * w["steps"].get("send", 0.0) / send_calls if send_calls else 0.0
+        shown = int(ratio * 100) / 100  # truncated: 0.896 shows as 0.89, not 0.90 (MISSED)
+        judged = (f"{shown:.2f} ({verdict(distinct_met(run))})" if distinct_rated(run)
+                  else "- (MISSED: stopped early)")
+        rows.append([
+            f"{run.rate:g}", w["concurrency"], run.messages, f"{run.achieved:.0f}",
+            f"{run.steady:.0f}", judged,
+            f"{run.fake['calls']:,}", f"{send_ms:.1f}",
+            f"{w['cpu'] / max(w['sent'], 1) * 1000:.2f}", f"{w['seconds']:.1f}",
+            run.fake["throttled_calls"], c.delivered, c.queued_for_retry,
+            c.lost - c.queued_for_retry, c.sent_twice, c.wrong_text])
+    print(table(["R/s", "concurrency", "messages", "sent/s", "after 1st s", "ratio to R",
+                 "SendSms calls", "send ms", "CPU ms/msg", "run() s", "throttled calls",
+                 "delivered", "put off (retry)", "lost", "sent twice", "wrong text"], rows))
+    print("  after 1st s = the rate after the first second of acceptances (it can exceed R "
+          "while the second's worth both buckets saved up drains); send ms = mean latency of "
+          "one SendSms call (`concurrency` in flight); CPU ms/msg = the worker's process time "
+          "per message sent, the fake sharing the two cores; put off = rows queued for a "
+          "later retry (not due before the run ended): more than 1% of the queue put off "
+          "means the run stopped early, and its rate is not judged (MISSED)")
+    by_rate: dict[float, list[int]] = {}
+    for run in runs:
+        if distinct_met(run):
+            by_rate.setdefault(run.rate, []).append(run.workers[0]["concurrency"])
+    reached = "; ".join(f"R {rate:g}: concurrency {min(c)}" for rate, c in by_rate.items())
+    print(f"  lowest concurrency reaching {TARGET_RATIO:g} R: {reached or 'none'}")
+    put_off = [run for run in runs if run.check.queued_for_retry]
+    if put_off:
+        aside = [run.label for run in put_off
+                 if any("set aside" in text for w in run.workers for text in w["log"])]
+        print(f"  put off ({', '.join(run.label for run in put_off)}): the fake answered "
+              f"RequestLimitExceeded (the worker's limiter is set to the same R, and calls in "
+              f"flight reach the fake unevenly) and refused the worker's one retry too, so "
+              f"those messages wait for a retry (30 s later) that the run does not reach"
+              + (f"; in {', '.join(aside)} three such failures in a row set the only "
+                 f"provider aside ('set aside' in the log) and the rest of the queue was "
+                 f"put off with them" if aside else "") + ".")
+    for run in runs:
+        for w in run.workers:
+            print(f"  {w['name']}: {steps_text(w)}")
+        problems = {**run.fake["problems"]}
+        if problems or run.fake["bad_signatures"]:
+            print(f"  fake ({run.label}): {run.fake['bad_signatures']} bad signatures, "
+                  f"protocol problems: {problems}")
+        for w in run.workers:
+            if w["log"]:
+                common = "; ".join(f"{n}x {text}" for text, n in w["log"].most_common(3))
+                print(f"  log of {w['name']}: {sum(w['log'].values())} lines ({common})")
 
 
 def phase_planning(workdir: Path, n: int) -> str:
@@ -844,10 +1101,41 @@ def main(argv: list[str] | None = None) -> int:
                         help="the kill test's second worker sweeps claims older than this")
     parser.add_argument("--verify-every", type=int, default=10,
                         help="the fake recomputes the TC3 signature of one call in this many")
+    parser.add_argument("--kill-at", choices=("in-flight", "random"), default="in-flight",
+                        help="kill test: SIGKILL while the fake holds the answer to the call "
+                             "that crossed half the queue (accepted, not yet recorded: the case "
+                             "a restart must reconcile), or when the polled count crosses half "
+                             "(wherever that lands)")
+    parser.add_argument("--describe-rate", type=float, default=10.0,
+                        help="DescribeSendRecordList calls a second the fake answers (Tencent "
+                             "documents 10; 0: no cap)")
+    parser.add_argument("--distinct-rates", type=floats,
+                        help="caps R for the distinct-text runs, comma separated (default "
+                             f"{fmt_list(DISTINCT_RATES)}; --quick "
+                             f"{fmt_list(QUICK_DISTINCT_RATES)}; empty: skip)")
+    parser.add_argument("--distinct-concurrency", type=ints,
+                        help="worker concurrencies for the distinct-text runs (default "
+                             f"{fmt_list(DISTINCT_CONCURRENCY)}; --quick "
+                             f"{fmt_list(QUICK_DISTINCT_CONCURRENCY)})")
+    parser.add_argument("--distinct-seconds", type=float,
+                        help="each distinct-text run sends this many seconds' worth at its cap "
+                             f"(default {DISTINCT_SECONDS:g}; --quick {QUICK_DISTINCT_SECONDS:g})")
+    parser.add_argument("--distinct-n", type=int,
+                        help=f"at most this many messages a distinct-text run (default "
+                             f"{DISTINCT_N:,}; --quick {QUICK_DISTINCT_N:,})")
     parser.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL phases")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="profile a short extra send (auto: when the rate misses 0.9 R)")
     args = parser.parse_args(argv)
+    quick = args.quick
+    if args.distinct_rates is None:
+        args.distinct_rates = QUICK_DISTINCT_RATES if quick else DISTINCT_RATES
+    if args.distinct_concurrency is None:
+        args.distinct_concurrency = QUICK_DISTINCT_CONCURRENCY if quick else DISTINCT_CONCURRENCY
+    if args.distinct_seconds is None:
+        args.distinct_seconds = QUICK_DISTINCT_SECONDS if quick else DISTINCT_SECONDS
+    if args.distinct_n is None:
+        args.distinct_n = QUICK_DISTINCT_N if quick else DISTINCT_N
     n = args.n or (10_000 if args.quick else 100_000)
     send_n = min(args.send_n or min(n, DEFAULT_SEND_N), n)
     small_n = max(1, send_n // 10)
@@ -859,12 +1147,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminated)
     workdir = Path(tempfile.mkdtemp(prefix="huimin-bench-notify-"))
-    procs = Processes(mp.get_context("spawn"), workdir)
+    procs = Processes(mp.get_context("spawn"), workdir, tencent_templates(), args.describe_rate)
     began = time.perf_counter()
     try:
         print(f"bench.notify: N = {n:,} planned; SQLite sends {send_n:,} then {small_n:,}"
               + (f" (and {low_n:,} at R = {args.low_rate:g}/s)" if args.low_rate else "")
               + f"; PostgreSQL {'skipped' if args.no_pg else f'{pg_n:,} per run'}; "
+              f"distinct texts at R = {fmt_list(args.distinct_rates) or 'skipped'}, "
+              f"concurrency {fmt_list(args.distinct_concurrency)}; "
               f"R = {args.rate:g}/s; worker batch {args.batch}, concurrency "
               f"{args.concurrency}; {os.cpu_count()} CPUs, {load_text()}", flush=True)
 
@@ -917,6 +1207,12 @@ def main(argv: list[str] | None = None) -> int:
                 print_kill(run_kill(procs, args, pg_url, "payout:%:2026-12"), args)
                 print(f"  ({load_text()})", flush=True)
 
+        if args.distinct_rates:
+            distinct = phase_distinct(procs, args, workdir, args.distinct_rates,
+                                      args.distinct_concurrency)
+            print_distinct(distinct)
+            print(f"  ({load_text()})", flush=True)
+
         ratio = runs[0].achieved / runs[0].rate
         if args.profile == "always" or (args.profile == "auto" and ratio < TARGET_RATIO):
             size = min(small_n, PROFILE_N)
@@ -943,28 +1239,51 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_kill(kill: KillRun, args: argparse.Namespace) -> None:
     print()
-    print(f"4. Kill test on PostgreSQL ({kill.messages:,} messages): SIGKILL after "
-          f"{kill.killed_at:,} were accepted, then a second worker with --stale-after "
+    when = ("while the fake held its answer to the call that crossed half the queue"
+            if args.kill_at == "in-flight" else "once the polled count crossed half")
+    print(f"4. Kill test on PostgreSQL ({kill.messages:,} messages): SIGKILL {when}, "
+          f"after {kill.killed_at:,} were accepted; then a second worker with --stale-after "
           f"{args.stale_after:g}")
     states = ", ".join(f"{k} {v}" for k, v in sorted(kill.states_after_kill.items()))
-    second = kill.second
-    print(f"  outbox right after the kill: {states}")
-    print(f"  second worker: swept {second['swept']} stale claims back to the queue, sent "
-          f"{second['sent']:,} in {second['seconds']:.1f} s; whole test {kill.wall:.1f} s; "
-          f"the fake accepted {kill.fake['accepted']:,} numbers "
-          f"({kill.fake['throttled_calls']} throttled calls)")
+    second, fake = kill.second, kill.fake
+    sending = kill.states_after_kill.get("sending", 0)
+    print(f"  outbox right after the kill: {states}; of the {sending} rows in sending, "
+          f"{kill.in_flight_sent} had been accepted by the fake (sent, not recorded: sent "
+          f"again unless the restart asks the provider)")
+    reconcile = ""
+    if second.get("step_calls", {}).get("reconcile"):
+        reconcile = (f"; reconcile() {second['steps']['reconcile']:.1f} s in "
+                     f"{second['step_calls']['reconcile']} calls")
+    print(f"  second worker: swept {second['swept']} stale claims, sent {second['sent']:,} "
+          f"in {second['seconds']:.1f} s{reconcile}; whole test {kill.wall:.1f} s; the fake "
+          f"accepted {fake['accepted']:,} numbers ({fake['throttled_calls']} throttled calls)")
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(fake["describe_errors"].items()))
+    print(f"  DescribeSendRecordList: {fake['describe_calls']} calls (capped at "
+          f"{args.describe_rate:g}/s: {fake['describe_throttled']} answered "
+          f"RequestLimitExceeded), {fake['describe_found']} found records, "
+          f"{fake['describe_records']} records answered; errors: {errors or 'none'}")
     print_checks([("kill test", kill.check)])
     c = kill.check
+    left = c.states.get("sending", 0)
+    if left:
+        print(f"  {left} rows still in sending after the second worker: a row whose lookup "
+              f"could not be answered (e.g. DescribeSendRecordList throttled) waits for the "
+              f"next sweep, which run(once=True) ended before reaching (accepted by the "
+              f"fake, not marked sent: {c.delivered_not_marked})")
     if not c.sent_twice:
-        print("  sent twice: none (the kill fell between a batch's record and the next claim)")
+        how = ("the kill fell between a chunk's record and the next send" if not
+               kill.in_flight_sent else f"none of the {kill.in_flight_sent} sent but unrecorded "
+               "was sent again")
+        print(f"  sent twice: none ({how})")
         return
+    has_reconcile = second.get("has_reconcile")
     print(f"  sent twice: {c.sent_twice} messages reached their phone twice ({c.extra_sends} "
-          f"extra SMS), as the fake saw them. They are the killed worker's chunk in flight "
-          f"(it records outcomes one chunk of `concurrency` messages at a time), handed to "
-          f"the provider but not yet marked sent; after the sweep they were sent "
-          f"again. A provider deduplicating on the reference (the outbox key, sent as "
-          f"SessionContext) would have dropped {c.dedupable} of the {c.extra_sends} extra "
-          f"sends, as WeChat does with client_msg_id.")
+          f"extra SMS), as the fake saw them, of the {kill.in_flight_sent} in flight at the "
+          f"kill (the killed worker's chunk: it records outcomes one chunk of `concurrency` "
+          f"messages at a time), handed to the provider but not yet marked sent; "
+          + ("the restarted worker's reconcile() did not recognise them." if has_reconcile
+             else "after the sweep they were sent again (this worker has no reconcile()).")
+          )
 
 
 if __name__ == "__main__":
