@@ -338,7 +338,7 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
     from huimin.personal import Vault
     from huimin.settings import DEFAULT_COUNTY_FILE
     from notify.providers.tencent import TencentSms
-    from notify.rules import DatabasePhoneLimiter, PhoneCaps
+    from notify.rules import DatabasePhoneLimiter, DatabaseRateStore, PhoneCaps
     from notify.worker import Worker
     from tests.fakes.sms_servers import TENCENT_APP_ID, TENCENT_SECRET_ID, TENCENT_SECRET_KEY
 
@@ -349,7 +349,8 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
     limiter = DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0)))
     moment = DAYTIME + timedelta(seconds=args.clock_offset)
     worker = Worker(db, Vault(SECRET_KEY), county, [provider], limiter,
-                    rate=args.rate, batch=args.batch, concurrency=args.concurrency,
+                    rate=args.rate, rate_store=DatabaseRateStore(db), batch=args.batch,
+                    concurrency=args.concurrency,
                     stale_after=timedelta(seconds=args.stale_after), name=args.name,
                     clock=lambda: moment)
     steps = StepTimes()
@@ -677,7 +678,8 @@ def run_send(procs: Processes, args: argparse.Namespace, label: str, url: str, r
         slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
         names = [f"{slug}-w{i + 1}" for i in range(workers)]
         extra = ("--profile", str(profile)) if profile else ()
-        running = [procs.start_worker(url, fake, rate / workers, name, args, *extra,
+        # The rate is the provider's: the workers share one schedule (send_rates).
+        running = [procs.start_worker(url, fake, rate, name, args, *extra,
                                       concurrency=concurrency)
                    for name in names]
         results = [procs.finish_worker(p, name) for p, name in zip(running, names, strict=True)]
@@ -1197,8 +1199,8 @@ def main(argv: list[str] | None = None) -> int:
                                         2, "payout:%:2026-11"))
                 print()
                 print(f"3. Sending, two workers sharing one PostgreSQL queue ({PG_DATABASE}; "
-                      f"{sum(pg_first.queued.values()):,} planned in {pg_plan_s:.1f} s; each "
-                      f"worker's rate R/2)")
+                      f"{sum(pg_first.queued.values()):,} planned in {pg_plan_s:.1f} s; the "
+                      f"workers share one rate schedule of R in send_rates)")
                 print_sends(pg_runs)
                 print_checks([(run.label, run.check) for run in pg_runs])
                 throttled(pg_runs)

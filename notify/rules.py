@@ -163,52 +163,53 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
 
 
-class RateLimiter:
-    """At most ``rate`` sends a second (token bucket, this process only: WeChat's
-    customer-service messages, the providers' lookup calls, and tests)."""
+async def wait_until(moment: float) -> None:
+    """Sleep until ``moment`` (Unix seconds), if it is still ahead."""
+    delay = moment - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
-    def __init__(self, rate: float, burst: int | None = None) -> None:
-        self.rate = rate
-        self.capacity = float(burst or max(1, int(rate)))
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self._lock = asyncio.Lock()
+
+class RateLimiter:
+    """At most ``rate`` sends a second, in this process only (the providers' lookup
+    calls, and workers built without a shared store, as in tests).
+
+    Like :class:`SharedRateLimiter` it keeps a schedule (the "generic cell rate
+    algorithm"): :meth:`reserve` books ``count`` sends and says when their share of the
+    rate starts; up to ``burst`` seconds' worth may go ahead of the schedule.
+    """
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        self.rate, self.burst = rate, burst
+        self._next = 0.0
+
+    async def reserve(self, count: int) -> float:
+        start = max(self._next, time.time())
+        self._next = start + count / self.rate
+        return start
 
     async def take(self, count: int = 1) -> None:
-        """Wait until ``count`` sends fit the rate (a count above the burst is paid for
-        in instalments)."""
-        async with self._lock:
-            while count > 0:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                part = min(count, self.capacity)
-                if self.tokens >= part:
-                    self.tokens -= part
-                    count -= part
-                    continue
-                await asyncio.sleep((part - self.tokens) / self.rate)
+        """Book ``count`` sends and wait until they fit the rate."""
+        start = await self.reserve(count)
+        await wait_until(start + count / self.rate - self.burst)
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(RateLimiter):
     """At most ``rate`` sends a second through one provider, counted across every worker
     process (``HUIMIN_NOTIFY_RATE`` is the provider's own limit).
 
-    The provider's schedule is one shared number, the time the next send may start
-    (the "generic cell rate algorithm"): a take of ``count`` sends moves it on by
-    ``count / rate`` seconds in one atomic step in Redis or the database, and waits if
-    its own start lies more than ``burst`` seconds ahead. One round trip per take,
-    whatever the count, so the worker takes once per chunk.
+    The provider's schedule is one shared number, the time the next send may start:
+    :meth:`reserve` moves it on by ``count / rate`` seconds in one atomic step in Redis
+    or the database. One round trip per reservation, whatever the count, so a worker
+    books a whole chunk at once and spaces the chunk's calls itself.
     """
 
     def __init__(self, store: Any, key: str, rate: float, burst: float = 1.0) -> None:
-        self.store, self.key, self.rate, self.burst = store, key, rate, burst
+        super().__init__(rate, burst)
+        self.store, self.key = store, key
 
-    async def take(self, count: int = 1) -> None:
-        start = await self.store.reserve(self.key, count / self.rate)
-        wait = start - time.time() - self.burst
-        if wait > 0:
-            await asyncio.sleep(wait)
+    async def reserve(self, count: int) -> float:
+        return float(await self.store.reserve(self.key, count / self.rate))
 
 
 class DatabaseRateStore:

@@ -57,7 +57,7 @@ from notify.models import (
 )
 from notify.plan import SEALED_KINDS, VERIFICATION
 from notify.render import sms_for, wechat_data
-from notify.rules import QuietHours, RateLimiter, SharedRateLimiter
+from notify.rules import QuietHours, RateLimiter, SharedRateLimiter, wait_until
 from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsProvider, SmsResult
 from notify.wechat import WeChatApi, WeChatUnavailable
 
@@ -186,7 +186,7 @@ class Worker:
         clock: Any = utcnow,
         urgent_only: bool = False,
         rate_store: Any = None,
-        lookup_rate: float = 10.0,
+        lookup_rate: float = 8.0,
         give_up_lookup: timedelta = timedelta(hours=1),
     ) -> None:
         self.db, self.vault, self.county = db, vault, county
@@ -203,6 +203,7 @@ class Worker:
         self.wechat_rate: Any = (SharedRateLimiter(rate_store, "wechat", rate) if rate_store
                                  else RateLimiter(rate))
         self.batch, self.concurrency = batch, concurrency
+        self._calls = asyncio.Semaphore(concurrency)  # provider and WeChat calls in flight
         self.stale_after = stale_after
         self.retry = retry or RetryPolicy()
         self.health = ProviderHealth()
@@ -211,7 +212,7 @@ class Worker:
         self.clock = clock  # tests and benchmarks pass a fixed clock
         self.urgent_only = urgent_only  # a bot process's courier: verification codes only
         # Providers' lookup APIs are slow and rate limited (Tencent: 10 calls/s).
-        self.lookup_rates = {p.name: RateLimiter(lookup_rate) for p in self.sms}
+        self.lookup_rates = {p.name: RateLimiter(lookup_rate, burst=0.2) for p in self.sms}
         self.give_up_lookup = give_up_lookup
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -351,9 +352,8 @@ class Worker:
                 since = started - LOOKUP_SLACK
                 until = min(now, started + LOOKUP_SPAN)
                 for provider in lookups:
-                    await self.lookup_rates[provider.name].take()
                     try:
-                        found = await provider.find_sent(message, since, until)
+                        found = await self._look_up(provider, message, since, until)
                     except ProviderUnavailable as exc:
                         log.warning("cannot ask %s about outbox message %s: %s", provider.name,
                                     claimed.id, exc.reason)
@@ -368,6 +368,19 @@ class Worker:
                             "no provider can be asked, so it is queued again", claimed.id)
             settled += await self._settle(claimed, row.claimed_at, started, found)
         return settled
+
+    async def _look_up(self, provider: Any, message: SmsMessage, since: datetime,
+                       until: datetime) -> SentRecord | None:
+        """One provider lookup within its rate, asked again when it says "too fast"."""
+        for attempt in range(1, THROTTLE_TRIES + 1):
+            await self.lookup_rates[provider.name].take()
+            try:
+                return await provider.find_sent(message, since, until)
+            except ProviderUnavailable as exc:
+                if attempt == THROTTLE_TRIES or not _throttled(exc):
+                    raise
+                await asyncio.sleep(exc.retry_after or 0.5 * attempt)
+        raise AssertionError("unreachable")
 
     async def _settle(self, claimed: Claimed, claimed_at: datetime, started: datetime,
                       found: SentRecord | None) -> int:
@@ -418,32 +431,32 @@ class Worker:
         return sorted((Claimed(*row) for row in rows), key=lambda c: (not c.urgent, c.id))
 
     async def process(self, claimed: Sequence[Claimed]) -> None:
-        """Deliver a claimed batch, recording outcomes ``concurrency`` at a time, so a
-        worker killed mid-batch leaves at most one such chunk sent but unrecorded."""
+        """Deliver a claimed batch: decide each message (WeChat sent, held, or an SMS to
+        send), send the batch's SMS with at most ``concurrency`` calls in flight, then
+        record every outcome in one statement. A worker killed in between leaves the
+        batch in ``sending``; :meth:`sweep` settles it."""
         recipients = await self._recipients({c.beneficiary_id for c in claimed})
-        for start in range(0, len(claimed), self.concurrency):
-            chunk = claimed[start:start + self.concurrency]
-            slots = await self._reserve_phones(chunk, recipients)
-            decided = await asyncio.gather(*(
-                self._deliver_safely(m, recipients.get(m.beneficiary_id), slots.get(m.id))
-                for m in chunk))
-            pending = [(m, d) for m, d in zip(chunk, decided, strict=True)
-                       if isinstance(d, SmsMessage)]
-            sent: dict[int, Outcome] = {}
-            if pending:
-                # Pay the provider's rate for the whole chunk first (one round trip to
-                # the shared schedule; the wait may be long), then mark and send at once,
-                # so a marked row is never left waiting long enough to look stale.
-                preferred = next((p.name for p in self.sms if self.health.usable(p.name)),
-                                 None)
-                if preferred is not None:
-                    await self.rates[preferred].take(len(pending))
-                pending = await self._start_sms(pending)
-                sent = await self._send_sms_chunk(pending, preferred) if pending else {}
-            results = [(m, sent[m.id] if isinstance(d, SmsMessage) else d)
-                       for m, d in zip(chunk, decided, strict=True)
-                       if not isinstance(d, SmsMessage) or m.id in sent]
-            await self._record(results)
+        slots = await self._reserve_phones(claimed, recipients)
+        decided = await asyncio.gather(*(
+            self._deliver_safely(m, recipients.get(m.beneficiary_id), slots.get(m.id))
+            for m in claimed))
+        pending = [(m, d) for m, d in zip(claimed, decided, strict=True)
+                   if isinstance(d, SmsMessage)]
+        sent: dict[int, Outcome] = {}
+        if pending:
+            # Book the provider's rate for the whole batch first (one round trip to the
+            # shared schedule), then mark the rows and send, each call at its turn.
+            preferred = next((p for p in self.sms if self.health.usable(p.name)), None)
+            booked = None
+            if preferred is not None:
+                booked = (preferred.name,
+                          await self.rates[preferred.name].reserve(len(pending)))
+            pending = await self._start_sms(pending)
+            sent = await self._send_sms_batch(pending, booked) if pending else {}
+        results = [(m, sent[m.id] if isinstance(d, SmsMessage) else d)
+                   for m, d in zip(claimed, decided, strict=True)
+                   if not isinstance(d, SmsMessage) or m.id in sent]
+        await self._record(results)
 
     async def _start_sms(self, pending: Sequence[tuple[Claimed, SmsMessage]]
                          ) -> list[tuple[Claimed, SmsMessage]]:
@@ -468,7 +481,8 @@ class Worker:
     async def _deliver_safely(self, message: Claimed, recipient: Recipient | None,
                               phone_wait: datetime | None) -> Outcome | SmsMessage:
         try:
-            return await self.deliver(message, recipient, phone_wait)
+            async with self._calls:  # WeChat calls count against the calls in flight
+                return await self.deliver(message, recipient, phone_wait)
         except Exception as exc:  # never lose the row over a bug or a surprise
             log.exception("delivering outbox message %s failed", message.id)
             return Outcome(state=None, error=type(exc).__name__)
@@ -550,39 +564,63 @@ class Worker:
             f"wechat {results[0].errcode}")
         return Outcome(state=FAILED, channel="wechat", error=reason)
 
-    async def _send_sms_chunk(self, pending: Sequence[tuple[Claimed, SmsMessage]],
-                              prepaid: str | None = None) -> dict[int, Outcome]:
-        """Send a chunk's SMS: messages with the same template and parameters go in one
-        provider call (Tencent takes 200 numbers a call), the groups concurrently."""
-        groups: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Claimed, Any]]] = {}
+    async def _send_sms_batch(self, pending: Sequence[tuple[Claimed, SmsMessage]],
+                              booked: tuple[str, float] | None) -> dict[int, Outcome]:
+        """Send a batch's SMS: messages with the same template and parameters go in one
+        provider call (Tencent takes 200 numbers a call), the calls concurrently.
+        ``booked`` is the preferred provider and when the batch's share of its rate
+        starts: each call waits for its own turn within that share."""
+        by_text: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Claimed, Any]]] = {}
         for message, sms in pending:
-            groups.setdefault((sms.template, tuple(sorted(sms.params.items()))),
-                              []).append((message, sms))
+            by_text.setdefault((sms.template, tuple(sorted(sms.params.items()))),
+                               []).append((message, sms))
+        # No call may carry more numbers than a provider takes in its burst (a second's
+        # worth): a bigger one would be refused as too fast however long we waited.
+        most = max(1, int(min(r.rate * r.burst for r in self.rates.values())))
+        groups = [group[i:i + most] for group in by_text.values()
+                  for i in range(0, len(group), most)]
+        turns: list[float | None] = []
+        offset = 0
+        for group in groups:
+            offset += len(group)
+            if booked is None:
+                turns.append(None)
+            else:
+                limiter = self.rates[booked[0]]
+                turns.append(booked[1] + offset / limiter.rate - limiter.burst)
+        prepaid = booked[0] if booked else None
         outcomes: dict[int, Outcome] = {}
-        for part in await asyncio.gather(*(self._send_sms_group(g, prepaid)
-                                           for g in groups.values())):
+        for part in await asyncio.gather(*(self._send_sms_group(g, prepaid, turn)
+                                           for g, turn in zip(groups, turns, strict=True))):
             outcomes.update(part)
         return outcomes
 
     async def _send_sms_group(self, group: Sequence[tuple[Claimed, SmsMessage]],
-                              prepaid: str | None = None) -> dict[int, Outcome]:
+                              prepaid: str | None = None,
+                              turn: float | None = None) -> dict[int, Outcome]:
         """Providers in order of preference; what one cannot take for now goes to the
-        next; what none took is retried later with backoff."""
+        next; what none took is retried later: soon when the providers only asked us to
+        slow down, with backoff otherwise."""
         outcomes: dict[int, Outcome] = {}
         remaining = list(group)
         errors: dict[int, str] = {}
+        throttled = False
         for provider in self.sms:
             if not remaining:
                 break
             if not self.health.usable(provider.name):
                 continue
+            paid = provider.name == prepaid
             try:
                 results = await self._send_paced(provider, [sms for _, sms in remaining],
-                                                 prepaid=provider.name == prepaid)
+                                                 turn=turn if paid else None)
             except ProviderUnavailable as exc:
-                self.health.failed(provider.name)
+                throttled = _throttled(exc)
+                if not throttled:  # too fast is our fault, not the provider's health
+                    self.health.failed(provider.name)
                 errors.update({m.id: f"{provider.name}: {exc.reason}" for m, _ in remaining})
                 continue
+            throttled = False
             self.health.worked(provider.name)
             still = []
             for (message, sms), result in zip(remaining, results, strict=True):
@@ -599,24 +637,33 @@ class Worker:
                     still.append((message, sms))
             remaining = still
         for message, _ in remaining:
-            outcomes[message.id] = self._retry_later(
-                message, errors.get(message.id, "no SMS provider available"), channel="sms")
+            error = errors.get(message.id, "no SMS provider available")
+            if throttled:
+                outcomes[message.id] = Outcome(
+                    state=None, channel="sms", error=error[:200], counts_as_attempt=False,
+                    not_before=self.clock() + THROTTLED_PAUSE)
+            else:
+                outcomes[message.id] = self._retry_later(message, error, channel="sms")
         return outcomes
 
     async def _send_paced(self, provider: SmsProvider, messages: Sequence[SmsMessage],
-                          prepaid: bool = False) -> list[SmsResult]:
-        """One call within the provider's rate (each number counts; ``prepaid`` when the
-        chunk already paid for it); when the provider says we are too fast (throttled),
-        wait and try once more before counting it as a failure."""
-        for attempt in (1, 2):
-            if attempt == 2 or not prepaid:
-                await self.rates[provider.name].take(len(messages))
+                          turn: float | None = None) -> list[SmsResult]:
+        """One call within the provider's rate: at ``turn`` when the batch booked it,
+        else booked now (each number counts). When the provider says we are too fast
+        (throttled) it is asked again, after a growing pause, up to three times."""
+        limiter = self.rates[provider.name]
+        for attempt in range(1, THROTTLE_TRIES + 1):
+            if turn is not None and attempt == 1:
+                await wait_until(turn)
+            else:
+                await limiter.take(len(messages))
             try:
-                return await provider.send(messages)
+                async with self._calls:
+                    return await provider.send(messages)
             except ProviderUnavailable as exc:
-                if attempt == 2 or not _throttled(exc):
+                if attempt == THROTTLE_TRIES or not _throttled(exc):
                     raise
-                await asyncio.sleep(exc.retry_after or 1.0 / self.rates[provider.name].rate)
+                await asyncio.sleep(exc.retry_after or 0.25 * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
 
     def _retry_later(self, message: Claimed, error: str, channel: str) -> Outcome:
@@ -697,6 +744,8 @@ _CLAIMED_COLUMNS = (OutboxMessage.id, OutboxMessage.key, OutboxMessage.kind,
 # The window in which a provider's record of a stale SMS call is looked for: from a
 # little before the call (clocks differ) to well after it (a call never takes longer).
 LOOKUP_SLACK = timedelta(minutes=1)
+THROTTLE_TRIES = 3  # calls of one group while the provider says "too fast"
+THROTTLED_PAUSE = timedelta(seconds=5)  # then the group waits this long, no attempt counted
 LOOKUP_SPAN = timedelta(minutes=10)
 
 

@@ -519,3 +519,38 @@ async def test_same_text_goes_in_one_call_and_failover_to_the_second_provider(
     async with db.session() as session:
         providers = sorted((await session.scalars(select(OutboxMessage.provider))).all())
     assert providers == ["aliyun", "aliyun", "tencent", "tencent"]
+
+
+async def test_too_fast_is_asked_again_and_does_not_set_the_provider_aside(
+        db: Database, tmp_path: Path, aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    """Tencent answers RequestLimitExceeded twice: the worker slows down and asks again
+    (the provider is not counted as failing); a third refusal in a row puts the message
+    off for a few seconds without spending one of its attempts."""
+    from tests.fakes.sms_servers import TencentFake
+    from tests.notify.test_sms_providers import make_tencent
+
+    fake = TencentFake()
+    await fake.start(aiohttp_server)
+    provider = make_tencent(fake.base_url, templates={"payout": "1000001"},
+                            sign_name="示例县民政局")
+    try:
+        await add_payout(db, await add_person(db, 0))
+        await plan(db, now=DAYTIME)
+        fake.fail(times=2, code="RequestLimitExceeded", message="too fast")
+        sender = worker(db, tmp_path, sms=provider)
+        assert (await sender.run(once=True)).sent == 1
+        assert len(fake.calls) == 3 and sender.health.usable("tencent")
+        assert sender.health.failures.get("tencent", 0) == 0
+        await add_payout(db, await add_person(db, 1))
+        await plan(db, now=DAYTIME)
+        fake.fail(times=3, code="RequestLimitExceeded", message="too fast")
+        summary = await sender.run(once=True)
+        assert summary.rescheduled == 1 and sender.health.usable("tencent")
+        async with db.session() as session:
+            row = await session.scalar(select(OutboxMessage).where(
+                OutboxMessage.state == "queued"))
+        assert row is not None and row.attempts == 0
+        not_before = row.not_before.replace(tzinfo=row.not_before.tzinfo or UTC)
+        assert not_before == DAYTIME + timedelta(seconds=5)
+    finally:
+        await provider.close()
