@@ -10,14 +10,16 @@ Measures, in one run, and prints figures only (nothing asserts):
    TC3-signed) against a Tencent-protocol fake (``bench.notify_fakes``) in its own
    process that accepts at most R numbers a second (over that: ``RequestLimitExceeded``)
    and records, per phone, every text it accepted. One worker process
-   (``python -m bench.notify worker``: rate R, ``PhoneCaps(spacing=0)``, a fixed daytime
+   (``python -m bench.notify worker``: rate R booked in ``send_rates``,
+   ``PhoneCaps(spacing=0)``, a fixed daytime
    clock, ``run(once=True)``) sends the queue (all N, but at most 50,000 unless
    ``--send-n`` says otherwise, so that the default run fits ~8 minutes on two cores);
    then a tenth as many, to compare the worker's peak memory; then ten seconds' worth at
    a low R the worker can reach (``--low-rate``), to check the rate limiter itself. When
    the rate misses 0.9 R, a short extra send is profiled (cProfile, grouped by library).
 3. PostgreSQL (database ``huimin_bench``, created if missing, emptied first; N/10
-   messages, at most 10,000): two worker processes share the queue, each given half of R.
+   messages, at most 10,000): two worker processes share the queue and one rate
+   schedule of R (the ``send_rates`` table, as deployed without Redis).
 4. Kill test on PostgreSQL: one worker is SIGKILLed half way through (the fake's count is
    polled), a second one with a short ``--stale-after`` (and a fixed clock that much
    later) sweeps the stale claims and finishes. By default the kill lands while the fake

@@ -179,7 +179,7 @@ class RateLimiter:
     rate starts; up to ``burst`` seconds' worth may go ahead of the schedule.
     """
 
-    def __init__(self, rate: float, burst: float = 1.0) -> None:
+    def __init__(self, rate: float, burst: float = 0.5) -> None:
         self.rate, self.burst = rate, burst
         self._next = 0.0
 
@@ -204,7 +204,7 @@ class SharedRateLimiter(RateLimiter):
     books a whole chunk at once and spaces the chunk's calls itself.
     """
 
-    def __init__(self, store: Any, key: str, rate: float, burst: float = 1.0) -> None:
+    def __init__(self, store: Any, key: str, rate: float, burst: float = 0.5) -> None:
         super().__init__(rate, burst)
         self.store, self.key = store, key
 

@@ -2,9 +2,12 @@
 
 Several workers may run at once. On PostgreSQL a worker claims a batch with
 ``FOR UPDATE SKIP LOCKED``; on SQLite the single writer makes the claim atomic.
-A claim sets the row to ``sending`` with the worker's name and time. Just before an
-SMS call the worker writes, on each row of the call, the reference it sends with it
-(Aliyun ``OutId``, Tencent ``SessionContext``) and the wall-clock time.
+A claim sets the row to ``sending`` with the worker's name and time. A claimed batch
+is handled as one: decided message by message, its SMS grouped by text into as few
+calls as possible, at most ``concurrency`` provider calls in flight, each at its turn
+in the rate booked for the batch, then every outcome recorded in one statement. Just
+before the SMS calls the worker writes, on each of their rows, the reference the calls
+carry (Aliyun ``OutId``, Tencent ``SessionContext``) and the wall-clock time.
 
 A worker killed at any moment leaves rows in ``sending``; once stale, the sweeper
 (:meth:`Worker.sweep`) takes them back. A row that never reached an SMS call returns
