@@ -815,8 +815,9 @@ def throttled(runs: Sequence[SendRun]) -> None:
         print("  throttled calls (" + ", ".join(
             f"{run.label}: {run.fake['throttled_calls']}" for run in hit) + "): the fake "
               "answered RequestLimitExceeded although the worker's own limiter is set to the "
-              "same R (arrival jitter); the worker paces itself and tries the call once more "
-              "before counting the provider as failing.")
+              "same R (arrival jitter); the worker asks again after growing pauses (three "
+              "calls at most, then the message waits 5 s) and never sets the provider "
+              "aside for it.")
 
 
 def steps_text(w: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from datetime import time as clock
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 
 from huimin.db import Database, dialect_insert, utcnow
 from huimin.registry.models import GuessCounter
@@ -83,21 +83,31 @@ class DatabasePhoneLimiter:
                 dialect_insert(session, GuessCounter)
                 .on_conflict_do_nothing(index_elements=["key"]),
                 [{"key": key, "window_start": _EPOCH, "count": 0} for key in all_keys])
-            rows = {r.key: r for r in (await session.scalars(
-                select(GuessCounter).where(GuessCounter.key.in_(all_keys))
-                .order_by(GuessCounter.key).with_for_update())).all()}
+            rows = {row.key: [_aware(row.window_start), row.count] for row in (
+                await session.execute(
+                    select(GuessCounter.key, GuessCounter.window_start, GuessCounter.count)
+                    .where(GuessCounter.key.in_(all_keys))
+                    .order_by(GuessCounter.key).with_for_update())).all()}
+            changed: set[str] = set()
             for message_id, phone_hash in wanted:
                 last_key, day_key = keys[phone_hash]
                 last, day = rows[last_key], rows[day_key]
-                previous = _aware(last.window_start)
-                if last.count and previous + self.caps.spacing > now:
-                    result[message_id] = previous + self.caps.spacing
-                elif day.count >= self.caps.per_day:
+                if last[1] and last[0] + self.caps.spacing > now:
+                    result[message_id] = last[0] + self.caps.spacing
+                elif day[1] >= self.caps.per_day:
                     result[message_id] = _next_morning(now)
                 else:
-                    last.window_start, last.count = now, last.count + 1
-                    day.window_start, day.count = now, day.count + 1
+                    last[0], last[1] = now, last[1] + 1
+                    day[0], day[1] = now, day[1] + 1
+                    changed.update((last_key, day_key))
                     result[message_id] = None
+            if changed:
+                table = GuessCounter.__table__
+                await session.execute(
+                    update(table).where(table.c.key == bindparam("k"))
+                    .values(window_start=bindparam("w"), count=bindparam("c")),
+                    [{"k": key, "w": rows[key][0], "c": rows[key][1]}
+                     for key in sorted(changed)])
         return result
 
 
