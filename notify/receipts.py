@@ -20,10 +20,11 @@ import re
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from huimin.db import Database, utcnow
 from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phone
+from huimin.registry.models import Beneficiary
 from notify.models import DELIVERED, FAILED, SENT, DeliveryEvent, OptOut, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -54,22 +55,38 @@ async def opt_in(db: Database, channel: str, address: str) -> bool:
 
 
 async def mark(db: Database, provider: str, message_id: str, delivered: bool,
-               detail: dict[str, Any]) -> int:
-    """Move the sent message with this provider id to delivered or failed."""
+               detail: dict[str, Any], *, phone_hash: str | None = None,
+               reference: str | None = None) -> int:
+    """Move the sent message with this provider id to delivered or failed.
+
+    Aliyun gives one id (BizId) to a whole call of many numbers, so its receipts
+    also name the phone (``phone_hash``) and our reference (``OutId``): the message
+    is the one to that phone with that id, or with that reference when a crash
+    recovery recorded it without the id.
+    """
+    which = and_(OutboxMessage.provider == provider, OutboxMessage.state == SENT)
+    if phone_hash is None:
+        which = and_(which, OutboxMessage.provider_message_id == message_id)
+    else:
+        ids = [OutboxMessage.provider_message_id == message_id] if message_id else []
+        if reference:
+            ids.append(and_(OutboxMessage.sms_ref == reference,
+                            OutboxMessage.provider_message_id.is_(None)))
+        if not ids:
+            return 0
+        which = and_(which, or_(*ids), OutboxMessage.beneficiary_id.in_(
+            select(Beneficiary.id).where(Beneficiary.phone_hash == phone_hash)))
     async with db.session() as session:
         result = await session.execute(
-            update(OutboxMessage)
-            .where(and_(OutboxMessage.provider == provider,
-                        OutboxMessage.provider_message_id == message_id,
-                        OutboxMessage.state == SENT))
+            update(OutboxMessage).where(which)
             .values(state=DELIVERED if delivered else FAILED,
                     delivered_at=utcnow() if delivered else None,
                     last_error=None if delivered else str(detail.get("error", ""))[:200])
             .returning(OutboxMessage.id))
-        ids = [row[0] for row in result.all()]
+        ids_done = [row[0] for row in result.all()]
         session.add(DeliveryEvent(provider=provider, kind="receipt",
-                                  outbox_id=ids[0] if ids else None, detail=detail))
-    return len(ids)
+                                  outbox_id=ids_done[0] if ids_done else None, detail=detail))
+    return len(ids_done)
 
 
 async def wechat_job_finished(db: Database, msgid: str, status: str) -> int:
@@ -123,12 +140,27 @@ class ProviderCallbacks:
             message_id = str(item.get("sid", ""))
             delivered = str(item.get("report_status", "")).upper() == "SUCCESS"
             error = item.get("errmsg")
-        else:
-            message_id = str(item.get("biz_id", ""))
-            delivered = item.get("success") in (True, "true", "True")
-            error = item.get("err_code")
-        detail = {"error": error, "phone": _masked(item)}
-        await mark(self.db, provider, message_id, delivered, detail)
+            detail = {"error": error, "phone": _masked(item)}
+            await mark(self.db, provider, message_id, delivered, detail)
+            return
+        delivered = item.get("success") in (True, "true", "True")
+        detail = {"error": item.get("err_code"), "phone": _masked(item)}
+        phone_hash = self._phone_hash(str(item.get("phone_number", "")))
+        if phone_hash is None:  # cannot tell which of the call's numbers it is about
+            async with self.db.session() as session:
+                session.add(DeliveryEvent(provider=provider, kind="receipt", outbox_id=None,
+                                          detail=detail, note="no readable phone number"))
+            return
+        await mark(self.db, provider, str(item.get("biz_id") or ""), delivered, detail,
+                   phone_hash=phone_hash, reference=str(item.get("out_id") or "") or None)
+
+    def _phone_hash(self, raw: str) -> str | None:
+        if self.vault is None:
+            return None
+        try:
+            return self.vault.lookup_hash(normalise_phone(raw))
+        except PersonalDataError:
+            return None
 
     async def _reply(self, provider: str, item: dict[str, Any]) -> None:
         text = str(item.get("text" if provider == "tencent" else "content", ""))

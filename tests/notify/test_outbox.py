@@ -373,6 +373,38 @@ async def test_aliyun_failed_report_marks_failed(callback_client, db: Database, 
     assert (await states(db)) == {row.key: "failed"}
 
 
+async def test_aliyun_receipts_name_the_phone_of_a_shared_biz_id(callback_client,  # type: ignore[no-untyped-def]
+                                                                db: Database,
+                                                                tmp_path: Path) -> None:
+    """One Aliyun call to two numbers has one BizId: each receipt settles only its own
+    phone's message; a message recorded by crash recovery (no BizId) is found by OutId."""
+    for index in range(2):
+        await add_payout(db, await add_person(db, index))
+    await plan(db, now=DAYTIME)
+    await worker(db, tmp_path).run(once=True)
+    async with db.session() as session:
+        await session.execute(update(OutboxMessage).values(provider="aliyun",
+                                                           provider_message_id="biz-7"))
+
+    def receipt(index: int, success: bool, **ids: str) -> dict[str, Any]:
+        return {"phone_number": PEOPLE[index][2], "send_time": "2026-12-01 10:00:00",
+                "report_time": "2026-12-01 10:00:09", "success": success,
+                "err_code": "DELIVERED" if success else "MK:0001", "sms_size": "1", **ids}
+
+    url = "/notify/callbacks/aliyun/status?token=cbtoken"
+    assert (await callback_client.post(url, json=[receipt(0, True, biz_id="biz-7")])).status == 200
+    assert sorted((await states(db)).values()) == ["delivered", "sent"]
+    assert (await callback_client.post(url, json=[receipt(1, False, biz_id="biz-7")])).status == 200
+    assert sorted((await states(db)).values()) == ["delivered", "failed"]
+    # A row that crash recovery marked sent without a BizId: matched by OutId and phone.
+    async with db.session() as session:
+        await session.execute(update(OutboxMessage).values(
+            state="sent", provider_message_id=None, sms_ref="s0123456789abcdef"))
+    await callback_client.post(url, json=[receipt(1, True, biz_id="biz-8",
+                                                  out_id="s0123456789abcdef")])
+    assert sorted((await states(db)).values()) == ["delivered", "sent"]
+
+
 @pytest.mark.parametrize(("provider", "body"), [
     ("tencent", {"extend": "", "mobile": PEOPLE[0][2], "nationcode": "86",
                  "sign": "示例县民政局", "text": "TD", "time": 1764554400}),
