@@ -34,7 +34,8 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_claim", "state", "urgent", "not_before"),
+        # Claims walk it in order: due rows of one urgency, earliest first, no sort.
+        Index("ix_outbox_claim", "state", "urgent", "not_before", "id"),
         Index("ix_outbox_provider_message", "provider_message_id"),
     )
 

@@ -411,18 +411,23 @@ class Worker:
         return result.rowcount or 0
 
     async def claim(self, limit: int) -> list[Claimed]:
-        """Claim up to ``limit`` ready messages, urgent first."""
+        """Claim up to ``limit`` due messages: urgent ones first, then the rest, each
+        earliest due first (one index range each, however long the queue)."""
         now = self.clock()
-        due = and_(OutboxMessage.state == QUEUED, OutboxMessage.not_before <= now)
-        if self.urgent_only:
-            due = and_(due, OutboxMessage.urgent.is_(True))
         async with self.db.session() as session:
-            ready = (select(OutboxMessage.id).where(due)
-                     .order_by(OutboxMessage.urgent.desc(), OutboxMessage.id)
-                     .limit(limit))
-            if session.bind.dialect.name == "postgresql":
-                ready = ready.with_for_update(skip_locked=True)
-            ids = list((await session.scalars(ready)).all())
+            ids: list[int] = []
+            for urgent in (True,) if self.urgent_only else (True, False):
+                ready = (select(OutboxMessage.id)
+                         .where(and_(OutboxMessage.state == QUEUED,
+                                     OutboxMessage.urgent == urgent,
+                                     OutboxMessage.not_before <= now))
+                         .order_by(OutboxMessage.not_before, OutboxMessage.id)
+                         .limit(limit - len(ids)))
+                if session.bind.dialect.name == "postgresql":
+                    ready = ready.with_for_update(skip_locked=True)
+                ids += (await session.scalars(ready)).all()
+                if len(ids) >= limit:
+                    break
             if not ids:
                 return []
             rows = (await session.execute(
@@ -431,7 +436,8 @@ class Worker:
                 .values(state=SENDING, claimed_by=self.name, claimed_at=now,
                         sms_started_at=None)
                 .returning(*_CLAIMED_COLUMNS))).all()
-        return sorted((Claimed(*row) for row in rows), key=lambda c: (not c.urgent, c.id))
+        order = {message_id: i for i, message_id in enumerate(ids)}
+        return sorted((Claimed(*row) for row in rows), key=lambda c: order[c.id])
 
     async def process(self, claimed: Sequence[Claimed]) -> None:
         """Deliver a claimed batch: decide each message (WeChat sent, held, or an SMS to

@@ -1,4 +1,4 @@
-"""notify: record each SMS attempt before it is made; shared send rates
+"""notify: record each SMS attempt before it is made; shared send rates; claim index
 
 Revision ID: 0006
 Revises: 0005
@@ -10,7 +10,8 @@ both are written before the provider is called, so that a worker killed mid-call
 leaves enough behind for the next one to ask the provider whether the SMS went out.
 ``expires_at`` lets a message (a verification code) lapse instead of arriving late.
 ``send_rates`` holds each provider's shared send schedule, so the rate limit holds
-across every worker process.
+across every worker process. The claim index gains ``id`` so that a claim reads due
+rows in order from the index instead of sorting the whole queue.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("sms_ref", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("sms_started_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+        batch.drop_index("ix_outbox_claim")
+        batch.create_index("ix_outbox_claim", ["state", "urgent", "not_before", "id"],
+                           unique=False)
     op.create_table(
         "send_rates",
         sa.Column("key", sa.String(length=40), nullable=False),
@@ -40,6 +44,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("send_rates")
     with op.batch_alter_table("outbox") as batch:
+        batch.drop_index("ix_outbox_claim")
+        batch.create_index("ix_outbox_claim", ["state", "urgent", "not_before"], unique=False)
         batch.drop_column("expires_at")
         batch.drop_column("sms_started_at")
         batch.drop_column("sms_ref")
