@@ -41,7 +41,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import and_, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.db import Database, utcnow
@@ -63,6 +62,7 @@ from huimin.registry.importer import (
     _name,
     _shown,
     _text,
+    import_rows,
     read_rows,
 )
 from huimin.registry.queries import find_beneficiary
@@ -182,33 +182,13 @@ async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport
     Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
     a required column. Each row is saved in its own transaction.
     """
-    report = ImportReport()
-    for line, checked in checked_rows(path):
-        if isinstance(checked, str):
-            report.errors.append((line, checked))
-        else:
-            report.count(line, await _save(db, vault, checked, line))
+    async def save(session: AsyncSession, record: PayoutRecord) -> str:
+        return await save_payout(session, vault.lookup_hash(record.id_number), record)
+
+    report = await import_rows(db, checked_rows(path), save,
+                               conflict="保存时和别的数据冲突，请稍后重试")
     log.info("imported payouts %s: %s", path.name, report.summary())
     return report
-
-
-async def _save(db: Database, vault: Vault, record: PayoutRecord, line: int) -> str:
-    """Save one row in its own transaction: its outcome, or the reason it failed."""
-    id_hash = vault.lookup_hash(record.id_number)
-    for attempt in (1, 2):
-        try:
-            async with db.session() as session:
-                return await save_payout(session, id_hash, record)
-        except IntegrityError as exc:
-            # Most likely another import saving the same line at the same moment: the
-            # second try finds the row it saved.
-            log.warning("line %d: integrity error (attempt %d): %s", line, attempt,
-                        type(exc.orig).__name__)
-        except SQLAlchemyError as exc:
-            # The message would quote the row's values; log the kind of failure only.
-            log.warning("line %d: database error: %s", line, type(exc).__name__)
-            return "保存到数据库时出错，请稍后重试或联系管理员"
-    return "保存时和别的数据冲突，请稍后重试"
 
 
 async def save_payout(session: AsyncSession, id_hash: str, record: PayoutRecord) -> str:

@@ -36,13 +36,15 @@ import logging
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.db import Database
 from huimin.personal import PersonalDataError, Vault, mask_text, normalise_id, normalise_phone
@@ -50,6 +52,7 @@ from huimin.registry import ALL_STAGES, PROGRAMMES
 from huimin.registry.queries import ApplicationRecord, save_application
 
 log = logging.getLogger(__name__)
+Record = TypeVar("Record")  # one checked row of a list
 
 # Other names for the columns, as headers are compared (no spaces, no brackets). The
 # person and programme columns are named the same way in every list the bureau exports.
@@ -529,30 +532,46 @@ async def import_applications(db: Database, vault: Vault, path: Path,
     Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
     a required column. Each row is saved in its own transaction.
     """
-    report = ImportReport()
-    for line, checked in checked_rows(path):
-        if isinstance(checked, str):
-            report.errors.append((line, checked))
-        else:
-            report.count(line, await _save(db, vault, checked, source, line))
+    async def save(session: AsyncSession, record: ApplicationRecord) -> str:
+        return await save_application(session, vault, record, source)
+
+    report = await import_rows(db, checked_rows(path), save,
+                               conflict="保存时和别的数据冲突，请核对申请编号和身份证号")
     log.info("imported %s: %s", path.name, report.summary())
     return report
 
 
-async def _save(db: Database, vault: Vault, record: ApplicationRecord, source: str,
-                line: int) -> str:
+async def import_rows(db: Database, rows: Iterable[tuple[int, Record | str]],
+                      save: Callable[[AsyncSession, Record], Awaitable[str]], *,
+                      conflict: str) -> ImportReport:
+    """Save every good row of a checked list (``save`` gives "added", "updated",
+    "unchanged" or a reason), each in its own transaction, so one bad row loses
+    nothing else; rows that failed their checks are reported with their line.
+    ``conflict`` is the reason given when a row keeps clashing with another write."""
+    report = ImportReport()
+    for line, checked in rows:
+        if isinstance(checked, str):
+            report.errors.append((line, checked))
+        else:
+            report.count(line, await _save_row(db, line, checked, save, conflict))
+    return report
+
+
+async def _save_row(db: Database, line: int, record: Record,
+                    save: Callable[[AsyncSession, Record], Awaitable[str]],
+                    conflict: str) -> str:
     """Save one row in its own transaction: its outcome, or the reason it failed."""
     for attempt in (1, 2):
         try:
             async with db.session() as session:
-                return await save_application(session, vault, record, source)
+                return await save(session, record)
         except IntegrityError as exc:
-            # Most likely another import saving the same person or number at the same
-            # moment: the second try finds the row it saved.
+            # Most likely another import saving the same row at the same moment: the
+            # second try finds the row it saved.
             log.warning("line %d: integrity error (attempt %d): %s", line, attempt,
                         type(exc.orig).__name__)
         except SQLAlchemyError as exc:
             # The message would quote the row's values; log the kind of failure only.
             log.warning("line %d: database error: %s", line, type(exc).__name__)
             return "保存到数据库时出错，请稍后重试或联系管理员"
-    return "保存时和别的数据冲突，请核对申请编号和身份证号"
+    return conflict
