@@ -165,10 +165,10 @@ class StatusDesk:
             await queries.log_access(session, f"wechat:{openid}",
                                      person.id if person else None, "verification_requested")
             await session.flush()
-            has_phone = person is not None and bool(person.phone_encrypted)
-        if person is not None and has_phone:
+            reachable = person.id if person is not None and person.phone_encrypted else None
+        if reachable is not None:
             # Queued after the reply, so the reply takes the same time either way.
-            self._background(self._queue_sms(person.id, code, issued.id, issued.expires_at))
+            self._background(self._queue_sms(reachable, code, issued.id, issued.expires_at))
         return self.say("status_code_sent.j2"), {"flow": "bind", "step": "code",
                                                  "id_hash": id_hash}
 

@@ -390,7 +390,6 @@ class Worker:
         """Write what reconciliation found, if the row is still the stale claim it read."""
         if found is None:
             values: dict[str, Any] = {"state": QUEUED}
-            self.summary.requeued += 1
         else:
             state = SENT if found.delivered is None else (
                 DELIVERED if found.delivered else FAILED)
@@ -398,17 +397,21 @@ class Worker:
                       "provider_message_id": found.message_id, "sent_at": started,
                       "attempts": claimed.attempts + 1, "last_error": found.error,
                       "delivered_at": utcnow() if state == DELIVERED else None}
-            self.summary.found_sent += 1
         async with self.db.session() as session:
             result = await session.execute(
                 update(OutboxMessage)
                 .where(and_(OutboxMessage.id == claimed.id, OutboxMessage.state == SENDING,
                             OutboxMessage.claimed_at == claimed_at))
                 .values(claimed_by=None, claimed_at=None, sms_started_at=None, **values))
-        if result.rowcount:
-            log.warning("stale claim of outbox message %s: %s", claimed.id,
-                        f"{found.provider} had sent it" if found else "queued again")
-        return result.rowcount or 0
+        if not result.rowcount:
+            return 0  # another worker settled it first
+        if found is None:
+            self.summary.requeued += 1
+        else:
+            self.summary.found_sent += 1
+        log.warning("stale claim of outbox message %s: %s", claimed.id,
+                    f"{found.provider} had sent it" if found else "queued again")
+        return 1
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Claim up to ``limit`` due messages: urgent ones first, then the rest, each
