@@ -37,10 +37,10 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import and_, bindparam, delete, or_, select, update
 
@@ -61,10 +61,18 @@ from notify.models import (
 from notify.plan import SEALED_KINDS, VERIFICATION
 from notify.render import sms_for, wechat_data
 from notify.rules import QuietHours, RateLimiter, SharedRateLimiter, wait_until
-from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsProvider, SmsResult
+from notify.sms import (
+    ProviderUnavailable,
+    SentRecord,
+    SmsLookup,
+    SmsMessage,
+    SmsProvider,
+    SmsResult,
+)
 from notify.wechat import WeChatApi, WeChatUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -339,7 +347,7 @@ class Worker:
         they sent each one; mark it sent (or delivered, or failed) when a provider has
         it, return it to the queue when none has. While a provider cannot be asked,
         the row waits for the next sweep, up to ``give_up_lookup``."""
-        lookups = [p for p in self.sms if hasattr(p, "find_sent")]
+        lookups = [cast(SmsLookup, p) for p in self.sms if hasattr(p, "find_sent")]
         recipients = await self._recipients({row.beneficiary_id for row in rows})
         now = utcnow()  # providers keep wall-clock times, whatever self.clock says
         settled = 0
@@ -372,18 +380,14 @@ class Worker:
             settled += await self._settle(claimed, row.claimed_at, started, found)
         return settled
 
-    async def _look_up(self, provider: Any, message: SmsMessage, since: datetime,
+    async def _look_up(self, provider: SmsLookup, message: SmsMessage, since: datetime,
                        until: datetime) -> SentRecord | None:
         """One provider lookup within its rate, asked again when it says "too fast"."""
-        for attempt in range(1, THROTTLE_TRIES + 1):
+        async def attempt(_number: int) -> SentRecord | None:
             await self.lookup_rates[provider.name].take()
-            try:
-                return await provider.find_sent(message, since, until)
-            except ProviderUnavailable as exc:
-                if attempt == THROTTLE_TRIES or not _throttled(exc):
-                    raise
-                await asyncio.sleep(exc.retry_after or 0.5 * attempt)
-        raise AssertionError("unreachable")
+            return await provider.find_sent(message, since, until)
+
+        return await _until_not_throttled(attempt, lambda number: 0.5 * number)
 
     async def _settle(self, claimed: Claimed, claimed_at: datetime, started: datetime,
                       found: SentRecord | None) -> int:
@@ -663,20 +667,15 @@ class Worker:
         """One call within the provider's rate: at ``turn`` when the batch booked it,
         else booked now (each number counts). When the provider says we are too fast
         (throttled) it is asked again, after a growing pause, up to three times."""
-        limiter = self.rates[provider.name]
-        for attempt in range(1, THROTTLE_TRIES + 1):
-            if turn is not None and attempt == 1:
+        async def attempt(number: int) -> list[SmsResult]:
+            if turn is not None and number == 1:
                 await wait_until(turn)
             else:
-                await limiter.take(len(messages))
-            try:
-                async with self._calls:
-                    return await provider.send(messages)
-            except ProviderUnavailable as exc:
-                if attempt == THROTTLE_TRIES or not _throttled(exc):
-                    raise
-                await asyncio.sleep(exc.retry_after or 0.25 * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+                await self.rates[provider.name].take(len(messages))
+            async with self._calls:
+                return await provider.send(messages)
+
+        return await _until_not_throttled(attempt, lambda number: 0.25 * 2 ** (number - 1))
 
     def _retry_later(self, message: Claimed, error: str, channel: str) -> Outcome:
         attempts = message.attempts + 1
@@ -770,6 +769,21 @@ LOOKUP_SPAN = timedelta(minutes=10)
 def _aware(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; every time here is UTC."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def _until_not_throttled(attempt: Callable[[int], Awaitable[T]],
+                               pause: Callable[[int], float]) -> T:
+    """Make ``attempt`` (numbered from 1) until the provider stops saying "too fast":
+    at most THROTTLE_TRIES times, waiting its Retry-After or ``pause(number)`` between.
+    Any other failure, or the last one, is raised."""
+    for number in range(1, THROTTLE_TRIES + 1):
+        try:
+            return await attempt(number)
+        except ProviderUnavailable as exc:
+            if number == THROTTLE_TRIES or not _throttled(exc):
+                raise
+            await asyncio.sleep(exc.retry_after or pause(number))
+    raise AssertionError("unreachable")
 
 
 def _throttled(exc: ProviderUnavailable) -> bool:
