@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from admin.audit import LOCAL_TZ, Actor, record
 from admin.models import FaqDraft, FaqVersion
 from content.models import ContentRevision, FaqEntryRow
+from content.placeholders import PLACEHOLDERS, placeholder
 from content.queries import load_published
 from content.schema import (
     ANSWER_MAX_CHARS,
@@ -33,6 +34,7 @@ from content.schema import (
     Problem,
     check,
     entry_from_data,
+    placeholder_problems,
 )
 from huimin.db import utcnow
 
@@ -52,6 +54,10 @@ LABELS: dict[str, str] = {
     "reviewed": "审核日期",
 }
 FAQ_FILE_PREFIX = "content/faq/"
+ALLOWED_IN_WORDS = ("答案和详细说明里只能用这几个占位符（照原样写，会换成县里的信息）："
+                    + "、".join(f"{placeholder(name)}（{what}）"
+                               for name, what in PLACEHOLDERS.items())
+                    + "；别的带 {{、{%、{# 的写法都不能用。")
 _KEYWORD_SPLIT = re.compile(r"[\n,，、;；]+")
 _FILE_NAME = re.compile(r"^[a-z0-9_]+\.yaml$")
 BASELINE_NOTE = "启用管理界面之前的内容"
@@ -148,8 +154,12 @@ _MESSAGES: list[tuple[re.Pattern[str], Any]] = [
      lambda m: ("phrasing", f"问法“{m[2]}”已经用在条目 {m[3]} 里了，一种问法只能属于一条")),
     (re.compile(r"^phrasing (['\"])(.*)\1 repeated$"),
      lambda m: ("phrasing", f"问法“{m[2]}”写重复了（不算标点和空格）")),
-    (re.compile(r"^(answer|details) does not render: (.+)$"),
-     lambda m: (m[1], f"{LABELS[m[1]]}里的模板写法有错：{m[2]}")),
+    (re.compile(r"^(answer|details) has a placeholder that is not allowed: (.*); allowed are ",
+                re.S),
+     lambda m: (m[1], f"{LABELS[m[1]]}里的“{m[2]}”不能用。{ALLOWED_IN_WORDS}")),
+    (re.compile(r"^(answer|details) uses county\.(\w+) but the county file has no value"),
+     lambda m: (m[1], f"{LABELS[m[1]]}里的 {placeholder(m[2])} 填不出来：县里的设置文件"
+                      f"（county.yaml）没有“{m[2]}”这一项，请告诉管理员")),
     (re.compile(r"^(answer|details) is (\d+) characters, the limit is (\d+)$"),
      lambda m: (m[1], f"{LABELS[m[1]]}显示出来有{m[2]}个字，最多{m[3]}个字")),
     (re.compile(r"^catalogue entry is missing$"), lambda m: (None, "目录里的这一条不见了")),
@@ -196,6 +206,16 @@ class Outcome:
         for error in self.errors:
             grouped.setdefault(error.field, []).append(error.message)
         return grouped
+
+
+def placeholder_errors(data: Mapping[str, Any], county: Mapping[str, Any]) -> list[FieldError]:
+    """Answer and details may hold only the allowed placeholders: checked when a draft is
+    saved (a refused draft is not stored) and again, through ``check``, when published."""
+    errors = []
+    for key in ("answer", "details"):
+        for message in placeholder_problems(key, str(data.get(key) or ""), county):
+            errors.append(explain(Problem("", None, message)))
+    return errors
 
 
 def _field_checks(data: Mapping[str, Any]) -> list[FieldError]:

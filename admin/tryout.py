@@ -8,12 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-
 from bot.dialog import Guide, Snapshot, reply_to_match
 from bot.matcher import Band
 from content.queries import PublishedContent, current_revision, load_published
-from content.schema import FaqEntry, render
+from content.schema import FaqEntry
 from huimin.db import Database
 
 BAND_LABELS = {
@@ -42,26 +40,6 @@ class TryResult:
     referral: str | None
 
 
-def safe_render(template: str, county: Mapping[str, Any]) -> str:
-    try:
-        return render(template, county)
-    except jinja2.TemplateError:
-        return "（这条答案的模板写法有错，发布前会被拦下）"
-
-
-def build_snapshot(content: PublishedContent, county: Mapping[str, Any],
-                   guide: Guide) -> Snapshot:
-    """Like bot.dialog.Snapshot.build, but a broken draft template does not stop it."""
-    entries = [entry for _, entry in content.entries]
-    return Snapshot(
-        revision=content.revision,
-        matcher=guide.matcher(content),
-        questions={e.id: e.question for e in entries},
-        answers={e.id: safe_render(e.answer, county) for e in entries},
-        details={e.id: safe_render(e.details, county) for e in entries if e.details},
-    )
-
-
 def with_entry(content: PublishedContent, entry: FaqEntry, file: str) -> PublishedContent:
     entries = [(f, e) for f, e in content.entries if e.id != entry.id]
     return PublishedContent(entries=(*entries, (file, entry)), dictionary=content.dictionary,
@@ -84,14 +62,14 @@ class TryOut:
                 if self._published is not None and self._published.revision == revision:
                     return self._published
                 content = await load_published(session)
-            self._published = await asyncio.to_thread(build_snapshot, content, self.county,
+            self._published = await asyncio.to_thread(Snapshot.build, content, self.county,
                                                       self.guide)
             return self._published
 
     async def with_draft(self, db: Database, entry: FaqEntry, file: str) -> Snapshot:
         async with db.session() as session:
             content = await load_published(session)
-        return await asyncio.to_thread(build_snapshot, with_entry(content, entry, file),
+        return await asyncio.to_thread(Snapshot.build, with_entry(content, entry, file),
                                        self.county, self.guide)
 
     def run(self, snapshot: Snapshot, question: str) -> TryResult:

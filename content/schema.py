@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import jinja2
+from content.placeholders import allowed_list, bad_placeholders, fill
 
 ANSWER_MAX_CHARS = 200
 DETAILS_MAX_CHARS = 600
@@ -23,14 +23,9 @@ REQUIRED = ("id", "category", "question", "alternatives", "keywords", "answer", 
             "reviewed")
 _TEXT_KEY = re.compile(r"[\W_]+", re.UNICODE)
 
-answer_env = jinja2.Environment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
-
-
 @dataclass(frozen=True)
 class FaqEntry:
-    """One curated question with its phrasings and answer template."""
+    """One curated question with its phrasings and answer (text with placeholders)."""
 
     id: str
     category: str
@@ -127,9 +122,21 @@ def entry_from_data(data: Any, file: str) -> tuple[FaqEntry | None, list[Problem
     return entry, []
 
 
-def render(template: str, county: Mapping[str, Any]) -> str:
-    """Render an answer template with the county's values."""
-    return answer_env.from_string(template).render(county=county).strip()
+def render(text: str, county: Mapping[str, Any]) -> str:
+    """An answer or details as users see them: the county's values filled in.
+
+    Nothing in ``text`` is evaluated (see content.placeholders)."""
+    return fill(text, county)
+
+
+def placeholder_problems(label: str, text: str, county: Mapping[str, Any]) -> list[str]:
+    """Messages for what in an answer (``label`` 'answer' or 'details') cannot be filled in."""
+    refused, missing = bad_placeholders(text, county)
+    messages = [f"{label} has a placeholder that is not allowed: {shown}; allowed are "
+                f"{allowed_list()}" for shown in refused]
+    messages += [f"{label} uses county.{name} but the county file has no value '{name}'"
+                 for name in missing]
+    return messages
 
 
 def check(
@@ -166,15 +173,15 @@ def check(
                 problems.append(Problem(file, entry.id, f"phrasing {phrasing!r} repeated"))
             own.add(key)
             phrasing_owner[key] = entry.id
-        for label, template, limit in (("answer", entry.answer, ANSWER_MAX_CHARS),
-                                       ("details", entry.details, DETAILS_MAX_CHARS)):
-            if template is None:
+        for label, written, limit in (("answer", entry.answer, ANSWER_MAX_CHARS),
+                                      ("details", entry.details, DETAILS_MAX_CHARS)):
+            if written is None:
                 continue
-            try:
-                text = render(template, county)
-            except jinja2.TemplateError as exc:
-                problems.append(Problem(file, entry.id, f"{label} does not render: {exc}"))
+            bad = placeholder_problems(label, written, county)
+            if bad:
+                problems += [Problem(file, entry.id, message) for message in bad]
                 continue
+            text = render(written, county)
             if len(text) > limit:
                 problems.append(Problem(
                     file, entry.id,

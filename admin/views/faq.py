@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from admin import faq, inbox
 from admin.audit import record
 from admin.models import FaqDraft
-from admin.tryout import TryResult, safe_render
+from admin.tryout import TryResult
 from admin.web import actor, flash, form_text, redirect, render, state
 from content.models import FaqEntryRow
+from content.placeholders import PLACEHOLDERS
+from content.schema import render as fill_in
 from content.schema import text_key
 
 MAX_QUESTION = 200
@@ -65,7 +67,8 @@ async def faq_list(request: web.Request) -> web.Response:
 # ----- edit -------------------------------------------------------------------------
 async def _edit_page(request: web.Request, entry_id: str, status: int = 200,
                      outcome: faq.Outcome | None = None,
-                     values: dict[str, str] | None = None) -> web.Response:
+                     values: dict[str, str] | None = None,
+                     kept: bool = True) -> web.Response:
     st = state(request)
     async with st.db.session() as session:
         row = await session.get(FaqEntryRow, entry_id)
@@ -96,8 +99,9 @@ async def _edit_page(request: web.Request, entry_id: str, status: int = 200,
         changes=faq.diff(published, data) if draft is not None and published else [],
         latest=latest, stale=draft is not None and draft.base_version < latest,
         question=question, tried=tried, tried_on_draft=tried_on_draft,
-        preview=safe_render(answer, st.county) if answer else "",
-        limits=faq.LIMITS, choices=choices)
+        preview=fill_in(answer, st.county) if answer else "",
+        limits=faq.LIMITS, choices=choices, kept=kept,
+        placeholders=PLACEHOLDERS)
 
 
 async def faq_edit(request: web.Request) -> web.Response:
@@ -134,9 +138,14 @@ async def faq_save(request: web.Request) -> web.Response:
             raise web.HTTPNotFound()
         file = row.file if row is not None else str(draft.data.get("file") if draft else "")
         data = faq.data_from_form(form, entry_id, file)
-        draft = await faq.save_draft(session, data, actor(request),
-                                     is_new=row is None)
-        outcome = await _publish_draft(session, request, draft) if publish else None
+        refused = faq.placeholder_errors(data, st.county)
+        outcome = None
+        if not refused:
+            draft = await faq.save_draft(session, data, actor(request), is_new=row is None)
+            outcome = await _publish_draft(session, request, draft) if publish else None
+    if refused:  # nothing is stored; the form shows what was typed
+        return await _edit_page(request, entry_id, 400, faq.Outcome(refused),
+                                values=_form_values(data), kept=False)
     if outcome is None:
         await flash(request, "ok", "草稿已保存。公众号还在用已发布的内容，点“发布”后才会变。")
         raise redirect(request, "faq_edit", entry_id=entry_id)
@@ -173,7 +182,7 @@ async def _new_page(request: web.Request, values: dict[str, str], inbox_ids: str
         choices = await _choices(session)
     return await render(request, "faq_new.html", status=status, values=values,
                         inbox_ids=inbox_ids, errors=errors or {}, choices=choices,
-                        limits=faq.LIMITS)
+                        limits=faq.LIMITS, placeholders=PLACEHOLDERS)
 
 
 async def faq_new(request: web.Request) -> web.Response:
@@ -201,8 +210,10 @@ async def faq_create(request: web.Request) -> web.Response:
             problem = "这个编号已经有条目在用了，请换一个"
         if problem:
             errors["id"] = [problem]
+        data = faq.data_from_form(form, entry_id, file)
+        for refused in faq.placeholder_errors(data, st.county):
+            errors.setdefault(refused.field, []).append(refused.message)
         if not errors:
-            data = faq.data_from_form(form, entry_id, file)
             draft = await faq.save_draft(session, data, actor(request), is_new=True,
                                          inbox_ids=inbox_ids)
             if publish:

@@ -97,7 +97,8 @@ def test_check_names_file_and_entry_for_each_problem(tmp_path: Path) -> None:
     joined = "\n".join(problems)
     assert "faq/test.yaml: a-one: id already used" in joined
     assert "a-two: needs at least 8 alternative phrasings, has 1" in joined
-    assert "a-three: answer does not render" in joined
+    assert ("a-three: answer has a placeholder that is not allowed: "
+            "{{ county.no_such_value }}") in joined
     assert "a-four: answer is 300 characters, the limit is 200" in joined
     assert "a-five: phrasing 'a-one的第0种问法' is also used by a-one" in joined
     assert "a-six: missing field 'alternatives'" in joined
