@@ -3,6 +3,7 @@ content as a .zip of faq/*.yaml and dictionary.yaml (content.load.export_content
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import tempfile
@@ -12,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,12 +28,21 @@ from admin.faq import (
     row_data,
     write,
 )
-from content.load import export_content, load_dictionary_data
+from content.load import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    ContentYamlError,
+    export_content,
+    load_dictionary_data,
+    parse_content_yaml,
+)
 from content.models import ContentRevision, DictionaryRow, FaqEntryRow
 from content.queries import load_published
 from content.schema import Dictionary, FaqEntry, Problem, check, entry_from_data
 
-MAX_UPLOAD = 1024 * 1024
+MAX_UPLOAD = MAX_FILE_BYTES
+MAX_ENTRIES = 500  # per file; the shipped files have a few dozen at most
+MAX_ERRORS_SHOWN = 50
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -101,18 +110,46 @@ async def plan_import(session: AsyncSession, upload_name: str, text: str,
             None, "文件名要像 dibao.yaml 或 dictionary.yaml：英文小写字母、数字和下划线，"
                   "以 .yaml 结尾")])
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f"第{where.line + 1}行附近" if where is not None else ""
-        return ImportPlan("", name, [FieldError(None, f"文件格式（YAML）有错{line}，"
-                                                      "请用导出的文件改好再传")])
+        # a megabyte takes a second or two to parse: off the event loop
+        data = await asyncio.to_thread(parse_content_yaml, text)
+    except ContentYamlError as exc:
+        return ImportPlan("", name, [FieldError(None, yaml_problem(exc))])
     if isinstance(data, list):
-        return await _plan_faq(session, name, data, county)
-    if isinstance(data, Mapping) and ("replacements" in data or "fillers" in data):
-        return await _plan_dictionary(session, name, data)
-    return ImportPlan("", name, [FieldError(
-        None, "看不出这是问答文件（一串条目）还是词典文件（replacements 和 fillers）")])
+        if len(data) > MAX_ENTRIES:
+            return ImportPlan("", name, [FieldError(
+                None, f"文件里有{len(data)}个条目，一个文件最多{MAX_ENTRIES}个，请分成几个文件")])
+        plan = await _plan_faq(session, name, data, county)
+    elif isinstance(data, Mapping) and ("replacements" in data or "fillers" in data):
+        plan = await _plan_dictionary(session, name, data)
+    else:
+        return ImportPlan("", name, [FieldError(
+            None, "看不出这是问答文件（一串条目）还是词典文件（replacements 和 fillers）")])
+    plan.errors = capped(plan.errors)
+    return plan
+
+
+def yaml_problem(exc: ContentYamlError) -> str:
+    """Why a content file cannot be read, in staff's words."""
+    line = f"第{exc.line}行附近" if exc.line else ""
+    if exc.kind == "size":
+        return f"文件太大了（最大{MAX_FILE_BYTES // (1024 * 1024)}MB）。"
+    if exc.kind == "alias":
+        return (f"{line}用了 YAML 的“锚点/别名”（&名字、*名字）。内容文件里不能用这种写法，"
+                "请把每处内容直接写出来（导出的文件就是这样写的）")
+    if exc.kind == "depth":
+        return f"{line}括号或缩进套得太深了，内容文件最多套{MAX_DEPTH}层"
+    if exc.kind == "value":
+        return f"{line}有一个值读不出来（例如日期要写成 2026-11-28 这样的真实日期）"
+    return f"文件格式（YAML）有错{line}，请用导出的文件改好再传"
+
+
+def capped(errors: list[FieldError]) -> list[FieldError]:
+    """At most MAX_ERRORS_SHOWN errors, and a last line saying how many more there are."""
+    if len(errors) <= MAX_ERRORS_SHOWN:
+        return errors
+    rest = len(errors) - MAX_ERRORS_SHOWN
+    return [*errors[:MAX_ERRORS_SHOWN],
+            FieldError(None, f"还有 {rest} 处错误没有列出来，请先改好上面这些")]
 
 
 async def _plan_faq(session: AsyncSession, name: str, items: list[Any],

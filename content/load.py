@@ -17,6 +17,102 @@ from content import CONTENT_DIR, DICTIONARY_FILE, FAQ_DIR
 from content.schema import Dictionary, FaqEntry, Problem, entry_from_data
 
 CATALOGUE_FILE = CONTENT_DIR / "catalogue.yaml"
+MAX_FILE_BYTES = 1024 * 1024  # the shipped files are under 20 KB each
+MAX_DEPTH = 20  # lists and mappings inside each other; an entry needs three
+
+
+class ContentYamlError(ValueError):
+    """A content file that is refused before (or while) it is read.
+
+    ``kind``: 'size', 'alias' (anchors and aliases), 'depth', 'value' (a value YAML
+    cannot build, such as the date 2026-13-45) or 'syntax'; ``line`` counts from 1."""
+
+    def __init__(self, kind: str, message: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.kind = kind
+        self.line = line
+
+
+# libyaml when it is there (about ten times faster than the pure-Python parser).
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OPENING = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSING = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+class _ContentLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """yaml's safe loader; a value it cannot build is a ContentYamlError with its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            if isinstance(exc, ContentYamlError):
+                raise
+            raise ContentYamlError("value", f"cannot read the value {_shown(node)}: {exc}",
+                                   node.start_mark.line + 1) from exc
+
+
+def _refuse_anchors_and_depth(text: str) -> None:
+    """Walk the parser's events once, before anything is built: the first anchor or
+    alias, or nesting deeper than MAX_DEPTH, stops it.
+
+    A few kilobytes of aliases can stand for gigabytes once anything walks the result
+    (the "billion laughs"); content files never need them."""
+    loader = _ContentLoader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            line = event.start_mark.line + 1 if event.start_mark else None
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ContentYamlError(
+                    "alias", "anchors and aliases (&name, *name) are not allowed in content "
+                             "files: write the text out", line)
+            if isinstance(event, _OPENING):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ContentYamlError(
+                        "depth", f"nested more than {MAX_DEPTH} levels deep", line)
+            elif isinstance(event, _CLOSING):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _shown(node: yaml.Node) -> str:
+    value = node.value if isinstance(node.value, str) else ""
+    return repr(value if len(value) <= 40 else value[:39] + "…")
+
+
+def parse_content_yaml(text: str) -> Any:
+    """Parse one content file's text (at most MAX_FILE_BYTES, no anchors or aliases)."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise ContentYamlError("size", f"the file is {size} bytes, the limit is "
+                                       f"{MAX_FILE_BYTES}")
+    try:
+        _refuse_anchors_and_depth(text)
+        loader = _ContentLoader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ContentYamlError("syntax", message or "not valid YAML",
+                               mark.line + 1 if mark else None) from exc
+    except yaml.YAMLError as exc:
+        raise ContentYamlError("syntax", str(exc)) from exc
+
+
+def read_content_file(path: Path) -> Any:
+    """Read and parse one content file, refusing one larger than MAX_FILE_BYTES unread."""
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ContentYamlError("size", f"the file is larger than {MAX_FILE_BYTES} bytes")
+    return parse_content_yaml(raw.decode("utf-8-sig"))
 
 
 @dataclass
@@ -30,9 +126,8 @@ class ContentFiles:
 
 def _read_yaml(path: Path, problems: list[Problem]) -> Any:
     try:
-        with path.open(encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        return read_content_file(path)
+    except (OSError, ContentYamlError, UnicodeDecodeError) as exc:
         problems.append(Problem(str(path), None, f"cannot read: {exc}"))
         return None
 

@@ -38,7 +38,7 @@ async def import_preview(request: web.Request) -> web.Response:
 async def import_publish(request: web.Request) -> web.Response:
     form = await request.post()
     name = form_text(form, "file_name", 200)
-    text = form_text(form, "text", transfer.MAX_UPLOAD)
+    text = form_text(form, "text", transfer.MAX_UPLOAD + 1)  # longer: refused as too large
     st = state(request)
     changed = 0
     async with st.db.session() as session:
