@@ -129,6 +129,24 @@ def reply_to_match(match: Match, snapshot: Snapshot, county: Mapping[str, Any],
     return say("dont_know.j2", county, guide, referral=match.referral)
 
 
+def intent_of(cleaned: str, guide: Guide, matcher: Matcher) -> str | None:
+    """greeting, thanks, help or more, when the whole (cleaned) message is one."""
+    forms = {cleaned, cleaned.rstrip(_PARTICLES), matcher.normalise.strip_fillers(cleaned)}
+    for intent, phrases in guide.intents.items():
+        if forms & phrases:
+            return intent
+    return None
+
+
+def understand(text: str, snapshot: Snapshot, guide: Guide) -> str | Match:
+    """What the bot makes of a free-text question: an intent's name, or the
+    matcher's verdict. (Status lookups, digits and reminder commands come first in
+    :meth:`Bot.answer_text`; this is the rest, and what ``bench.accuracy`` scores.)"""
+    matcher = snapshot.matcher
+    intent = intent_of(matcher.normalise.clean(text), guide, matcher)
+    return intent if intent is not None else matcher.match(text)
+
+
 @dataclass
 class Bot:
     """Answers one beneficiary's message, keeping per-openid state in ``conversations``."""
@@ -211,7 +229,7 @@ class Bot:
             return await self.answer_number(openid, int(cleaned), state)
         if cleaned in REMINDER_COMMANDS:
             return await self.set_reminders(openid, REMINDER_COMMANDS[cleaned])
-        intent = self.intent_of(cleaned)
+        intent = intent_of(cleaned, self.guide, matcher)
         if intent == "greeting":
             return self.say("greeting.j2")
         if intent == "thanks":
@@ -224,14 +242,6 @@ class Bot:
             return detail or self.say("no_details.j2")
         match = matcher.match(text)
         return await self.answer_match(openid, match)
-
-    def intent_of(self, cleaned: str) -> str | None:
-        forms = {cleaned, cleaned.rstrip(_PARTICLES),
-                 self.snapshot.matcher.normalise.strip_fillers(cleaned)}
-        for intent, phrases in self.guide.intents.items():
-            if forms & phrases:
-                return intent
-        return None
 
     async def answer_match(self, openid: str, match: Match) -> str:
         if match.band is Band.ANSWER:

@@ -79,6 +79,7 @@ class Match:
     candidates: tuple[Candidate, ...]
     normalised: Normalised
     referral: str | None = None  # another department, when the question is theirs
+    reason: str | None = None  # why this band, when it is not the plain score
 
     @property
     def faq_id(self) -> str | None:
@@ -180,6 +181,10 @@ class Matcher:
         add_words(domain_terms)
         self.normalise = Normaliser(dictionary)
         clean = self.normalise.clean
+        self.normalise.learn(clean(t) for t in (
+            *domain_terms, *(name for group in programmes for name in group),
+            *(other_departments or {}),
+            *(k for e in self.entries.values() for k in e.keywords)))
         self._other = {clean(k): v for k, v in (other_departments or {}).items() if clean(k)}
         self._programmes = [tuple(sound_code(clean(name)) for name in group if clean(name))
                             for group in programmes]
@@ -203,6 +208,7 @@ class Matcher:
         entry_words: list[set[str]] = []
         self._entry_sounds: list[list[str]] = []
         keyword_entries: dict[str, list[int]] = {}
+        tokens: list[str] = []
         for i, entry in enumerate(entries):
             known: set[str] = set()
             self._entry_sounds.append([sound_code(self.normalise.clean(k))
@@ -215,12 +221,14 @@ class Matcher:
                 phrase_grams.append(_grams(norm.sound))
                 owner.append(i)
                 known.update(norm.words)
+                tokens += norm.tokens
             for keyword in entry.keywords:
                 code = sound_code(self.normalise.clean(keyword))
                 if code:
                     keyword_entries.setdefault(code, []).append(i)
                     known.add(code)
             entry_words.append(known)
+        self.normalise.learn(tokens)
         n = len(entries)
         owner_array = np.array(owner, dtype=np.intp)
         identity = np.arange(n, dtype=np.intp)

@@ -1,10 +1,12 @@
 """Turn a raw question into the comparable forms the matcher scores.
 
 Steps: NFKC (full width to half width), traditional to simplified (OpenCC),
-lower case, drop punctuation, emoji and spaces, apply the colloquial/typo
-dictionary, drop filler words. Then two codings that make typos harmless:
-each syllable's pinyin (so homophones typed by pinyin input coincide) and the
-jieba word sequence.
+lower case, typed toneless pinyin read as the syllables it spells ("dibao
+zenme shenqing" -> 低保怎么申请: each run of letters is split into syllables,
+and the syllables into the words this FAQ uses, see :meth:`Normaliser.learn`),
+drop punctuation, emoji and spaces, apply the colloquial/typo dictionary, drop
+filler words. Then two codings that make typos harmless: each syllable's pinyin
+(so homophones typed by pinyin input coincide) and the jieba word sequence.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import logging
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import jieba
 import opencc
@@ -30,6 +34,10 @@ _HAN = re.compile(r"[\u3400-\u9fff]")
 # Pinyin-input and dialect confusions that make different syllables sound alike.
 _FUZZY_INITIALS = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"), ("f", "h"), ("r", "l"))
 _FUZZY_FINALS = (("ing", "in"), ("eng", "en"), ("iang", "ian"), ("uang", "uan"))
+_LATIN_RUN = re.compile(r"[a-z]+(?:[\s'’-]+[a-z]+)*")
+_LATIN_TOKEN = re.compile(r"[a-z]+")
+_LONGEST_SYLLABLE = 6  # zhuang, chuang, shuang
+_LONGEST_WORD = 6  # syllables in one lexicon word
 _PUA_SYLLABLES = 0xF0000  # supplementary private use area: never in real text
 _PUA_WORDS = 0x100000
 
@@ -82,6 +90,35 @@ def sound_code(text: str) -> str:
     return "".join(out)
 
 
+def _read_syllables() -> dict[str, str]:
+    """Every toneless pinyin syllable and its commonest character (bot/syllables.txt)."""
+    table = {}
+    text = Path(__file__).with_name("syllables.txt").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            syllable, char = line.split()
+            table[syllable] = char
+    return table
+
+
+_SYLLABLE_CHAR = _read_syllables()
+
+
+@lru_cache(maxsize=4096)
+def split_syllables(token: str) -> tuple[str, ...] | None:
+    """A run of letters as the fewest pinyin syllables that spell it, or None when
+    it is not pinyin (an English word, initials such as "ykt")."""
+    n = len(token)
+    best: list[tuple[str, ...] | None] = [()] + [None] * n
+    for end in range(1, n + 1):
+        for start in range(max(0, end - _LONGEST_SYLLABLE), end):
+            before, now = best[start], best[end]
+            if (before is not None and token[start:end] in _SYLLABLE_CHAR
+                    and (now is None or len(before) + 1 < len(now))):
+                best[end] = (*before, token[start:end])
+    return best[n]
+
+
 _DOMAIN_FREQ = 200000
 
 
@@ -115,6 +152,7 @@ class Normalised:
     sound: str  # sound_code(text)
     words: tuple[str, ...]  # sound codes of each jieba word
     word_string: str  # word_code(...)
+    tokens: tuple[str, ...] = ()  # the jieba words themselves
 
 
 class Normaliser:
@@ -127,11 +165,57 @@ class Normaliser:
         self._replacements = replacements
         self._replace_re = _alternation(replacements)
         self._filler_re = _alternation(_clean(f) for f in dictionary.fillers)
+        self._lexicon: dict[str, str] = {}  # sound code -> word, for reading pinyin
+        self._chars: dict[str, Counter[str]] = {}
         add_words(replacements.values())
+        self.learn([*replacements.values(), *replacements])
+
+    def learn(self, words: Iterable[str]) -> None:
+        """Words (2 to 6 characters) that typed pinyin is read as: "dibao" becomes
+        低保 once 低保 is learned. Syllables that start no learned word are
+        written as their commonest character, which sounds the same."""
+        for word in words:
+            if len(word) <= _LONGEST_WORD and _HAN.search(word):
+                code = sound_code(word)
+                if len(code) != len(word):
+                    continue
+                if len(word) > 1:
+                    self._lexicon.setdefault(code, word)
+                else:  # the character this FAQ uses most for that sound
+                    counts = self._chars.setdefault(code, Counter())
+                    counts[word] += 1
+                    if counts[word] >= counts[self._lexicon.get(code, word)]:
+                        self._lexicon[code] = word
+
+    def read_pinyin(self, run: str) -> str:
+        """One run of letters (spaces allowed inside) as Chinese characters, when
+        every part of it is pinyin; otherwise the run as it was."""
+        syllables: list[str] = []
+        for token in _LATIN_TOKEN.findall(run):
+            split = split_syllables(token)
+            if split is None:
+                return run
+            syllables += split
+        codes = [_syllables.code(fuzzy_syllable(s)) for s in syllables]
+        n = len(codes)
+        # best[i]: (weight, text) for the first i syllables; a learned word of k
+        # syllables weighs k * k, a lone syllable 1, so whole words win.
+        best: list[tuple[int, str]] = [(0, "")] * (n + 1)
+        for end in range(1, n + 1):
+            weight, text = best[end - 1]
+            char = self._lexicon.get(codes[end - 1]) or _SYLLABLE_CHAR[syllables[end - 1]]
+            best[end] = (weight + 1, text + char)
+            for start in range(max(0, end - _LONGEST_WORD), end - 1):
+                word = self._lexicon.get("".join(codes[start:end]))
+                if word is not None:
+                    weight = best[start][0] + (end - start) ** 2
+                    if weight > best[end][0]:
+                        best[end] = (weight, best[start][1] + word)
+        return best[n][1]
 
     def clean(self, raw: str) -> str:
-        """Width, script, case, punctuation and dictionary, keeping filler words."""
-        text = _clean(raw)
+        """Width, script, case, pinyin, punctuation and dictionary, keeping filler words."""
+        text = _clean(raw, self.read_pinyin)
         if self._replace_re is not None:
             text = self._replace_re.sub(lambda m: self._replacements[m.group(0)], text)
         return text
@@ -152,12 +236,15 @@ class Normaliser:
             sound="".join(sounds),
             words=sounds,
             word_string="".join(_words.code(s) for s in sounds),
+            tokens=tuple(segmented),
         )
 
 
-def _clean(raw: str) -> str:
+def _clean(raw: str, read_pinyin: Callable[[str], str] | None = None) -> str:
     text = unicodedata.normalize("NFKC", raw)
     text = _t2s.convert(text).lower()
+    if read_pinyin is not None and _LATIN_TOKEN.search(text):
+        text = _LATIN_RUN.sub(lambda m: read_pinyin(m.group(0)), text)
     return _NOT_WORD.sub("", text)
 
 

@@ -146,3 +146,20 @@ def test_pruned_matching_gives_the_same_verdicts() -> None:
     for question in questions:
         a, b = pruned.match(question), full.match(question)
         assert (a.band, a.candidates, a.referral) == (b.band, b.candidates, b.referral), question
+
+
+@pytest.mark.parametrize(("question", "faq_id"), [
+    ("dibao biaozhun shi duoshao", "dibao-standard"),  # whole message, spaced
+    ("tekungongyangzenmeshenqing", "tekun-apply"),  # whole message, run together
+    ("低保shenqing要几步", "dibao-process"),  # mixed into Chinese
+    ("ykt丢了咋办", "yikatong"),  # initials (content/dictionary.yaml)
+])
+def test_typed_pinyin_is_read_as_the_syllables_it_spells(matcher: Matcher, question: str,
+                                                         faq_id: str) -> None:
+    assert matcher.match(question).faq_id == faq_id
+
+
+def test_letters_that_are_not_pinyin_stay_as_they_are(matcher: Matcher) -> None:
+    assert matcher.normalise.clean("hello") == "hello"
+    assert matcher.normalise.clean("回复TD退订") == "回复td退订"
+    assert matcher.normalise.clean("dibao") == "低保"
