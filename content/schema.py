@@ -6,6 +6,7 @@ each problem names the file and the entry it belongs to.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from content.placeholders import allowed_list, bad_placeholders, fill
+from content.placeholders import allowed_list, bad_placeholders, fill, placeholder
+
+log = logging.getLogger(__name__)
 
 ANSWER_MAX_CHARS = 200
 DETAILS_MAX_CHARS = 600
@@ -125,7 +128,14 @@ def entry_from_data(data: Any, file: str) -> tuple[FaqEntry | None, list[Problem
 def render(text: str, county: Mapping[str, Any]) -> str:
     """An answer or details as users see them: the county's values filled in.
 
-    Nothing in ``text`` is evaluated (see content.placeholders)."""
+    Nothing in ``text`` is evaluated (see content.placeholders). Text the publish check
+    would refuse (stored before the check existed, or not through it) is shown as
+    written, with a warning in the log."""
+    if "{" in text:
+        refused, missing = bad_placeholders(text, county)
+        for shown in [*refused, *map(placeholder, missing)]:
+            log.warning("an answer holds %r, which is not a placeholder that can be filled "
+                        "in: it is shown as written; correct it in the staff UI", shown)
     return fill(text, county)
 
 

@@ -125,3 +125,12 @@ def test_a_missing_county_value_is_reported() -> None:
 def test_a_county_value_is_never_filled_in_again() -> None:
     county = {**COUNTY, "address": "{{ county.hotline }}{{ config }}"}
     assert fill("地址：{{ county.address }}", county) == "地址：{{ county.hotline }}{{ config }}"
+
+
+def test_rendering_a_refused_text_warns_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="content.schema"):
+        assert render("请打{{ county.hotline }}\n{{ config }}", COUNTY) == (
+            f"请打{COUNTY['hotline']}\n{{{{ config }}}}")
+    assert [r.getMessage() for r in caplog.records] == [
+        "an answer holds '{{ config }}', which is not a placeholder that can be filled in: "
+        "it is shown as written; correct it in the staff UI"]
