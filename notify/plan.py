@@ -65,15 +65,16 @@ async def queue(session: AsyncSession, rows: Sequence[dict[str, Any]],
 
 
 async def queue_verification_code(db: Database, vault: Vault, *, beneficiary_id: int,
-                                  code: str, code_id: int, expires_at: datetime) -> None:
-    """Queue the SMS carrying a verification code: urgent (ahead of reminders, at any
-    hour, past the per-phone caps), the code encrypted at rest, and lapsing with the
-    code, so a code that could no longer be used is never sent."""
+                                  code: str, code_id: int, now: datetime,
+                                  expires_at: datetime) -> None:
+    """Queue the SMS carrying a verification code issued at ``now``: urgent (ahead of
+    reminders, at any hour, past the per-phone caps), the code encrypted at rest, and
+    lapsing with the code, so a code that could no longer be used is never sent."""
     async with db.session() as session:
         session.add(OutboxMessage(
             key=f"{VERIFICATION}:{code_id}", kind=VERIFICATION, beneficiary_id=beneficiary_id,
-            urgent=True, params={"code": vault.encrypt(code)}, not_before=utcnow(),
-            expires_at=expires_at))
+            urgent=True, params={"code": vault.encrypt(code)}, not_before=now,
+            expires_at=expires_at, created_at=now))
 
 
 def _row(key: str, kind: str, beneficiary_id: int, params: dict[str, str], now: datetime,

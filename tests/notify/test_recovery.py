@@ -189,10 +189,11 @@ async def test_while_the_provider_cannot_be_asked_the_claim_waits(
 
 
 # ----- verification codes: urgent outbox messages ---------------------------------------
-async def queue_code(db: Database, person: int, expires_at: datetime,
-                     code: str = "246810") -> None:
+async def queue_code(db: Database, person: int, now: datetime,
+                     expires_at: datetime | None = None, code: str = "246810") -> None:
+    """Queue a code issued at ``now`` (lapsing five minutes later unless told otherwise)."""
     await queue_verification_code(db, VAULT, beneficiary_id=person, code=code, code_id=1,
-                                  expires_at=expires_at)
+                                  now=now, expires_at=expires_at or now + timedelta(minutes=5))
 
 
 async def test_a_code_goes_out_at_night_past_opt_outs_and_is_not_stored_in_clear(
@@ -200,7 +201,7 @@ async def test_a_code_goes_out_at_night_past_opt_outs_and_is_not_stored_in_clear
     person = await add_person(db, 0)
     phone_hash = VAULT.lookup_hash("13800138000")
     await opt_out(db, "sms", phone_hash, "sms_reply")
-    await queue_code(db, person, expires_at=NIGHT + timedelta(minutes=5))
+    await queue_code(db, person, now=NIGHT)
     [row] = await outbox(db)
     assert row.urgent and "246810" not in str(row.params)
     summary = await worker(db, tmp_path, clock=NIGHT).run(once=True)
@@ -213,7 +214,8 @@ async def test_a_code_goes_out_at_night_past_opt_outs_and_is_not_stored_in_clear
 
 async def test_an_expired_code_is_never_sent(db: Database, tmp_path: Path) -> None:
     person = await add_person(db, 0)
-    await queue_code(db, person, expires_at=DAYTIME - timedelta(seconds=1))
+    await queue_code(db, person, now=DAYTIME - timedelta(minutes=5),
+                     expires_at=DAYTIME - timedelta(seconds=1))
     summary = await worker(db, tmp_path, clock=DAYTIME).run(once=True)
     assert summary.sent == 0 and summary.skipped == 1
     assert sent_sms(tmp_path) == []
@@ -230,7 +232,7 @@ async def test_the_urgent_courier_takes_codes_and_leaves_reminders(
     person = await add_person(db, 0)
     await add_payout(db, person)
     await plan(db, now=DAYTIME)
-    await queue_code(db, person, expires_at=DAYTIME + timedelta(minutes=5))
+    await queue_code(db, person, now=DAYTIME)
     courier = worker(db, tmp_path, urgent_only=True)
     assert (await courier.run(once=True)).sent == 1
     assert {r.kind: r.state for r in await outbox(db)} == {
