@@ -75,7 +75,8 @@ async def check_file(checked_rows: Callable[[Path], Iterator[tuple[int, Record |
 async def people_by_id_number(session: AsyncSession, vault: Vault,
                               id_numbers: Iterable[str]) -> dict[str, Beneficiary]:
     """The registered people among these ID numbers, keyed by ID number."""
-    hashes = {vault.lookup_hash(number): number for number in set(id_numbers)}
+    # Every hash of each number: while keys rotate a person may be under either.
+    hashes = {h: number for number in set(id_numbers) for h in vault.lookup_hashes(number)}
     found: dict[str, Beneficiary] = {}
     for chunk in chunks(sorted(hashes)):
         for person in (await session.scalars(

@@ -140,7 +140,7 @@ def _changes(vault: Vault, record: ApplicationRecord, person: Beneficiary | None
             changes.append(f"姓名：{mask_name(person.name)} → {mask_name(record.name)}")
         if person.township != record.township:
             changes.append(f"乡镇（本人）：{person.township} → {record.township}")
-        if record.phone and person.phone_hash != vault.lookup_hash(record.phone):
+        if record.phone and person.phone_hash not in vault.lookup_hashes(record.phone):
             changes.append(f"手机号：{person.phone_masked or '（空）'} → "
                            f"{mask_phone(record.phone)}")
     if app is None:

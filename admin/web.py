@@ -59,7 +59,7 @@ class AdminState:
         if self._vault is None:
             if not self.settings.secret_key or len(self.settings.secret_key) < 16:
                 raise web.HTTPServiceUnavailable(reason="no_secret")
-            self._vault = Vault(self.settings.secret_key)
+            self._vault = Vault(self.settings.secret_key, self.settings.secret_key_previous)
         return self._vault
 
     @property

@@ -137,7 +137,8 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
                   conversations=conversations, db=db)
         if not settings.secret_key:
             log.warning("HUIMIN_SECRET_KEY is not set: the status lookup is switched off")
-        vault = Vault(settings.secret_key) if settings.secret_key else None
+        vault = (Vault(settings.secret_key, settings.secret_key_previous)
+                 if settings.secret_key else None)
         background = []
         courier, courier_task = None, None
         if vault is not None:

@@ -12,11 +12,10 @@ lookup and every change of access is written to the access log.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,14 +126,17 @@ class StatusDesk:
                 id_number = normalise_id(id_part)
             except PersonalDataError as exc:
                 return self.say("status_bad_id.j2", reason=str(exc)), state
-            state = {**state, "id_hash": self.vault_.lookup_hash(id_number)}
+            # Both hashes while keys rotate, so a row not yet rotated is found too.
+            hashes = self.vault_.lookup_hashes(id_number)
+            state = {**state, "id_hash": hashes[0], "id_hashes": list(hashes)}
         if name is not None:
             state = {**state, "name": name}
         if "id_hash" not in state:
             return self.say("status_ask_id.j2"), state
         if "name" not in state:
             return self.say("status_ask_name.j2"), state
-        return await self.send_code(openid, state["id_hash"], state["name"])
+        return await self.send_code(openid, state["id_hash"], state["name"],
+                                    state.get("id_hashes", ()))
 
     @property
     def vault_(self) -> Vault:
@@ -147,8 +149,8 @@ class StatusDesk:
             return None
         return self.say("status_locked.j2", until=lock_time_text(max(ends)))
 
-    async def send_code(self, openid: str, id_hash: str,
-                        name: str) -> tuple[str, dict[str, Any]]:
+    async def send_code(self, openid: str, id_hash: str, name: str,
+                        id_hashes: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
         keys = (f"openid:{openid}", f"id:{id_hash}")
         locked = await self._lock_reply(*keys)
         if locked:
@@ -157,7 +159,7 @@ class StatusDesk:
             await self.limiter.record_try(key)
         code = f"{secrets.randbelow(10**6):06d}"
         async with self.db.session() as session:
-            person = await queries.find_beneficiary(session, id_hash, name)
+            person = await queries.find_beneficiary(session, id_hashes or id_hash, name)
             issued = VerificationCode(
                 openid=openid, beneficiary_id=person.id if person else None,
                 code_hash=self.vault_.code_hash(code, openid), expires_at=utcnow() + CODE_TTL)
@@ -206,7 +208,7 @@ class StatusDesk:
                 expires = expires.replace(tzinfo=now.tzinfo)
             good = (latest is not None and latest.beneficiary_id is not None
                     and expires is not None and expires > now
-                    and hmac.compare_digest(latest.code_hash, self.vault_.code_hash(code, openid)))
+                    and self.vault_.code_matches(latest.code_hash, code, openid))
             if good:
                 assert latest is not None and latest.beneficiary_id is not None
                 latest.used_at = now

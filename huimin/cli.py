@@ -240,7 +240,7 @@ async def import_file(settings: Settings, path: Path) -> Any:
     from huimin.registry.importer import import_applications
     from huimin.settings import require_secret
 
-    vault = Vault(require_secret(settings))
+    vault = Vault(require_secret(settings), settings.secret_key_previous)
     db = Database(settings.database_url)
     try:
         return await import_applications(db, vault, path)
@@ -281,7 +281,8 @@ def cmd_import_payouts(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> Any:
         db = Database(settings.database_url)
         try:
-            return await import_payouts(db, Vault(require_secret(settings)), path)
+            return await import_payouts(
+                db, Vault(require_secret(settings), settings.secret_key_previous), path)
         finally:
             await db.dispose()
 
@@ -398,6 +399,110 @@ def cmd_admin_reset_password(settings: Settings, args: argparse.Namespace) -> in
                                   password_from="stdin" if args.password_stdin else "prompt")
 
 
+# ----- keys -----------------------------------------------------------------
+def _batch_size(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise argparse.ArgumentTypeError("a whole number from 1 to 100000")
+    return int(raw)
+
+
+def _key_vault(settings: Settings) -> Any:
+    from huimin.personal import Vault
+    from huimin.settings import require_secret
+
+    return Vault(require_secret(settings), settings.secret_key_previous)
+
+
+def _local_time(moment: Any) -> str:
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+
+
+def _print_open_codes(report: Any) -> None:
+    if report.open_codes or report.open_invitations:
+        print(f"旧密钥下发出、尚未用过的验证码 {report.open_codes} 个、家人授权码 "
+              f"{report.open_invitations} 个：新旧密钥都认，"
+              f"{_local_time(report.codes_lapse_at)} 前全部过期")
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from huimin.db import Database
+    from huimin.keys import TABLE_NAMES, RotationError, rotate
+
+    vault = _key_vault(settings)
+    if not vault.rotating:
+        print("huimin: 没有设置 HUIMIN_SECRET_KEY_PREVIOUS。换密钥的做法：新密钥填在 "
+              "HUIMIN_SECRET_KEY，旧密钥填在 HUIMIN_SECRET_KEY_PREVIOUS，重启所有进程，"
+              "再运行 huimin keys rotate", file=sys.stderr)
+        return 2
+    print(f"换密钥：旧密钥 {vault.previous_key_id} → 新密钥 {vault.key_id}，"
+          f"每批 {args.batch} 条，每批一个事务；中断后再运行一次即可接着做", flush=True)
+
+    def progress(table: str, checked: int, total: int, rewritten: int) -> None:
+        print(f"{TABLE_NAMES.get(table, table)}：已检查 {checked}/{total}，"
+              f"其中换成新密钥 {rewritten}", flush=True)
+
+    async def run() -> Any:
+        db = Database(settings.database_url)
+        try:
+            return await rotate(db, vault, batch=args.batch, progress=progress)
+        finally:
+            await db.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except RotationError as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 1
+    people = report.tables["beneficiaries"]
+    print(f"完成：救助对象 {people.total} 人全部在新密钥下（本次换了 {people.stale} 人，"
+          f"退订和计数记录换了 {people.carried} 条），待发验证码换了 "
+          f"{report.tables['outbox'].stale} 条")
+    _print_open_codes(report)
+    removable = ("现在" if not report.codes_lapse_at
+                 else f"{_local_time(report.codes_lapse_at)} 之后")
+    print(f"{removable}可以删除 HUIMIN_SECRET_KEY_PREVIOUS（旧密钥 {vault.previous_key_id}），"
+          "然后重启所有进程")
+    return 0
+
+
+def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> int:
+    from huimin.db import Database
+    from huimin.keys import TABLE_NAMES, key_status
+
+    vault = _key_vault(settings)
+
+    async def run() -> Any:
+        db = Database(settings.database_url)
+        try:
+            return await key_status(db, vault)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    previous = f"，旧密钥 {vault.previous_key_id}" if vault.rotating else ""
+    print(f"当前密钥 {vault.key_id}{previous}")
+    for table, tally in report.tables.items():
+        line = (f"{TABLE_NAMES.get(table, table)}：共 {tally.total} 条，"
+                f"还在旧密钥下 {tally.stale} 条")
+        if tally.carried:
+            line += f"，另有退订和计数记录 {tally.carried} 条"
+        if tally.unreadable:
+            line += f"，打不开 {tally.unreadable} 条"
+        print(line)
+    _print_open_codes(report)
+    if report.unreadable:
+        print("有数据打不开：如果正在换密钥，请把旧密钥填在 HUIMIN_SECRET_KEY_PREVIOUS")
+        return 1
+    if report.stale:
+        print("还没换完：运行 huimin keys rotate")
+        return 1
+    print("全部数据都在当前密钥下" + ("，可以删除 HUIMIN_SECRET_KEY_PREVIOUS"
+                                      if vault.rotating and not report.codes_lapse_at else ""))
+    return 0
+
+
 # ----- wechat ---------------------------------------------------------------
 def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.dialog import Guide
@@ -467,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("username")
     reset.add_argument("--password-stdin", action="store_true")
     reset.set_defaults(func=cmd_admin_reset_password)
+    keys = sub.add_parser("keys", help="change HUIMIN_SECRET_KEY without losing data"
+                          ).add_subparsers(dest="action", required=True)
+    rotate = keys.add_parser("rotate", help="re-encrypt and re-hash everything under the new "
+                             "key (HUIMIN_SECRET_KEY_PREVIOUS = the old one); resumable")
+    rotate.add_argument("--batch", type=_batch_size, default=500, help="rows per transaction")
+    rotate.set_defaults(func=cmd_keys_rotate)
+    keys.add_parser("status", help="how many rows are still under the previous key"
+                    ).set_defaults(func=cmd_keys_status)
     wechat = sub.add_parser("wechat", help="WeChat account tools").add_subparsers(
         dest="action", required=True)
     wechat.add_parser("menu", help="print the custom menu JSON").set_defaults(

@@ -2,8 +2,9 @@
 
 They are stored encrypted (Fernet) with a keyed hash (HMAC-SHA256) for lookup,
 and shown only masked. Both keys derive from ``HUIMIN_SECRET_KEY`` (HKDF), which
-never lives in the repository. ID numbers are checked with the GB 11643-1999
-check digit.
+never lives in the repository; while it is being changed the previous secret
+(``HUIMIN_SECRET_KEY_PREVIOUS``) is accepted too (see ``huimin.keys``). ID numbers
+are checked with the GB 11643-1999 check digit.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import hmac
 import re
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -80,30 +81,110 @@ def mask_name(name: str) -> str:
     return name[0] + "*" * (len(name) - 2) + name[-1]
 
 
-class Vault:
-    """Encrypts, decrypts and hashes personal data with keys derived from one secret."""
+KEY_VARIABLE = "HUIMIN_SECRET_KEY"
+PREVIOUS_KEY_VARIABLE = "HUIMIN_SECRET_KEY_PREVIOUS"
 
-    def __init__(self, secret: str) -> None:
+
+def _derive(secret: str) -> tuple[Fernet, bytes]:
+    """The Fernet key and the hash key derived from one secret."""
+    material = HKDF(algorithm=hashes.SHA256(), length=64, salt=b"huimin-personal-data",
+                    info=b"fernet+hmac").derive(secret.encode())
+    return Fernet(base64.urlsafe_b64encode(material[:32])), material[32:]
+
+
+class Vault:
+    """Encrypts, decrypts and hashes personal data with keys derived from one secret.
+
+    While the secret is being changed (``huimin keys rotate``) the vault also holds
+    the previous secret: new values are always encrypted and hashed under the
+    current one, decryption accepts either (MultiFernet), and lookups by keyed hash
+    use :meth:`lookup_hashes`, which gives the current hash and then the previous.
+    """
+
+    def __init__(self, secret: str, previous: str | None = None) -> None:
         if len(secret) < 16:
-            raise ValueError("HUIMIN_SECRET_KEY must be at least 16 characters")
-        material = HKDF(algorithm=hashes.SHA256(), length=64, salt=b"huimin-personal-data",
-                        info=b"fernet+hmac").derive(secret.encode())
-        self._fernet = Fernet(base64.urlsafe_b64encode(material[:32]))
-        self._hash_key = material[32:]
+            raise ValueError(f"{KEY_VARIABLE} must be at least 16 characters")
+        if previous is not None and len(previous) < 16:
+            raise ValueError(f"{PREVIOUS_KEY_VARIABLE} must be at least 16 characters")
+        if previous is not None and hmac.compare_digest(previous.encode(), secret.encode()):
+            raise ValueError(f"{PREVIOUS_KEY_VARIABLE} must differ from {KEY_VARIABLE}")
+        self._fernet, self._hash_key = _derive(secret)
+        self._previous_hash_key: bytes | None = None
+        fernets = [self._fernet]
+        if previous is not None:
+            previous_fernet, self._previous_hash_key = _derive(previous)
+            fernets.append(previous_fernet)
+        self._any = MultiFernet(fernets)
+        self.key_id = self._fingerprint(self._hash_key)
+        self.previous_key_id = (self._fingerprint(self._previous_hash_key)
+                                if self._previous_hash_key else None)
+
+    @staticmethod
+    def _fingerprint(hash_key: bytes) -> str:
+        """Eight hex digits that name a key in messages without revealing it."""
+        return hmac.new(hash_key, b"huimin key id", hashlib.sha256).hexdigest()[:8]
+
+    @property
+    def rotating(self) -> bool:
+        """True while a previous key is configured."""
+        return self._previous_hash_key is not None
 
     def encrypt(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode()
 
     def decrypt(self, token: str) -> str:
+        """The value, whichever of the current or previous key encrypted it."""
         try:
-            return self._fernet.decrypt(token.encode()).decode()
+            return self._any.decrypt(token.encode()).decode()
         except InvalidToken as exc:
-            raise PersonalDataError("cannot decrypt: wrong HUIMIN_SECRET_KEY?") from exc
+            raise PersonalDataError(f"cannot decrypt: wrong {KEY_VARIABLE}?") from exc
+
+    def unseal(self, token: str) -> tuple[str, bool]:
+        """The value and whether it is already encrypted under the current key."""
+        try:
+            return self._fernet.decrypt(token.encode()).decode(), True
+        except InvalidToken:
+            return self.decrypt(token), False
+
+    def is_current(self, token: str) -> bool:
+        """Whether the current key alone decrypts ``token``."""
+        try:
+            self._fernet.decrypt(token.encode())
+        except InvalidToken:
+            return False
+        return True
 
     def lookup_hash(self, value: str) -> str:
-        """A keyed hash that finds a record without storing the value in clear."""
+        """A keyed hash that finds a record without storing the value in clear (current key)."""
         return hmac.new(self._hash_key, value.encode(), hashlib.sha256).hexdigest()
+
+    def lookup_hashes(self, value: str) -> tuple[str, ...]:
+        """Every hash a stored record of ``value`` may carry: the current key's, then,
+        while keys rotate, the previous key's. Query with ``column.in_(...)``."""
+        if self._previous_hash_key is None:
+            return (self.lookup_hash(value),)
+        return (self.lookup_hash(value),
+                hmac.new(self._previous_hash_key, value.encode(), hashlib.sha256).hexdigest())
 
     def code_hash(self, code: str, salt: str) -> str:
         """Hash of a one-time code, bound to its owner (salt) so hashes are not reusable."""
         return hmac.new(self._hash_key, f"{salt}:{code}".encode(), hashlib.sha256).hexdigest()
+
+    def code_hashes(self, code: str, salt: str) -> tuple[str, ...]:
+        """The code's hash under the current key, then (while rotating) the previous one.
+
+        A code's hash cannot be recomputed without the code, so codes issued before
+        the rotation keep their old hash and are accepted under either key until
+        they lapse."""
+        if self._previous_hash_key is None:
+            return (self.code_hash(code, salt),)
+        previous = hmac.new(self._previous_hash_key, f"{salt}:{code}".encode(),
+                            hashlib.sha256).hexdigest()
+        return (self.code_hash(code, salt), previous)
+
+    def code_matches(self, stored: str, code: str, salt: str) -> bool:
+        """Constant-time check of a typed code against a stored hash (either key)."""
+        found = False
+        for candidate in self.code_hashes(code, salt):
+            found |= hmac.compare_digest(stored, candidate)
+        return found

@@ -36,6 +36,8 @@ class Settings:
     county_file: Path = DEFAULT_COUNTY_FILE
     # Derives the keys that encrypt and hash ID and phone numbers. Never commit it.
     secret_key: str | None = None
+    # The secret being replaced, accepted until ``huimin keys rotate`` has finished.
+    secret_key_previous: str | None = None
     wechat_secret: str | None = None  # AppSecret, for WeChat's server API
     wechat_api_base: str = "https://api.weixin.qq.com"
     # SMS providers in order of preference, comma separated: console, tencent, aliyun.
@@ -149,6 +151,16 @@ def validate(settings: Settings) -> None:
         raise SettingsError("HUIMIN_WECHAT_TOKEN must be 3 to 32 letters or digits")
     if settings.secret_key is not None and len(settings.secret_key) < 16:
         raise SettingsError("HUIMIN_SECRET_KEY must be at least 16 characters")
+    if settings.secret_key_previous is not None:
+        if len(settings.secret_key_previous) < 16:
+            raise SettingsError("HUIMIN_SECRET_KEY_PREVIOUS must be at least 16 characters")
+        if not settings.secret_key:
+            raise SettingsError("HUIMIN_SECRET_KEY_PREVIOUS is set but HUIMIN_SECRET_KEY is "
+                                "not: set the new key in HUIMIN_SECRET_KEY")
+        if settings.secret_key_previous == settings.secret_key:
+            raise SettingsError("HUIMIN_SECRET_KEY_PREVIOUS must differ from "
+                                "HUIMIN_SECRET_KEY (the previous key is the one being "
+                                "replaced)")
     providers = [p.strip() for p in settings.sms_provider.split(",") if p.strip()]
     if not providers or set(providers) - {"console", "tencent", "aliyun"}:
         raise SettingsError("HUIMIN_SMS_PROVIDER must list console, tencent and/or aliyun, "

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -183,7 +183,7 @@ async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport
     a required column. Each row is saved in its own transaction.
     """
     async def save(session: AsyncSession, record: PayoutRecord) -> str:
-        return await save_payout(session, vault.lookup_hash(record.id_number), record)
+        return await save_payout(session, vault.lookup_hashes(record.id_number), record)
 
     report = await import_rows(db, checked_rows(path), save,
                                conflict="保存时和别的数据冲突，请稍后重试")
@@ -191,7 +191,8 @@ async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport
     return report
 
 
-async def save_payout(session: AsyncSession, id_hash: str, record: PayoutRecord) -> str:
+async def save_payout(session: AsyncSession, id_hash: str | Sequence[str],
+                      record: PayoutRecord) -> str:
     """Insert or update one payout line: "added", "updated", "unchanged", or NOT_FOUND
     when no registered person has this ID number (by its keyed hash) and name."""
     person = await find_beneficiary(session, id_hash, record.name)

@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from huimin.db import Database, utcnow
 from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phone
 from huimin.registry.models import Beneficiary
+from huimin.registry.queries import registered_phone_hashes
 from notify.models import DELIVERED, FAILED, SENT, DeliveryEvent, OptOut, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -55,14 +57,15 @@ async def opt_in(db: Database, channel: str, address: str) -> bool:
 
 
 async def mark(db: Database, provider: str, message_id: str, delivered: bool,
-               detail: dict[str, Any], *, phone_hash: str | None = None,
+               detail: dict[str, Any], *, phone_hash: str | Sequence[str] | None = None,
                reference: str | None = None) -> int:
     """Move the sent message with this provider id to delivered or failed.
 
     Aliyun gives one id (BizId) to a whole call of many numbers, so its receipts
     also name the phone (``phone_hash``) and our reference (``OutId``): the message
     is the one to that phone with that id, or with that reference when a crash
-    recovery recorded it without the id.
+    recovery recorded it without the id. ``phone_hash`` may be every hash of the
+    phone (``Vault.lookup_hashes``) while keys rotate.
     """
     which = and_(OutboxMessage.provider == provider, OutboxMessage.state == SENT)
     if phone_hash is None:
@@ -75,7 +78,8 @@ async def mark(db: Database, provider: str, message_id: str, delivered: bool,
         if not ids:
             return 0
         which = and_(which, or_(*ids), OutboxMessage.beneficiary_id.in_(
-            select(Beneficiary.id).where(Beneficiary.phone_hash == phone_hash)))
+            select(Beneficiary.id).where(Beneficiary.phone_hash.in_(
+                [phone_hash] if isinstance(phone_hash, str) else list(phone_hash)))))
     async with db.session() as session:
         result = await session.execute(
             update(OutboxMessage).where(which)
@@ -154,11 +158,11 @@ class ProviderCallbacks:
         await mark(self.db, provider, str(item.get("biz_id") or ""), delivered, detail,
                    phone_hash=phone_hash, reference=str(item.get("out_id") or "") or None)
 
-    def _phone_hash(self, raw: str) -> str | None:
+    def _phone_hash(self, raw: str) -> tuple[str, ...] | None:
         if self.vault is None:
             return None
         try:
-            return self.vault.lookup_hash(normalise_phone(raw))
+            return self.vault.lookup_hashes(normalise_phone(raw))
         except PersonalDataError:
             return None
 
@@ -172,7 +176,10 @@ class ProviderCallbacks:
             except PersonalDataError:
                 note = "reply from an unreadable number"
             else:
-                await opt_out(self.db, "sms", self.vault.lookup_hash(phone), "sms_reply")
+                async with self.db.session() as session:
+                    addresses = await registered_phone_hashes(session, self.vault, phone)
+                for address in addresses:
+                    await opt_out(self.db, "sms", address, "sms_reply")
                 note = "opted out"
         async with self.db.session() as session:
             session.add(DeliveryEvent(provider=provider, kind="reply", outbox_id=None,

@@ -43,7 +43,7 @@ def build_worker(settings: Settings, db: Database, county: dict[str, Any],
         rates: Any = RedisRateStore(redis)
     else:
         limiter, rates = DatabasePhoneLimiter(db), DatabaseRateStore(db)
-    return Worker(db, Vault(require_secret(settings)), county,
+    return Worker(db, Vault(require_secret(settings), settings.secret_key_previous), county,
                   build_sms_providers(settings, county), limiter, wechat=wechat,
                   wechat_templates=templates, quiet=quiet_hours(settings),
                   rate=settings.notify_rate, rate_store=rates, **options)

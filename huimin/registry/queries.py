@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -11,6 +12,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.db import utcnow
+from huimin.keys import rekey_beneficiary
 from huimin.personal import Vault, mask_id, mask_phone
 from huimin.registry.models import (
     AccessLogEntry,
@@ -47,7 +49,12 @@ async def save_application(session: AsyncSession, vault: Vault, record: Applicat
     stage, is recorded as a status change for the notifier.
     """
     id_hash = vault.lookup_hash(record.id_number)
-    person = await session.scalar(select(Beneficiary).where(Beneficiary.id_hash == id_hash))
+    person = await session.scalar(select(Beneficiary).where(
+        Beneficiary.id_hash.in_(vault.lookup_hashes(record.id_number))))
+    if person is not None:
+        # A row still under the previous key (keys are being rotated) moves to the
+        # current one first, so what follows compares like with like.
+        await rekey_beneficiary(session, vault, person)
     now = utcnow()
     person_values: dict[str, Any] = {"name": record.name, "township": record.township}
     if record.phone:
@@ -102,10 +109,14 @@ def _differs(old: Any, new: Any) -> bool:
     return bool(old != new)
 
 
-async def find_beneficiary(session: AsyncSession, id_hash: str,
+async def find_beneficiary(session: AsyncSession, id_hash: str | Sequence[str],
                            name: str) -> Beneficiary | None:
-    """The beneficiary with this ID number (by its keyed hash) and name, if both match."""
-    person = await session.scalar(select(Beneficiary).where(Beneficiary.id_hash == id_hash))
+    """The beneficiary with this ID number and name, if both match.
+
+    ``id_hash`` is the number's keyed hash, or all of them (``Vault.lookup_hashes``)
+    while keys rotate: the row is found whichever key it is still under."""
+    hashes = [id_hash] if isinstance(id_hash, str) else list(id_hash)
+    person = await session.scalar(select(Beneficiary).where(Beneficiary.id_hash.in_(hashes)))
     if person is None or person.name != name:
         return None
     return person
@@ -179,7 +190,7 @@ async def redeem_invitation(session: AsyncSession, vault: Vault, code: str,
     now = utcnow()
     result = await session.execute(
         update(DelegateInvitation)
-        .where(and_(DelegateInvitation.code_hash == vault.code_hash(code, "invite"),
+        .where(and_(DelegateInvitation.code_hash.in_(vault.code_hashes(code, "invite")),
                     DelegateInvitation.used_at.is_(None),
                     DelegateInvitation.expires_at > now))
         .values(used_at=now, used_by=used_by)
@@ -195,3 +206,11 @@ async def count_pending_changes(session: AsyncSession) -> int:
     return int(await session.scalar(
         select(func.count()).select_from(StatusChange)
         .where(StatusChange.announced_at.is_(None))) or 0)
+
+
+async def registered_phone_hashes(session: AsyncSession, vault: Vault, phone: str) -> list[str]:
+    """The keyed hashes under which the registry holds ``phone`` (more than one only
+    while keys rotate), or just the current hash when nobody has it."""
+    found = set((await session.scalars(select(Beneficiary.phone_hash).where(
+        Beneficiary.phone_hash.in_(vault.lookup_hashes(phone))))).all())
+    return sorted(h for h in found if h) or [vault.lookup_hash(phone)]
