@@ -17,12 +17,13 @@ import jinja2
 import yaml
 from sqlalchemy import insert, update
 
-from bot.matcher import Band, Match, Matcher
+from bot.matcher import Band, Match, Matcher, load_tuning
 from bot.models import AskedQuestion, Follower
 from bot.status import StatusDesk
 from bot.store import ConversationStore
 from bot.tally import AnswerCounter
 from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
+from content.guidance import Guidance, load_guidance
 from content.queries import PublishedContent
 from content.schema import render
 from huimin.db import Database, upsert, utcnow
@@ -67,11 +68,19 @@ class Guide:
     other_departments: Mapping[str, str]
     domain_terms: tuple[str, ...]
     programmes: tuple[tuple[str, ...], ...]
+    guidance: Guidance = field(default_factory=Guidance)
+    answer_first: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
-    def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE) -> Guide:
+    def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE,
+             guidance: Guidance | None = None) -> Guide:
+        """The menu and intents files, and situations and referrals (content.guidance)."""
         menu = yaml.safe_load(menu_file.read_text(encoding="utf-8"))
         intents = yaml.safe_load(intents_file.read_text(encoding="utf-8"))
+        if guidance is None:
+            guidance = load_guidance()
+            for problem in guidance.problems:
+                log.warning("content: %s", problem)
         return cls(
             topics=tuple(Topic(t["name"], tuple(t["faq"])) for t in menu["topics"]),
             clicks=menu["clicks"],
@@ -81,12 +90,16 @@ class Guide:
             other_departments=intents.get("other_departments") or {},
             domain_terms=tuple(intents.get("domain_terms") or ()),
             programmes=tuple(tuple(group) for group in intents.get("programmes") or ()),
+            guidance=guidance,
+            answer_first=tuple(tuple(p) for p in intents.get("answer_first") or ()),
         )
 
     def matcher(self, content: PublishedContent) -> Matcher:
         """A matcher for ``content`` with this guide's domain words."""
         return Matcher([entry for _, entry in content.entries], content.dictionary,
-                       self.other_departments, self.domain_terms, self.programmes)
+                       self.other_departments, self.domain_terms, self.programmes,
+                       tuning=load_tuning(), guidance=self.guidance,
+                       answer_first=self.answer_first)
 
 
 @dataclass
@@ -120,13 +133,21 @@ def say(template: str, county: Mapping[str, Any], guide: Guide, **values: Any) -
 
 def reply_to_match(match: Match, snapshot: Snapshot, county: Mapping[str, Any],
                    guide: Guide) -> str:
-    """The reply for a matcher verdict: the answer, the choices, or an honest decline."""
+    """The reply for a matcher verdict: the answer, the choices (or the programmes a
+    told hardship may fit, with the hotline), where to go for business that is not
+    this FAQ's, what the bot can answer (chit-chat), or an honest "I don't know yet"
+    (in-domain questions only: those are what the staff inbox collects)."""
     if match.band is Band.ANSWER:
         return snapshot.answers[match.candidates[0].faq_id]
     if match.band is Band.CHOICES:
-        return say("did_you_mean.j2", county, guide,
-                   questions=[snapshot.questions[c] for c in match.choices])
-    return say("dont_know.j2", county, guide, referral=match.referral)
+        return say("hardship.j2" if match.reason == "hardship" else "did_you_mean.j2",
+                   county, guide, questions=[snapshot.questions[c] for c in match.choices])
+    if match.referral:
+        return say("in_bureau.j2" if match.reason == "in_bureau" else "referral.j2",
+                   county, guide, office=match.referral)
+    if match.reason == "off_domain":
+        return say("only_assistance.j2", county, guide)
+    return say("dont_know.j2", county, guide, referral=None)
 
 
 def intent_of(cleaned: str, guide: Guide, matcher: Matcher) -> str | None:

@@ -27,16 +27,26 @@ on ``tests/data/holdout.yaml`` (see README).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
+import yaml
 from rapidfuzz import fuzz, process
 
 from bot.normalize import Normalised, Normaliser, add_words, sound_code
+from content.guidance import Guidance
 from content.schema import Dictionary, FaqEntry
+
+# A clause that asks something (after cleaning: 咋 is 怎么, 啥 is 什么 …).
+_ASKING = re.compile(r"怎么|怎样|什么|为何|吗|么$|多少|多久|多长|哪|谁|几|能不能|能否|可不可以|"
+                     r"是不是|有没有|有没|要不要|行不行|中不中|够不够|算不算|管不管|会不会|"
+                     r"给不给|还能|能.*不$|[^不]不$|没$")
+_CLAUSE_END = re.compile(r"([。，,！!？?；;：:\n…]+|\s+)")
 
 
 class Band(StrEnum):
@@ -63,6 +73,22 @@ class Tuning:
     choices_within: float = 15.0
     off_domain_answer_at: float = 90.0
     max_choices: int = 3
+    situation: float = 0.1
+    hardship_answer_at: float = 70.0  # plain hardship naming nothing: answer only above
+    long_message: int = 30  # characters (cleaned) from which only the asking part is scored
+
+
+WEIGHTS_FILE = Path(__file__).with_name("weights.yaml")
+
+
+def load_tuning(path: Path = WEIGHTS_FILE) -> Tuning:
+    """The fitted weights and thresholds (``bench/fit.py`` writes them), or the defaults."""
+    if not path.is_file():
+        return Tuning()
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    known = {f.name: f.type for f in fields(Tuning)}
+    return Tuning(**{k: (int(v) if known[k] == "int" else float(v))
+                     for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,22 @@ class Match:
     @property
     def score(self) -> float:
         return self.candidates[0].score if self.candidates else 0.0
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A message as the matcher reads it."""
+
+    norm: Normalised  # the whole message
+    focus: Normalised  # what is scored: the asking part, with the programmes it implies
+    asking: str  # the asking part (cleaned), where referral terms are looked for
+    situations: tuple[int, ...]  # the situations whose cues it contains
+    hardship: bool  # it tells of plain hardship
+
+
+def _terms_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
+    unique = sorted({t for t in terms if t}, key=lambda t: (-len(t), t))
+    return re.compile("|".join(map(re.escape, unique))) if unique else None
 
 
 def _grams(sound: str) -> set[str]:
@@ -173,8 +215,20 @@ class Matcher:
         domain_terms: Iterable[str] = (),
         programmes: Iterable[Iterable[str]] = (),
         tuning: Tuning | None = None,
+        guidance: Guidance | None = None,
+        answer_first: Iterable[Iterable[str]] = (),
     ) -> None:
         self.entries = {e.id: e for e in entries}
+        guidance = guidance or Guidance()
+        # Pairs of entries that answer each other: when the two best are such a
+        # pair, the first is answered rather than asking back.
+        self._answer_first = {frozenset(p): p[0] for p in map(tuple, answer_first)
+                              if len(p) == 2}
+        programmes = [tuple(group) for group in programmes]
+        domain_terms = tuple(domain_terms)
+        other_departments = dict(other_departments or {})
+        add_words(term for r in guidance.referrals for term in r.terms)
+        add_words(cue for s in guidance.situations for cue in (*s.cues, *s.means))
         self.tuning = tuning or Tuning()
         for entry in self.entries.values():
             add_words(entry.keywords)
@@ -183,7 +237,10 @@ class Matcher:
         clean = self.normalise.clean
         self.normalise.learn(clean(t) for t in (
             *domain_terms, *(name for group in programmes for name in group),
-            *(other_departments or {}),
+            *other_departments,
+            *(term for r in guidance.referrals for term in r.terms),
+            *(cue for s in guidance.situations for cue in (*s.cues, *s.means)),
+            *guidance.hardship_cues,
             *(k for e in self.entries.values() for k in e.keywords)))
         self._other = {clean(k): v for k, v in (other_departments or {}).items() if clean(k)}
         self._programmes = [tuple(sound_code(clean(name)) for name in group if clean(name))
@@ -198,6 +255,39 @@ class Matcher:
         self._anchors = ({sound_code(clean(t)) for t in domain_terms if clean(t)}
                          | set(self._keyword_entries)
                          | {code for group in self._programmes for code in group})
+        self._read_guidance(guidance, programmes)
+
+    def _read_guidance(self, guidance: Guidance, programmes: list[tuple[str, ...]]) -> None:
+        """Situations, hardship and referrals as lookups on cleaned text."""
+        clean = self.normalise.clean
+        index = {faq_id: i for i, faq_id in enumerate(self.entry_ids)}
+        self._situation_of: dict[str, list[int]] = {}
+        self._situations = guidance.situations
+        self._situation_offers = []
+        for number, situation in enumerate(guidance.situations):
+            for cue in situation.cues:
+                if clean(cue):
+                    self._situation_of.setdefault(clean(cue), []).append(number)
+            self._situation_offers.append(
+                np.array([index[i] for i in situation.offer if i in index], dtype=np.intp))
+        self._situation_re = _terms_pattern(self._situation_of)
+        self._hardship_re = _terms_pattern(clean(c) for c in guidance.hardship_cues)
+        self._hardship_offer = np.array(
+            [index[i] for i in guidance.hardship_offer if i in index], dtype=np.intp)
+        # The office for each referral term (the old intents mapping, then referrals.yaml).
+        self._office: dict[str, tuple[str, bool]] = {
+            term: (office, False) for term, office in self._other.items()}
+        for referral in guidance.referrals:
+            for term in referral.terms:
+                if clean(term):
+                    self._office.setdefault(clean(term), (referral.office, referral.in_bureau))
+        self._referral_re = _terms_pattern(self._office)
+        passing = {clean(w) for w in guidance.passing}
+        self._keeping_re = _terms_pattern(
+            clean(name) for group in programmes for name in group
+            if clean(name) and not any(clean(g) in passing for g in group))
+        self._programme_names = sorted({clean(name) for group in programmes for name in group
+                                        if clean(name)}, key=len, reverse=True)
 
     def _build(self, entries: list[FaqEntry]) -> None:
         self.entry_ids = [e.id for e in entries]
@@ -249,7 +339,7 @@ class Matcher:
             self._sound_chars = _CharCounts(sounds)
             self._word_chars = _CharCounts(word_strings)
 
-    def signals(self, norm: Normalised) -> dict[str, np.ndarray]:
+    def signals(self, norm: Normalised, situations: Iterable[int] = ()) -> dict[str, np.ndarray]:
         """Each signal (0..1) for every entry, in ``entry_ids`` order.
 
         When pruning, ``phrase`` and ``words`` are exact for the entries that can
@@ -264,7 +354,11 @@ class Matcher:
         for code, owners in self._keyword_entries.items():
             if code in norm.sound:
                 keywords[owners] += 1
+        situation = np.zeros(n)
+        for number in situations:
+            situation[self._situation_offers[number]] = 1.0
         signals = {
+            "situation": situation,
             "cover": shared_words / word_mass if word_mass else np.zeros(n),
             "grams": shared_entry / gram_mass if gram_mass else np.zeros(n),
             "dice": np.maximum.reduceat(dice, self._starts),
@@ -335,35 +429,110 @@ class Matcher:
             penalty += self.tuning.programme_penalty * ~self._programme_entries[i][entries]
         return penalty
 
+    def read(self, question: str) -> Reading:
+        """The whole message, the part of it to score, and the situations it tells."""
+        norm = self.normalise(question)
+        text = norm.text
+        situations = sorted({n for m in self._situation_re.finditer(text)
+                             for n in self._situation_of[m.group(0)]}
+                            ) if self._situation_re else []
+        hardship = bool(self._hardship_re and self._hardship_re.search(text))
+        focus = text
+        if len(text) > self.tuning.long_message:
+            focus = self._asking_part(question) or text
+        implied = [name for name in self._programme_names
+                   if name in text and name not in focus]
+        for number in situations:  # told in the asking part itself
+            if any(cue in focus for cue in self._situations[number].cues):
+                implied += [w for w in self._situations[number].means if w not in focus]
+        focus_text = focus + "".join(dict.fromkeys(implied))
+        focused = norm if focus_text == text else self.normalise(focus_text)
+        return Reading(norm, focused, focus, tuple(situations), hardship)
+
+    def _asking_part(self, question: str) -> str:
+        """The clauses of a long message that ask something (the last two), or its
+        last clause; empty when it has no clauses to choose from."""
+        parts = _CLAUSE_END.split(question)
+        clauses: list[tuple[str, bool]] = []
+        for i in range(0, len(parts), 2):
+            clause = self.normalise.strip_fillers(self.normalise.clean(parts[i]))
+            ends = parts[i + 1] if i + 1 < len(parts) else ""
+            if clause:
+                clauses.append((clause, "?" in ends or "？" in ends
+                                or bool(_ASKING.search(clause))))
+        if len(clauses) < 2:
+            return ""
+        asking = [c for c, asks in clauses if asks]
+        return "".join(asking[-2:] if asking else [clauses[-1][0]])
+
     def match(self, question: str) -> Match:
         """Score a question and decide its band."""
-        norm = self.normalise(question)
+        reading = self.read(question)
+        norm, focus = reading.norm, reading.focus
         t = self.tuning
         if not self.entry_ids or not norm.sound:
             return Match(Band.UNKNOWN, (), norm)
-        signals = self.signals(norm)
-        named = self._named_programmes(norm)
+        signals = self.signals(focus, reading.situations)
+        named = self._named_programmes(focus)
         combined = self._combine(signals, named)
         order = np.argsort(-combined, kind="stable")[: max(t.max_choices, 2)]
         candidates = tuple(
             Candidate(self.entry_ids[i], round(float(combined[i]), 1)) for i in order)
         top, second = candidates[0].score, candidates[1].score if len(candidates) > 1 else 0.0
-        referral = None if named else self._referral(norm.text)
+        referral = self._referral(reading.asking)
         if referral:
-            return Match(Band.UNKNOWN, candidates, norm, referral=referral)
-        in_domain = any(code in norm.sound for code in self._anchors)
+            office, in_bureau = referral
+            return Match(Band.UNKNOWN, candidates, norm, referral=office,
+                         reason="in_bureau" if in_bureau else "referral")
+        in_domain = (any(code in norm.sound for code in self._anchors)
+                     or bool(reading.situations) or reading.hardship)
         answer_at = t.answer_at if in_domain else t.off_domain_answer_at
+        if reading.hardship and not reading.situations and not named:
+            answer_at = max(answer_at, t.hardship_answer_at)  # a told hardship, no more
         if (top >= answer_at and top - second >= t.answer_margin
                 and signals["grams"][order[0]] >= t.answer_min_grams):
             return Match(Band.ANSWER, candidates[:1], norm)
-        if in_domain and top >= t.choices_at:
+        first = self._answer_first.get(frozenset(c.faq_id for c in candidates[:2]))
+        if in_domain and first and top >= t.answer_at and top - second < t.answer_margin:
+            chosen = next(c for c in candidates if c.faq_id == first)
+            return Match(Band.ANSWER, (chosen,), norm, reason="answer_first")
+        plain_hardship = reading.hardship and not reading.situations and not named
+        if in_domain and top >= t.choices_at and not plain_hardship:
             close = tuple(c for c in candidates[: t.max_choices]
                           if c.score >= t.choices_at and top - c.score <= t.choices_within)
             return Match(Band.CHOICES, close, norm)
-        return Match(Band.UNKNOWN, candidates, norm)
+        offer = self._offer(reading, combined)
+        if offer:
+            return Match(Band.CHOICES, offer, norm, reason="hardship")
+        return Match(Band.UNKNOWN, candidates, norm,
+                     reason=None if in_domain else "off_domain")
 
-    def _referral(self, text: str) -> str | None:
-        for term, department in self._other.items():
-            if term in text:
-                return department
-        return None
+    def _offer(self, reading: Reading, combined: np.ndarray) -> tuple[Candidate, ...]:
+        """For a message that tells a situation or plain hardship but fits no entry:
+        the likely programmes, best scored first (at most ``max_choices``)."""
+        if reading.situations:
+            ids = np.unique(np.concatenate([self._situation_offers[n]
+                                            for n in reading.situations]))
+        elif reading.hardship:
+            ids = self._hardship_offer
+        else:
+            return ()
+        if not len(ids):
+            return ()
+        best = ids[np.argsort(-combined[ids], kind="stable")][: self.tuning.max_choices]
+        return tuple(Candidate(self.entry_ids[i], round(float(combined[i]), 1)) for i in best)
+
+    def _referral(self, text: str) -> tuple[str, bool] | None:
+        """The office to ask, when the last thing ``text`` names is another office's
+        business (or the bureau's own outside this FAQ), not one of its programmes."""
+        if self._referral_re is None:
+            return None
+        found = [(m.end(), m.group(0)) for m in self._referral_re.finditer(text)]
+        if not found:
+            return None
+        end, term = found[-1]
+        if self._keeping_re is not None:
+            keeping = [m.end() for m in self._keeping_re.finditer(text)]
+            if keeping and keeping[-1] > end:
+                return None
+        return self._office[term]

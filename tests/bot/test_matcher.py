@@ -111,7 +111,8 @@ def test_off_topic_questions_are_declined(matcher: Matcher, question: str) -> No
 def test_other_departments_business_is_referred(matcher: Matcher) -> None:
     match = matcher.match("新农合住院能报销多少")
     assert match.band is Band.UNKNOWN
-    assert match.referral == "医保部门"
+    assert match.referral is not None and "医保" in match.referral
+    assert match.reason == "referral"
     # Naming the bureau's own programme keeps the question here.
     assert matcher.match("低保户住院报销后还有困难能申请临时救助吗").referral is None
 
