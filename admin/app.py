@@ -16,6 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from admin.accounts import LOGIN_POLICY, LoginGuard
+from admin.jobs import RUNNER as IMPORT_RUNNER
+from admin.jobs import ImportRunner
 from admin.roles import AUDIT, CONTENT, INBOX, REGISTRY, SIGNED_IN, USERS
 from admin.tryout import TryOut
 from admin.uploads import UploadStore
@@ -97,6 +99,9 @@ ROUTES: tuple[Route, ...] = (
           REGISTRY),
     Route("POST", "/registry/import/cancel", registry.import_cancel, "registry_cancel",
           REGISTRY),
+    Route("GET", "/imports/{job_id}", registry.job_page, "import_job", REGISTRY),
+    Route("POST", "/imports/{job_id}/restart", registry.job_restart, "import_job_restart",
+          REGISTRY),
     Route("GET", "/registry/applications/{app_id}", registry.application_page, "application",
           REGISTRY),
     Route("POST", "/registry/applications/{app_id}/stage", registry.change_stage,
@@ -174,5 +179,10 @@ def create_admin_app(settings: Settings) -> web.Application:
     state.capabilities["static"] = PUBLIC
     app[STATE] = state
     app.cleanup_ctx.append(_resources(settings, state))
+    # Confirmed list imports run in the background; stopped (and marked interrupted)
+    # before the database engine is closed.
+    runner = ImportRunner(lambda: state.db, lambda: state.vault, state.uploads)
+    app[IMPORT_RUNNER] = runner
+    app.cleanup_ctx.append(runner.lifetime)
     app.on_response_prepare.append(security_headers)
     return app

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.personal import Vault
+from huimin.registry.importer import MAX_KEPT_ERRORS, CheckedList, check_list
 from huimin.registry.models import Beneficiary
 
 CHUNK = 500  # values per IN (...) list
@@ -28,7 +29,8 @@ class ListPreview(Generic[Row]):
 
     filename: str
     rows: list[Row] = field(default_factory=list)  # new and changed rows, in order
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)  # the first ones
+    more_errors: int = 0  # bad rows beyond those kept in ``errors``
     file_error: str | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0,
                                                             "same": 0})
@@ -37,6 +39,17 @@ class ListPreview(Generic[Row]):
     def ok(self) -> bool:
         """Something can be imported."""
         return self.file_error is None and (self.counts["new"] + self.counts["changed"]) > 0
+
+    @property
+    def failed(self) -> int:
+        """How many rows have a problem."""
+        return len(self.errors) + self.more_errors
+
+    def fail(self, line: int, reason: str) -> None:
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append((line, reason))
+        else:
+            self.more_errors += 1
 
     @property
     def listed(self) -> list[Row]:
@@ -52,24 +65,13 @@ def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield values[start:start + CHUNK]
 
 
-def _split(rows: Iterator[tuple[int, Record | str]]
-           ) -> tuple[list[tuple[int, Record]], list[tuple[int, str]]]:
-    good: list[tuple[int, Record]] = []
-    errors: list[tuple[int, str]] = []
-    for line, checked in rows:
-        if isinstance(checked, str):
-            errors.append((line, checked))
-        else:
-            good.append((line, checked))
-    return good, errors
-
-
 async def check_file(checked_rows: Callable[[Path], Iterator[tuple[int, Record | str]]],
-                     path: Path) -> tuple[list[tuple[int, Record]], list[tuple[int, str]]]:
+                     path: Path) -> CheckedList[Record]:
     """The importer's checks (``checked_rows``) without saving: good records and row
-    errors. Reading a large XLSX takes a while, so not on the event loop (the admin may
-    share its process with the bot). Raises the importer's ImportFileError."""
-    return await asyncio.to_thread(lambda: _split(checked_rows(path)))
+    errors (the first MAX_KEPT_ERRORS, and how many more). Reading a large XLSX takes a
+    while, so not on the event loop (the admin may share its process with the bot).
+    Raises the importer's ImportFileError."""
+    return await asyncio.to_thread(lambda: check_list(checked_rows(path)))
 
 
 async def people_by_id_number(session: AsyncSession, vault: Vault,

@@ -49,21 +49,22 @@ async def preview_payouts(session: AsyncSession, vault: Vault, path: Path,
     """Check a payout list against the registry and the lines already imported."""
     preview = PayoutPreview(filename=filename)
     try:
-        good, preview.errors = await check_file(checked_rows, path)
+        checked = await check_file(checked_rows, path)
     except ImportFileError as exc:
         preview.file_error = str(exc)
         return preview
+    good = checked.good
+    preview.errors, preview.more_errors = checked.errors, checked.more_errors
     people = await people_by_id_number(session, vault, (r.id_number for _, r in good))
     existing: dict[tuple[int, str, str], PayoutLine] = {}
     for chunk in chunks(sorted({p.id for p in people.values()})):
         for row in (await session.scalars(
                 select(PayoutLine).where(PayoutLine.beneficiary_id.in_(chunk)))).all():
             existing[(row.beneficiary_id, row.programme, row.month)] = row
-    bad_lines: list[tuple[int, str]] = []
     for line, record in good:
         person = people.get(record.id_number)
         if person is None or person.name != record.name:
-            bad_lines.append((line, NOT_FOUND))
+            preview.fail(line, NOT_FOUND)
             continue
         old = existing.get((person.id, record.programme, record.month))
         note = ""
@@ -89,7 +90,7 @@ async def preview_payouts(session: AsyncSession, vault: Vault, path: Path,
                 masked_id=mask_id(record.id_number), programme=record.programme,
                 month=record.month, amount=record.amount, paid_on=record.paid_on,
                 status=status, note=note))
-    preview.errors = sorted(preview.errors + bad_lines)
+    preview.errors.sort()
     return preview
 
 

@@ -104,10 +104,12 @@ async def preview_applications(session: AsyncSession, vault: Vault, path: Path,
     """Check an application list and compare it with the registry; saves nothing."""
     preview = Preview(filename=filename)
     try:
-        good, preview.errors = await check_file(checked_rows, path)
+        checked = await check_file(checked_rows, path)
     except ImportFileError as exc:
         preview.file_error = str(exc)
         return preview
+    good = checked.good
+    preview.errors, preview.more_errors = sorted(checked.errors), checked.more_errors
     people = await people_by_id_number(session, vault, (r.id_number for _, r in good))
     apps: dict[str, Application] = {}
     for chunk in chunks(sorted({record.number for _, record in good})):

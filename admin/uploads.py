@@ -3,9 +3,10 @@
 An application or payout list is checked and shown before anything is saved. Until
 staff press 确认导入 (or 取消) the file waits in a folder of its own under a temporary
 directory, named by a random token. The token belongs to the sign-in session that
-uploaded it: another session (even of the same person) cannot confirm it. A file is
-deleted when it is confirmed or cancelled, and any file older than an hour is deleted
-the next time anyone uploads, previews or confirms.
+uploaded it: another session (even of the same person) cannot confirm it. A confirmed
+file is kept while its import job runs (``admin.jobs``) and deleted when the job ends; a
+cancelled one at once; and any file older than an hour (since upload, or since it was
+confirmed) is deleted the next time anyone uploads.
 
 The folder is on the admin process's machine; when several admin processes run on
 different machines, set HUIMIN_ADMIN_UPLOAD_DIR to a shared folder.
@@ -24,11 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from huimin.registry.importer import MAX_FILE_BYTES
+
 log = logging.getLogger(__name__)
 
 TTL_SECONDS = 3600
 SUFFIXES = (".csv", ".xlsx")
-MAX_UPLOAD = 10 * 1024 * 1024
+MAX_UPLOAD = MAX_FILE_BYTES  # a county's 100,000-row list is about 13 MB as CSV
 GONE = ("找不到要导入的文件：可能已经导入过、取消了，或者上传超过1小时已经作废。"
         "请重新上传。")  # shown when a confirmation finds no waiting upload
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}(\.claimed)?")
@@ -63,7 +66,7 @@ class UploadStore:
         if not data:
             raise UploadError("文件是空的。")
         if len(data) > MAX_UPLOAD:
-            raise UploadError("文件太大了（最大10MB）。")
+            raise UploadError(f"文件太大了（最大{MAX_UPLOAD // 2**20}MB），请分成几个文件上传。")
         self.sweep()
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         token = secrets.token_urlsafe(24)
@@ -107,9 +110,22 @@ class UploadStore:
         claimed = self.root / f"{token}.claimed"
         try:
             os.rename(self.root / token, claimed)
+            os.utime(claimed)  # the hour starts again: the import job reads it from here
         except OSError:  # claimed by the other request a moment ago
             return None
         return Upload(f"{token}.claimed", kind, found.filename, claimed / found.path.name)
+
+    def claimed_path(self, token: str) -> Path | None:
+        """The file of a claimed upload (an import job's), while it is kept."""
+        if not token.endswith(".claimed"):
+            return None
+        folder = self._folder(token)
+        if folder is None:
+            return None
+        for suffix in SUFFIXES:
+            if (folder / f"upload{suffix}").is_file():
+                return folder / f"upload{suffix}"
+        return None
 
     def discard(self, token: str) -> None:
         folder = self._folder(token)

@@ -260,10 +260,10 @@ def cmd_import_applications(settings: Settings, args: argparse.Namespace) -> int
     except ImportFileError as exc:
         print(f"huimin: {exc}", file=sys.stderr)
         return 2
-    for line, reason in report.errors:
-        print(f"第{line}行：{reason}")
+    for text in report.error_lines():  # the first 1,000, then how many more
+        print(text)
     print(report.summary())
-    return 1 if report.errors else 0
+    return 1 if report.failed else 0
 
 
 def cmd_import_payouts(settings: Settings, args: argparse.Namespace) -> int:
@@ -291,10 +291,10 @@ def cmd_import_payouts(settings: Settings, args: argparse.Namespace) -> int:
     except ImportFileError as exc:
         print(f"huimin: {exc}", file=sys.stderr)
         return 2
-    for line, reason in report.errors:
-        print(f"第{line}行：{reason}")
+    for text in report.error_lines():  # the first 1,000, then how many more
+        print(text)
     print(report.summary() + "。运行 huimin notify plan 排队到账提醒。")
-    return 1 if report.errors else 0
+    return 1 if report.failed else 0
 
 
 # ----- notify ---------------------------------------------------------------

@@ -4,6 +4,7 @@ Alembic and test set-up import this module; application code imports the
 owning package's models directly.
 """
 
+from admin import jobs as admin_jobs  # noqa: F401
 from admin import models as admin_models  # noqa: F401
 from bot import models as bot_models  # noqa: F401
 from content import models as content_models  # noqa: F401

@@ -3,11 +3,12 @@
 One row per payment: who (身份证号 and 姓名), which programme (项目), for which month
 (发放月份), how much (金额, in yuan) and, optionally, the day it was paid (发放日期).
 The file is read like the application list (``huimin.registry.importer``): headers
-with aliases, UTF-8 or GB18030 CSV, XLSX, a title row above the headers allowed, every
-good row saved in its own transaction, every bad row reported with its line number
-and a reason in plain Chinese that never contains an ID or phone number. Each saved
-row is a ``PayoutLine``; the planner (``notify.plan``) later tells the person the
-money arrived and sets ``planned_at``.
+with aliases, UTF-8 or GB18030 CSV, XLSX (with the same limits on size, rows and kept
+errors), a title row above the headers allowed, the whole file checked before anything
+is saved, good rows saved 500 to a transaction (one by one when a batch fails), every
+bad row reported with its line number and a reason in plain Chinese that never
+contains an ID or phone number. Each saved row is a ``PayoutLine``; the planner
+(``notify.plan``) later tells the person the money arrived and sets ``planned_at``.
 
 Decisions:
 
@@ -32,6 +33,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,12 +49,15 @@ from huimin.db import Database, utcnow
 from huimin.personal import Vault
 from huimin.registry import PROGRAMMES
 from huimin.registry.importer import (
+    BATCH,
     ID_ALIASES,
     NAME_ALIASES,
     PROGRAMME_ALIASES,
     PROGRAMME_COLUMN_ALIASES,
+    CheckedList,
     ImportReport,
     ListSpec,
+    Progress,
     RowError,
     _amount,
     _choice,
@@ -62,8 +67,9 @@ from huimin.registry.importer import (
     _name,
     _shown,
     _text,
-    import_rows,
+    check_list,
     read_rows,
+    save_rows,
 )
 from huimin.registry.queries import find_beneficiary
 from notify.models import PayoutLine
@@ -94,7 +100,7 @@ _MONTH = re.compile(r"(\d{4})\s*(?:[-/年]\s*(\d{1,2})|\.\s*(\d{2}))\s*(?:月份
 _COMPACT_MONTH = re.compile(r"(\d{4})(\d{2})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PayoutRecord:
     """One payout row, checked."""
 
@@ -176,18 +182,30 @@ def checked_rows(path: Path) -> Iterator[tuple[int, PayoutRecord | str]]:
         yield line, ("；".join(reasons) if reasons or record is None else record)
 
 
-async def import_payouts(db: Database, vault: Vault, path: Path) -> ImportReport:
+async def import_payouts(db: Database, vault: Vault, path: Path, *,
+                         batch: int | None = None,
+                         progress: Progress | None = None) -> ImportReport:
     """Import every good row of a payout list; bad rows are reported, not saved.
 
-    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
-    a required column. Each row is saved in its own transaction.
+    Raises ImportFileError (and saves nothing) when the file cannot be read, lacks a
+    required column or has too many rows: the whole file is read and checked before
+    the first row is saved. Rows are saved ``batch`` to a transaction.
     """
+    checked = await asyncio.to_thread(check_list, checked_rows(path))
+    return await save_payouts(db, vault, checked, batch=batch, progress=progress,
+                              name=path.name)
+
+
+async def save_payouts(db: Database, vault: Vault, checked: CheckedList[PayoutRecord], *,
+                       batch: int | None = None, progress: Progress | None = None,
+                       name: str = "") -> ImportReport:
+    """Save a checked payout list (``check_list(checked_rows(path))``)."""
     async def save(session: AsyncSession, record: PayoutRecord) -> str:
         return await save_payout(session, vault.lookup_hashes(record.id_number), record)
 
-    report = await import_rows(db, checked_rows(path), save,
-                               conflict="保存时和别的数据冲突，请稍后重试")
-    log.info("imported payouts %s: %s", path.name, report.summary())
+    report = await save_rows(db, checked, save, batch=batch or BATCH, progress=progress,
+                             conflict="保存时和别的数据冲突，请稍后重试")
+    log.info("imported payouts %s: %s", name, report.summary())
     return report
 
 

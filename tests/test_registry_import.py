@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
+import tracemalloc
+import zipfile
+from collections.abc import AsyncIterator, Callable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import Workbook
@@ -17,7 +20,11 @@ from sqlalchemy import func, select, text
 from huimin.db import Database
 from huimin.personal import Vault, id_check_digit
 from huimin.registry.importer import (
+    MAX_FILE_BYTES,
+    MAX_KEPT_ERRORS,
+    MAX_ROWS,
     NUMERIC_ID,
+    XLSX_MAX_MEMBER_BYTES,
     ImportFileError,
     ImportReport,
     RowError,
@@ -410,3 +417,180 @@ def test_a_report_summary_in_plain_chinese() -> None:
     report = ImportReport(added=3, updated=1, unchanged=5, errors=[(4, "姓名是空的"), (9, "x")])
     assert report.summary() == "新增 3 条，更新 1 条，未变 5 条，出错 2 行"
     assert report.error_lines()[0] == "第4行：姓名是空的"
+
+
+# ----- hostile and oversized files -------------------------------------------------------
+def xlsx_bytes(rows: list[list[str]]) -> bytes:
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in [HEADER, *rows]:
+        sheet.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def with_member(xlsx: bytes, name: str, write: Callable[[Any], None],
+                zip64: bool = False) -> bytes:
+    """The XLSX with one member replaced or added: ``write`` streams its content."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as source, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for info in source.infolist():
+            if info.filename != name:
+                target.writestr(info, source.read(info))
+        with target.open(name, "w", force_zip64=zip64) as member:
+            write(member)
+    return out.getvalue()
+
+
+def bomb(xlsx: bytes, megabytes: int) -> bytes:
+    """Shared strings that inflate to ``megabytes`` MB of one repeated string (written
+    in chunks: the test itself never holds them)."""
+    def write(member: Any) -> None:
+        member.write(b'<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas'
+                     b'.openxmlformats.org/spreadsheetml/2006/main"><si><t>')
+        chunk = b"A" * 2**20
+        for _ in range(megabytes):
+            member.write(chunk)
+        member.write(b"</t></si></sst>")
+    return with_member(xlsx, "xl/sharedStrings.xml", write, zip64=True)
+
+
+def declaring(xlsx: bytes, name: str, size: int) -> bytes:
+    """The XLSX with the zip directory's entry for ``name`` declaring ``size`` bytes."""
+    data = bytearray(xlsx)
+    entry = data.find(b"PK\x01\x02")
+    while entry != -1:
+        name_length = int.from_bytes(data[entry + 28:entry + 30], "little")
+        if data[entry + 46:entry + 46 + name_length] == name.encode():
+            data[entry + 24:entry + 28] = size.to_bytes(4, "little")
+            return bytes(data)
+        entry = data.find(b"PK\x01\x02", entry + 4)
+    raise AssertionError(f"no {name} in the zip")
+
+
+@pytest.mark.parametrize("how", ["inflates", "declares"])
+async def test_an_xlsx_bomb_is_refused_before_anything_is_inflated(db: Database,
+                                                                   tmp_path: Path,
+                                                                   how: str) -> None:
+    # Shared strings that inflate 1,000 times (20 MB from 20 KB), or that declare 1 GB.
+    path = tmp_path / "名单.xlsx"
+    plain = xlsx_bytes(good_rows())
+    path.write_bytes(bomb(plain, 20) if how == "inflates" else declaring(
+        with_member(plain, "xl/sharedStrings.xml", lambda m: m.write(b"<sst/>")),
+        "xl/sharedStrings.xml", 2**30))
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFileError, match="解压后太大"):
+            await import_applications(db, VAULT, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20  # nothing was inflated
+    assert await count(db, Application) == 0
+
+
+def test_xlsx_members_are_checked_for_size_ratio_and_number(tmp_path: Path) -> None:
+    good = xlsx_bytes(good_rows())
+    big = tmp_path / "big.xlsx"  # a sheet declaring more than a sheet may hold
+    big.write_bytes(declaring(good, "xl/worksheets/sheet1.xml", XLSX_MAX_MEMBER_BYTES + 1))
+    many = tmp_path / "many.xlsx"
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        for i in range(1_001):
+            target.writestr(f"xl/media/{i}.bin", b"")
+    many.write_bytes(out.getvalue())
+    for path in (big, many):
+        with pytest.raises(ImportFileError, match="解压后太大"):
+            list(read_rows(path))
+    fine = tmp_path / "fine.xlsx"
+    fine.write_bytes(good)
+    assert len(list(read_rows(fine))) == 3
+
+
+def test_a_damaged_xlsx_is_a_file_error_not_a_crash(tmp_path: Path) -> None:
+    def broken(member: Any) -> None:
+        member.write(b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/'
+                     b'2006/main"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>x')
+    path = tmp_path / "坏.xlsx"
+    path.write_bytes(with_member(xlsx_bytes(good_rows()), "xl/worksheets/sheet1.xml", broken))
+    with pytest.raises(ImportFileError, match="打不开这个 Excel 文件"):
+        list(read_rows(path))
+
+
+def test_a_list_with_too_many_rows_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "名单.csv"
+    good = ",".join(good_rows()[0]) + "\r\n"
+    filler = "X,,,,,,,,,,\r\n" * MAX_ROWS  # one more row than the limit, with the good one
+    path.write_text(",".join(HEADER) + "\r\n" + good + filler, encoding="utf-8")
+    with pytest.raises(ImportFileError, match=f"名单太长：超过 {MAX_ROWS} 行"):
+        for _ in read_rows(path):  # the import reads every row before saving one
+            pass
+
+
+async def test_many_bad_rows_keep_only_the_first_errors(db: Database, tmp_path: Path) -> None:
+    bad = [["", "张三", "1", "", "娄庄镇", "低保", "审核", "2026-11-20", "", "", ""]
+           for _ in range(MAX_KEPT_ERRORS + 500)]
+    path = write_csv(tmp_path / "名单.csv", [*good_rows(), *bad])
+    report = await import_applications(db, VAULT, path)
+    assert report.added == 3 and report.failed == MAX_KEPT_ERRORS + 500
+    assert len(report.errors) == MAX_KEPT_ERRORS and report.errors[0][0] == 5
+    assert report.error_lines()[-1] == f"另有 500 行有错（只列出前 {MAX_KEPT_ERRORS} 行）"
+    assert report.summary().endswith(f"出错 {MAX_KEPT_ERRORS + 500} 行")
+    assert await count(db, Application) == 3
+
+
+def test_a_file_larger_than_the_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "名单.csv"
+    with path.open("wb") as out:
+        out.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(ImportFileError, match="文件太大"):
+        list(read_rows(path))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"PK\x03\x04rest of a zip", "其实是一个 Excel（.xlsx）文件"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1old excel", "旧版 Excel（.xls）"),
+    (b"\xff\xff\xff\x80\x80 not text", "看不懂文件的编码"),
+    (",".join(HEADER).encode("utf-16-le"), "看不懂文件的编码"),  # UTF-16 without its BOM
+    (b"a,b\x00c\r\n", "不是文字的内容"),
+])
+def test_a_csv_that_is_not_text_says_how_to_save_it(tmp_path: Path, data: bytes,
+                                                    message: str) -> None:
+    path = tmp_path / "名单.csv"
+    path.write_bytes(data)
+    with pytest.raises(ImportFileError, match=re.escape(message)):
+        list(read_rows(path))
+
+
+async def test_a_utf16_csv_with_a_bom_from_excel(db: Database, tmp_path: Path) -> None:
+    path = tmp_path / "名单.csv"
+    out = io.StringIO()
+    csv.writer(out, delimiter="\t", lineterminator="\r\n").writerows([HEADER, *good_rows()])
+    path.write_bytes(out.getvalue().encode("utf-16"))  # with its BOM, as Excel saves it
+    report = await import_applications(db, VAULT, path)
+    assert (report.added, report.errors) == (3, [])
+
+
+async def test_a_row_the_database_refuses_fails_alone_in_its_batch(db: Database,
+                                                                   tmp_path: Path) -> None:
+    # The database refuses one application (a trigger): its batch is rolled back and
+    # saved again row by row, so that row is reported with its line and the others land.
+    if not db.is_sqlite:
+        pytest.skip("the refusing trigger is written for SQLite")
+    async with db.session() as session:
+        await session.execute(text(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON applications "
+            "WHEN NEW.number = 'LZ-2026-0009' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+    report = await import_applications(db, VAULT, write_csv(tmp_path / "a.csv", good_rows()),
+                                       batch=2)
+    assert (report.added, report.failed) == (2, 1)
+    assert report.errors == [(3, "保存时和别的数据冲突，请核对申请编号和身份证号")]
+    async with db.session() as session:
+        numbers = set(await session.scalars(select(Application.number)))
+    assert numbers == {"LZ-2026-0017", "YJ-2026-0031"}

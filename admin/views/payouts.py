@@ -8,18 +8,16 @@ from math import ceil
 
 from aiohttp import web
 
-from admin import payouts
+from admin import jobs, payouts
 from admin.audit import record, record_personal_view
 from admin.reminders import kind_label
 from admin.uploads import GONE
-from admin.views.registry import receive_upload, upload_owner
+from admin.views.registry import receive_upload, start_job, upload_owner
 from admin.web import actor, flash, form_text, page_number, redirect, render, state
-from huimin.registry.importer import ImportFileError
-from notify.payouts import import_payouts
 from notify.plan import PlanReport, plan
 from notify.service import quiet_hours, recheck_offsets
 
-KIND = "payouts"
+KIND = jobs.PAYOUTS
 LINE_FIELDS = ["姓名（打码）", "身份证号（打码）", "发放金额"]
 
 
@@ -27,8 +25,7 @@ async def _page(request: web.Request, status: int = 200, **context: object) -> w
     async with state(request).db.session() as session:
         summary = await payouts.months(session)
         last_plan = await payouts.latest_planned(session)
-    values: dict[str, object] = {"preview": None, "token": "", "error": "", "report": None,
-                                 "filename": ""}
+    values: dict[str, object] = {"preview": None, "token": "", "error": ""}
     values.update(context)
     return await render(request, "payouts.html", status=status, months=summary,
                         last_plan=last_plan,
@@ -49,29 +46,18 @@ async def import_preview(request: web.Request) -> web.Response:
         preview = await payouts.preview_payouts(session, vault, stored.path, stored.filename)
     if not preview.ok:
         st.uploads.discard(stored.token)
-    return await _page(request, preview=preview, token=stored.token if preview.ok else "")
+    return await _page(request, 400 if preview.file_error else 200, preview=preview,
+                       token=stored.token if preview.ok else "")
 
 
 async def import_confirm(request: web.Request) -> web.Response:
     st = state(request)
-    vault = st.vault
     form = await request.post()
     stored = st.uploads.claim(form_text(form, "upload", 100), KIND, upload_owner(request))
     if stored is None:
         await flash(request, "error", GONE)
         raise redirect(request, "payouts")
-    try:
-        report = await import_payouts(st.db, vault, stored.path)
-    except ImportFileError as exc:
-        return await _page(request, 400, error=f"没有导入：{exc}")
-    finally:
-        st.uploads.discard(stored.token)
-    async with st.db.session() as session:
-        record(session, actor(request), "payout_import", "payout", stored.filename,
-               after={"file": stored.filename, "added": report.added,
-                      "updated": report.updated, "unchanged": report.unchanged,
-                      "errors": report.error_lines()[:200]})
-    return await _page(request, report=report, filename=stored.filename)
+    raise await start_job(request, jobs.PAYOUTS, stored)
 
 
 async def import_cancel(request: web.Request) -> web.Response:

@@ -4,10 +4,21 @@ The file is the list staff export from the bureau's own system, or type in Excel
 one row per application. Headers are matched after dropping spaces and anything in
 brackets (``月补助金额（元）`` is ``月补助金额``), with the common aliases each system
 uses (``身份证号码``, ``联系电话``, ``救助项目`` …). A file without one of the required
-columns is refused as a whole; otherwise every good row is saved, each in its own
-transaction, and every bad row is reported with the line number the user sees in
-Excel or a text editor and a reason in plain Chinese. A reason never contains an ID
-or phone number.
+columns is refused as a whole; otherwise every good row is saved, and every bad row
+is reported with the line number the user sees in Excel or a text editor and a reason
+in plain Chinese. A reason never contains an ID or phone number.
+
+The whole file is read and checked before the first row is saved, then good rows are
+saved 500 to a transaction; when the database refuses a batch, its rows are saved again
+one by one, so a row that fails is reported with its line and the others still land.
+
+A list is untrusted input, so it is bounded before and while it is read: the file's
+size (``MAX_FILE_BYTES``); for XLSX, the zip's declared member sizes, their total, their
+compression ratio and their number, checked before openpyxl opens it (a small file that
+inflates to gigabytes is refused without inflating anything); rows are streamed
+(openpyxl read-only mode), at most ``MAX_COLUMNS`` cells a row and ``MAX_ROWS`` rows a
+list; only the first ``MAX_KEPT_ERRORS`` row errors are kept, the rest are counted. A
+CSV file must be UTF-8 (with or without a BOM), GB18030/GBK or UTF-16 with a BOM.
 
 Decisions:
 
@@ -30,18 +41,20 @@ and the row-level checks (``_id_number``, ``_name``, ``_choice``, ``_date``,
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
 import re
 import unicodedata
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,6 +66,7 @@ from huimin.registry.queries import ApplicationRecord, save_application
 
 log = logging.getLogger(__name__)
 Record = TypeVar("Record")  # one checked row of a list
+Progress = Callable[["ImportReport", int], Awaitable[None]]  # (report so far, total rows)
 
 # Other names for the columns, as headers are compared (no spaces, no brackets). The
 # person and programme columns are named the same way in every list the bureau exports.
@@ -125,6 +139,23 @@ STAGE_ALIASES: dict[str, str] = {
     "撤回": "已撤回", "申请撤回": "已撤回",
 }
 
+# Limits on what one list may be (the admin UI's upload limit is the same size). A
+# county's list of 100,000 rows is about 5 MB as XLSX (its sheet inflates about 10 times)
+# and 13 MB as UTF-8 CSV; see bench/imports.py.
+MAX_FILE_BYTES = 32 * 2**20
+MAX_ROWS = 200_000  # rows of data (not counting the header and empty rows)
+MAX_KEPT_ERRORS = 1_000  # row errors kept with their line; the rest are only counted
+MAX_COLUMNS = 200  # cells read per row; columns further right are not ours
+# An XLSX file is a zip archive. Python's zipfile (which openpyxl reads it with) never
+# inflates a member past the size the archive's directory declares, so checking the
+# declared sizes before openpyxl opens the file bounds what parsing can inflate.
+XLSX_MAX_MEMBERS = 1_000
+XLSX_MAX_MEMBER_BYTES = 400 * 2**20  # one sheet's XML (a 100,000-row list: about 50 MB)
+XLSX_MAX_SHARED_STRINGS_BYTES = 100 * 2**20  # all held in memory by openpyxl
+XLSX_MAX_TOTAL_BYTES = 600 * 2**20
+XLSX_MAX_RATIO = 100  # inflated / compressed, for members over XLSX_RATIO_FROM bytes
+XLSX_RATIO_FROM = 2**20
+
 NUMERIC_ID = "身份证号被Excel当成了数字，后几位已经丢了，请把这一列设为文本后重新填写"
 HEADER_SEARCH_ROWS = 10  # a title row or two above the headers is allowed
 MAX_AMOUNT = Decimal("99999999.99")  # Numeric(10, 2)
@@ -152,15 +183,47 @@ class RowError(ValueError):
 
 
 @dataclass
-class ImportReport:
+class RowErrors:
+    """Bad rows: the first MAX_KEPT_ERRORS with their line and reason, and how many more
+    there were (a list of two million bad rows keeps a thousand reasons, not two
+    million)."""
+
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    more_errors: int = 0  # bad rows beyond the ones kept
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors) + self.more_errors
+
+    def fail(self, line: int, reason: str) -> None:
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append((line, reason))
+        else:
+            self.more_errors += 1
+
+    def error_lines(self) -> list[str]:
+        """One line per kept bad row, for printing ("第5行：身份证号校验位不对，请核对"),
+        and "另有 N 行有错" for the rest."""
+        lines = [f"第{line}行：{reason}" for line, reason in sorted(self.errors)]
+        if self.more_errors:
+            lines.append(f"另有 {self.more_errors} 行有错（只列出前 {len(self.errors)} 行）")
+        return lines
+
+
+@dataclass
+class ImportReport(RowErrors):
     added: int = 0
     updated: int = 0
     unchanged: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+    @property
+    def done(self) -> int:
+        """Rows dealt with so far: saved (or already there) or failed."""
+        return self.added + self.updated + self.unchanged + self.failed
 
     def summary(self) -> str:
         return (f"新增 {self.added} 条，更新 {self.updated} 条，未变 {self.unchanged} 条，"
-                f"出错 {len(self.errors)} 行")
+                f"出错 {self.failed} 行")
 
     def count(self, line: int, outcome: str) -> None:
         """Count one saved row: "added", "updated", "unchanged", or else the reason it
@@ -168,11 +231,31 @@ class ImportReport:
         if outcome in ("added", "updated", "unchanged"):
             setattr(self, outcome, getattr(self, outcome) + 1)
         else:
-            self.errors.append((line, outcome))
+            self.fail(line, outcome)
 
-    def error_lines(self) -> list[str]:
-        """One line per bad row, for printing: "第5行：身份证号校验位不对，请核对"."""
-        return [f"第{line}行：{reason}" for line, reason in self.errors]
+
+@dataclass
+class CheckedList(RowErrors, Generic[Record]):
+    """A list read and checked (no database yet): its good rows and its bad ones."""
+
+    good: list[tuple[int, Record]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.good) + self.failed
+
+
+def check_list(rows: Iterable[tuple[int, Record | str]]) -> CheckedList[Record]:
+    """Read every row of a checked list (``checked_rows``) into good records and
+    errors. Raises ImportFileError for the whole file (too many rows, say) before
+    anything is saved."""
+    checked: CheckedList[Record] = CheckedList()
+    for line, outcome in rows:
+        if isinstance(outcome, str):
+            checked.fail(line, outcome)
+        else:
+            checked.good.append((line, outcome))
+    return checked
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -196,18 +279,26 @@ def read_rows(path: Path, spec: ListSpec = APPLICATIONS) -> Iterator[tuple[int, 
     the file cannot be read or a required column is missing (before yielding anything).
     """
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".xlsx"):
+        raise ImportFileError("只支持 .csv 和 .xlsx 文件")
+    check_size(path)
     if suffix == ".csv":
         rows = _csv_rows(path)
-    elif suffix == ".xlsx":
-        rows = _xlsx_rows(path, spec)
     else:
-        raise ImportFileError("只支持 .csv 和 .xlsx 文件")
+        check_xlsx_archive(path)
+        rows = _xlsx_rows(path, spec)
     columns: dict[int, str] | None = None
     best: tuple[int, dict[int, str]] | None = None  # the likeliest header seen so far
     searched = 0
+    count = 0
     for line, cells in rows:
         if not any(cells):
             continue
+        if columns is not None:
+            count += 1
+            if count > MAX_ROWS:
+                raise ImportFileError(f"名单太长：超过 {MAX_ROWS} 行。请分成几个文件，"
+                                      f"每个不超过 {MAX_ROWS} 行，再分别导入")
         if columns is None:
             found = _header_columns(line, cells, spec)
             if all(name in found.values() for name in spec.required):
@@ -247,44 +338,124 @@ def _clean(value: str) -> str:
     return _INVISIBLE.sub("", value).strip()
 
 
+def check_size(path: Path) -> None:
+    """Refuse a file larger than MAX_FILE_BYTES (before reading any of it)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImportFileError(f"打不开文件：{path.name}") from exc
+    if size > MAX_FILE_BYTES:
+        raise ImportFileError(f"文件太大（{size / 2**20:.0f}MB，最大{MAX_FILE_BYTES // 2**20}MB），"
+                              f"请分成几个文件再导入")
+
+
+def check_xlsx_archive(path: Path) -> None:
+    """Refuse an XLSX file whose zip directory declares more than a list can hold: too
+    many members, a member or all of them too large once inflated, or a member that
+    inflates far more than any real sheet does (a "zip bomb"). Reads only the zip's
+    directory, inflates nothing."""
+    too_big = (f"这个 Excel 文件解压后太大（或被压缩得不正常），不像是一份名单，没有读取。"
+               f"请在 Excel 里打开它，只留名单那一页，另存为 .xlsx 后再试；"
+               f"名单很长的请分成几个文件（每个不超过 {MAX_ROWS} 行）")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise ImportFileError(f"打不开这个 Excel 文件：{path.name}（文件坏了，或者不是 .xlsx；"
+                              f"请在 Excel 里另存为 .xlsx 后再试）") from exc
+    if len(members) > XLSX_MAX_MEMBERS:
+        raise ImportFileError(too_big)
+    total = 0
+    for member in members:
+        total += member.file_size
+        limit = (XLSX_MAX_SHARED_STRINGS_BYTES if member.filename.lower().endswith(
+            "sharedstrings.xml") else XLSX_MAX_MEMBER_BYTES)
+        ratio_too_high = (member.file_size > XLSX_RATIO_FROM and
+                          member.file_size > XLSX_MAX_RATIO * max(1, member.compress_size))
+        if member.file_size > limit or ratio_too_high or total > XLSX_MAX_TOTAL_BYTES:
+            log.warning("refused an XLSX file: member of %d bytes (%d compressed), "
+                        "%d members, %d bytes so far", member.file_size,
+                        member.compress_size, len(members), total)
+            raise ImportFileError(too_big)
+
+
+def decode_csv(data: bytes) -> str:
+    """The text of a CSV file: UTF-8 (with or without the BOM Excel writes), GB18030 (GBK,
+    as Chinese Excel saves "CSV (逗号分隔)") or UTF-16 with a BOM; anything else is
+    refused with a message saying how to save the file."""
+    if data.startswith(b"PK\x03\x04"):
+        raise ImportFileError("这其实是一个 Excel（.xlsx）文件，不是 CSV：请把文件名的结尾"
+                              "改成 .xlsx，或在 Excel 里另存为 CSV 后再导入")
+    if data.startswith(b"\xd0\xcf\x11\xe0"):
+        raise ImportFileError("这是旧版 Excel（.xls）文件，不是 CSV：请在 Excel 里另存为 "
+                              ".xlsx 或“CSV UTF-8（逗号分隔）”后再导入")
+    try:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            text = data.decode("utf-16")
+        else:
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text = data.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError("看不懂文件的编码（不是 UTF-8，也不是 GBK/GB18030）："
+                              "请在 Excel 里另存为“CSV UTF-8（逗号分隔）”后再导入") from exc
+    if "\x00" in text:
+        raise ImportFileError("文件里有不是文字的内容，不像是 CSV 名单：请在 Excel 里另存为"
+                              "“CSV UTF-8（逗号分隔）”或 .xlsx 后再导入")
+    return text
+
+
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImportFileError(f"打不开文件：{path.name}") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = data.decode("gb18030")
-        except UnicodeDecodeError as exc:
-            raise ImportFileError("看不懂文件的编码，请另存为“CSV UTF-8”格式") from exc
+    text = decode_csv(data)
+    del data
     first = text.split("\n", 1)[0]
     delimiter = "\t" if "\t" in first and "," not in first and "，" not in first else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     line = 1
     try:
         for cells in reader:
-            yield line, [_clean(cell) for cell in cells]
+            yield line, [_clean(cell) for cell in cells[:MAX_COLUMNS]]
             line = reader.line_num + 1
     except csv.Error as exc:
         raise ImportFileError(f"第{line}行附近的格式不对（引号没有配对？）") from exc
+
+
+# What openpyxl raises on a damaged file: a bad zip (a member shorter than its header
+# says fails its CRC), broken XML (ParseError is a SyntaxError), odd values.
+_DAMAGED = (OSError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError, KeyError,
+            ValueError, TypeError, IndexError, AttributeError)
 
 
 def _xlsx_rows(path: Path, spec: ListSpec) -> Iterator[tuple[int, list[str]]]:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    damaged = (f"打不开这个 Excel 文件：{path.name}（文件可能坏了；请在 Excel 里另存为 .xlsx "
+               f"后再试）")
     try:
         book = load_workbook(path, read_only=True, data_only=True)
-    except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError) as exc:
-        raise ImportFileError(f"打不开这个 Excel 文件：{path.name}（请另存为 .xlsx 后再试）"
-                              ) from exc
-    try:
         sheet = book.worksheets[0]
+    except (InvalidFileException, *_DAMAGED) as exc:
+        raise ImportFileError(damaged) from exc
+    try:
         sheet.reset_dimensions()  # some exporters write a wrong size; read every row
         columns: dict[int, str] = {}
-        for line, row in enumerate(sheet.iter_rows(values_only=True), start=1):
+        # Streamed row by row (read-only mode); never more than MAX_COLUMNS cells a row.
+        rows = sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS)
+        line = 0
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except _DAMAGED as exc:
+                raise ImportFileError(f"{damaged}（读到第{line + 1}行时出错）") from exc
+            line += 1
             cells = [_cell_text(value, columns.get(i), spec) for i, value in enumerate(row)]
             if not columns and any(cells):
                 # Until the header is found, guess it is this row: it decides how the
@@ -526,35 +697,93 @@ def checked_rows(path: Path) -> Iterator[tuple[int, ApplicationRecord | str]]:
 
 
 async def import_applications(db: Database, vault: Vault, path: Path,
-                              source: str = "import") -> ImportReport:
+                              source: str = "import", *, batch: int | None = None,
+                              progress: Progress | None = None) -> ImportReport:
     """Import every good row of the file; bad rows are reported, not saved.
 
-    Raises ImportFileError (and saves nothing) when the file cannot be read or lacks
-    a required column. Each row is saved in its own transaction.
+    Raises ImportFileError (and saves nothing) when the file cannot be read, lacks a
+    required column or has too many rows: the whole file is read and checked before
+    the first row is saved. Rows are saved ``batch`` to a transaction.
     """
+    checked = await asyncio.to_thread(check_list, checked_rows(path))
+    return await save_applications(db, vault, checked, source, batch=batch,
+                                   progress=progress, name=path.name)
+
+
+async def save_applications(db: Database, vault: Vault,
+                            checked: CheckedList[ApplicationRecord], source: str = "import",
+                            *, batch: int | None = None, progress: Progress | None = None,
+                            name: str = "") -> ImportReport:
+    """Save a checked application list (``check_list(checked_rows(path))``)."""
     async def save(session: AsyncSession, record: ApplicationRecord) -> str:
         return await save_application(session, vault, record, source)
 
-    report = await import_rows(db, checked_rows(path), save,
-                               conflict="保存时和别的数据冲突，请核对申请编号和身份证号")
-    log.info("imported %s: %s", path.name, report.summary())
+    report = await save_rows(db, checked, save, batch=batch or BATCH, progress=progress,
+                             conflict="保存时和别的数据冲突，请核对申请编号和身份证号")
+    log.info("imported %s: %s", name, report.summary())
     return report
+
+
+BATCH = 500  # rows saved in one transaction
 
 
 async def import_rows(db: Database, rows: Iterable[tuple[int, Record | str]],
                       save: Callable[[AsyncSession, Record], Awaitable[str]], *,
-                      conflict: str) -> ImportReport:
+                      conflict: str, batch: int = BATCH,
+                      progress: Progress | None = None) -> ImportReport:
+    """Read and check every row (``checked_rows``), then save the good ones
+    (``save_rows``). Raises ImportFileError before saving anything when the file as a
+    whole cannot be imported."""
+    checked = await asyncio.to_thread(check_list, rows)
+    return await save_rows(db, checked, save, conflict=conflict, batch=batch,
+                           progress=progress)
+
+
+async def save_rows(db: Database, checked: CheckedList[Record],
+                    save: Callable[[AsyncSession, Record], Awaitable[str]], *,
+                    conflict: str, batch: int = BATCH,
+                    progress: Progress | None = None) -> ImportReport:
     """Save every good row of a checked list (``save`` gives "added", "updated",
-    "unchanged" or a reason), each in its own transaction, so one bad row loses
-    nothing else; rows that failed their checks are reported with their line.
-    ``conflict`` is the reason given when a row keeps clashing with another write."""
+    "unchanged" or a reason), ``batch`` rows to a transaction. When a batch fails in
+    the database its rows are saved again one by one, each in its own transaction, so
+    one bad row loses nothing else and is reported with its line. ``conflict`` is the
+    reason given when a row keeps clashing with another write. ``progress`` is called
+    with the report so far and the number of rows, once the bad rows are counted and
+    after each batch."""
     report = ImportReport()
-    for line, checked in rows:
-        if isinstance(checked, str):
-            report.errors.append((line, checked))
-        else:
-            report.count(line, await _save_row(db, line, checked, save, conflict))
+    for line, reason in checked.errors:
+        report.fail(line, reason)
+    report.more_errors += checked.more_errors
+    total = checked.total
+    if progress is not None:
+        await progress(report, total)
+    for start in range(0, len(checked.good), batch):
+        rows = checked.good[start:start + batch]
+        outcomes = await _save_batch(db, rows, save) if len(rows) > 1 else None
+        if outcomes is None:
+            outcomes = [await _save_row(db, line, record, save, conflict)
+                        for line, record in rows]
+        for (line, _), outcome in zip(rows, outcomes, strict=True):
+            report.count(line, outcome)
+        if progress is not None:
+            await progress(report, total)
+    report.errors.sort()
     return report
+
+
+async def _save_batch(db: Database, rows: Sequence[tuple[int, Record]],
+                      save: Callable[[AsyncSession, Record], Awaitable[str]]
+                      ) -> list[str] | None:
+    """Save rows in one transaction: their outcomes, or None when the database refused
+    the batch (it is then rolled back as a whole)."""
+    try:
+        async with db.session() as session:
+            return [await save(session, record) for _, record in rows]
+    except SQLAlchemyError as exc:
+        # The message would quote the row's values; log the kind of failure only.
+        log.info("batch of lines %d-%d: %s; saving them one by one", rows[0][0],
+                 rows[-1][0], type(exc).__name__)
+        return None
 
 
 async def _save_row(db: Database, line: int, record: Record,

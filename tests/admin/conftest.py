@@ -149,6 +149,23 @@ async def upload(client: TestClient, path: str, token: str, filename: str,
     return await client.post(path, data=form, allow_redirects=False)
 
 
+async def job_result(client: TestClient, response: Any, timeout: float = 60) -> str:
+    """Follow a 确认导入's redirect to the import job's page and reload it, as the page
+    does by itself, until the job has ended; the page's HTML then."""
+    assert response.status == 303, f"{response.status}: {await response.text()}"
+    location = response.headers["Location"]
+    assert "/admin/imports/" in location, location
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        page = await client.get(location)
+        assert page.status == 200
+        if "Refresh" not in page.headers:  # a running job's page reloads itself
+            return await page.text()
+        assert loop.time() < deadline, "the import job did not end"
+        await asyncio.sleep(0.05)
+
+
 def upload_token(html: str) -> str:
     found = re.search(r'name="upload" value="([^"]+)"', html)
     assert found, "no upload token on the page"

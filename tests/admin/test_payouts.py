@@ -14,6 +14,7 @@ from tests.admin.conftest import (
     DEMO,
     assert_no_clear_numbers,
     follow,
+    job_result,
     load_demo,
     post,
     rows_of,
@@ -55,10 +56,13 @@ async def test_payout_list_preview_confirm_and_plan(admin_client: Any, settings:
 
     confirmed = await post(admin_client, "/admin/payouts/import/confirm", token,
                            upload=upload_token(html))
-    result = await confirmed.text()
-    assert "导入完成：新增 3 条" in result and "有问题没导入 3 行" in result
-    assert "2026年11月" in result and "2,890.00" in result
+    result = await job_result(admin_client, confirmed)
+    assert "导入完成" in result and "新增 <strong>3</strong> 条" in result
+    assert "有问题没导入 <strong>3</strong> 行" in result and "第5行" in result
+    assert "排队到账提醒" in result
     assert_no_clear_numbers(result)
+    months = await (await admin_client.get("/admin/payouts")).text()
+    assert "2026年11月" in months and "2,890.00" in months
     saved = await lines(settings)
     assert len(saved) == 3 and all(line.planned_at is None for line in saved)
     (entry,) = await rows_of(settings, select(AuditEntry).where(

@@ -4,8 +4,10 @@ of it is recorded."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 from datetime import time as clock
 from datetime import timedelta
 from typing import Any
@@ -13,9 +15,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from admin.audit import LOCAL_TZ
+from admin.jobs import ImportJob
 from admin.models import AuditEntry
-from admin.uploads import default_root
+from admin.uploads import UploadStore, default_root
 from huimin.db import Database, utcnow
+from huimin.personal import id_check_digit
 from huimin.registry.models import AccessLogEntry, Application, Binding, StatusChange
 from huimin.settings import Settings
 from notify.models import OutboxMessage
@@ -26,6 +30,7 @@ from tests.admin.conftest import (
     DEMO_ID,
     assert_no_clear_numbers,
     follow,
+    job_result,
     load_demo,
     mounted,
     post,
@@ -79,9 +84,10 @@ async def test_preview_shows_row_errors_and_saves_nothing_until_confirmed(
 
     confirmed = await post(admin_client, "/admin/registry/import/confirm", token,
                            upload=file_token)
-    assert confirmed.status == 200
-    result = await confirmed.text()
-    assert "导入完成：新增 10 条" in result and "有问题没导入 3 行" in result
+    result = await job_result(admin_client, confirmed)  # the import ran in the background
+    assert "导入完成" in result and "已处理 <strong>13</strong> / 13 行" in result
+    assert "新增 <strong>10</strong> 条" in result
+    assert "有问题没导入 <strong>3</strong> 行" in result
     assert "第12行" in result
     assert_no_clear_numbers(result)
     assert await count(settings, Application) == 10
@@ -378,3 +384,97 @@ async def test_application_page_shows_the_messages_sent(admin_client: Any,
         f"/admin/registry/applications/{ids['LZ-2026-0017']}")).text()
     assert "办理进度通知" in html and "失败" in html and "试了多次都没发出去" in html
     assert "到账提醒" in html and "已送达" in html and "微信" in html
+
+
+# ----- import jobs and hostile files ----------------------------------------------------
+def many_rows(n: int) -> bytes:
+    """The demo list and ``n`` more good applications."""
+    extra = "".join(
+        f"BJ-2026-{i:05d},测试{'甲乙丙丁戊己庚辛壬癸'[i % 10]},{an_id(i)},,娄庄镇,低保,审核,"
+        f"2026-11-20,,,\n"
+        for i in range(n))
+    return demo_csv(extra)
+
+
+def an_id(i: int) -> str:
+    first17 = f"34132319{50 + i // 500:02d}0101{(i % 500) * 2:03d}"[:17]
+    return first17 + id_check_digit(first17)
+
+
+async def test_an_xlsx_bomb_upload_gets_a_clear_400(admin_client: Any,
+                                                    settings: Settings) -> None:
+    token = await signed_in(admin_client, settings, "caseworker")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        with archive.open("xl/sharedStrings.xml", "w", force_zip64=True) as member:
+            for _ in range(20):
+                member.write(b"A" * 2**20)  # 20 MB that deflate 1,000 times
+    for path in ("/admin/registry/import", "/admin/payouts/import"):
+        response = await upload(admin_client, path, token, "名单.xlsx", out.getvalue())
+        assert response.status == 400
+        assert "解压后太大" in await response.text()
+    assert not list(default_root().iterdir())  # nothing kept
+
+
+async def test_a_job_whose_process_stopped_is_interrupted_and_can_be_continued(
+        aiohttp_client: Any, settings: Settings) -> None:
+    # A job row as a killed process leaves it: "saving", its heartbeat long stopped.
+    store = UploadStore()
+    saved = store.save("applications", "gone-session", "名单.csv", demo_csv())
+    claimed = store.claim(saved.token, "applications", "gone-session")
+    assert claimed is not None
+    now = utcnow()
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            job = ImportJob(kind="applications", filename="名单.csv", upload=claimed.token,
+                            state="saving", runs=1, total=10, added=4, username="caseworker",
+                            runner="gone:1", created_at=now - timedelta(minutes=10),
+                            started_at=now - timedelta(minutes=10),
+                            heartbeat_at=now - timedelta(minutes=5))
+            session.add(job)
+            await session.flush()
+            job_id = job.id
+    finally:
+        await db.dispose()
+    client = await aiohttp_client(mounted(settings))
+    token = await signed_in(client, settings, "caseworker")
+    page = await client.get(f"/admin/imports/{job_id}")
+    html = await page.text()
+    assert "导入被中断了" in html and "继续导入" in html and "Refresh" not in page.headers
+    assert "已处理 <strong>4</strong> / 10 行" in html
+
+    restarted = await post(client, f"/admin/imports/{job_id}/restart", token)
+    result = await job_result(client, restarted)
+    assert "导入完成" in result and "新增 <strong>10</strong> 条" in result
+    assert "这是第2次导入这个文件" in result
+    assert await count(settings, Application) == 10
+    assert store.claimed_path(claimed.token) is None  # deleted once the job ended
+    again = await post(client, f"/admin/imports/{job_id}/restart", token)
+    assert "没有中断" in await follow(client, again)
+    assert await count(settings, Application) == 10
+
+
+async def test_a_job_stopped_with_its_process_is_shown_interrupted_everywhere(
+        aiohttp_client: Any, settings: Settings) -> None:
+    first = await aiohttp_client(mounted(settings))
+    token = await signed_in(first, settings, "caseworker")
+    html = await (await upload(first, "/admin/registry/import", token, "名单.csv",
+                               many_rows(2000))).text()
+    confirmed = await post(first, "/admin/registry/import/confirm", token,
+                           upload=upload_token(html))
+    assert confirmed.status == 303  # at once, with the job still to run
+    location = confirmed.headers["Location"]
+    await first.close()  # the admin process stops while the job runs
+
+    second = await aiohttp_client(mounted(settings))  # another (or a restarted) process
+    token = await signed_in(second, settings, "caseworker", username="another")
+    page = await second.get(location)
+    assert "导入被中断了" in await page.text()
+    restarted = await post(second, location + "/restart", token)
+    result = await job_result(second, restarted)
+    assert "导入完成" in result and "已处理 <strong>2010</strong> / 2010 行" in result
+    assert await count(settings, Application) == 2010
+    entries = await audit(settings, "registry_import")
+    assert entries[-1].username == "caseworker" and entries[-1].after["state"] == "finished"

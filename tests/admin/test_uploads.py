@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from admin.uploads import UploadError, UploadStore
+from admin.uploads import MAX_UPLOAD, UploadError, UploadStore
 
 
 def test_an_upload_is_claimed_once_by_its_owner(tmp_path: Path) -> None:
@@ -40,7 +40,19 @@ def test_old_uploads_are_swept(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "data", "message"), [
     ("a.pdf", b"x", "只能上传"), ("a.csv", b"", "空的"),
-    ("a.csv", b"x" * (10 * 2**20 + 1), "太大")])
+    ("a.csv", b"x" * (MAX_UPLOAD + 1), "太大")])
 def test_what_cannot_be_kept(tmp_path: Path, name: str, data: bytes, message: str) -> None:
     with pytest.raises(UploadError, match=message):
         UploadStore(tmp_path).save("applications", "s", name, data)
+
+
+def test_a_claimed_upload_stays_for_its_import_job(tmp_path: Path) -> None:
+    store = UploadStore(tmp_path / "uploads")
+    upload = store.save("payouts", "s", "a.xlsx", b"PK")
+    assert store.claimed_path(upload.token) is None  # not claimed yet
+    claimed = store.claim(upload.token, "payouts", "s")
+    assert claimed is not None
+    assert store.claimed_path(claimed.token) == claimed.path
+    assert store.claimed_path("../" + claimed.token) is None
+    store.discard(claimed.token)
+    assert store.claimed_path(claimed.token) is None
