@@ -7,20 +7,21 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
 from bot.dialog import Bot, Guide, Snapshot
-from bot.status import StatusDesk
+from bot.status import LOCKOUT_PREFIXES, StatusDesk
 from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
 from bot.webhook import WeChatEndpoint
 from content.load import load_county
 from content.queries import current_revision, load_published
-from huimin.db import Database
-from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
+from huimin.db import Database, utcnow
+from huimin.lockouts import DatabaseLockouts, RedisLockouts
 from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat
 from notify.models import LateReply
@@ -35,6 +36,9 @@ BOT = web.AppKey("bot", Bot)
 ENDPOINT = web.AppKey("endpoint", WeChatEndpoint)
 CALLBACKS = web.AppKey("callbacks", ProviderCallbacks)
 RELOAD_SECONDS = 3.0
+# Names of this process's own background tasks (so a test can tell their work apart).
+COURIER_TASK = "huimin:courier"
+CONTENT_TASK = "huimin:content"
 
 
 class ContentMissing(RuntimeError):
@@ -114,7 +118,7 @@ async def _run_courier(courier: Any) -> None:
             await asyncio.sleep(5)
 
 
-def _resources(settings: Settings):  # type: ignore[no-untyped-def]
+def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: ignore[no-untyped-def]
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(settings.database_url)
         redis = None
@@ -123,13 +127,14 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
 
             redis = Redis.from_url(settings.redis_url)
             ledger: Any = RedisLedger(redis)
-            conversations: Any = RedisConversations(redis)
-            limiter: Any = RedisGuessLimiter(redis)
+            conversations: Any = RedisConversations(redis, clock=clock)
+            lockouts: Any = RedisLockouts(redis)
         else:
-            ledger = DatabaseLedger(db)
-            conversations = DatabaseConversations(db)
-            limiter = DatabaseGuessLimiter(db)
+            ledger = DatabaseLedger(db, clock=clock)
+            conversations = DatabaseConversations(db, clock=clock)
+            lockouts = DatabaseLockouts(db)
             await ledger.forget_old()
+            await lockouts.forget_old(LOCKOUT_PREFIXES, timedelta(days=2), clock())
         guide = Guide.load()
         county = load_county(settings.county_file)
         snapshot = await load_snapshot(db, county, guide)
@@ -145,11 +150,13 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
             # Every bot process sends urgent messages itself: a code must not wait for
             # the notifier's next round (claims are safe across processes).
             courier = build_worker(settings, db, county, redis=redis, urgent_only=True,
-                                   name=f"{socket.gethostname()}:{os.getpid()}:courier")
-            courier_task = asyncio.create_task(_run_courier(courier))
+                                   name=f"{socket.gethostname()}:{os.getpid()}:courier",
+                                   clock=clock)
+            courier_task = asyncio.create_task(_run_courier(courier), name=COURIER_TASK)
             background.append(courier_task)
-        bot.status = StatusDesk(db=db, vault=vault, limiter=limiter, county=county,
-                                say=bot.say, courier=courier.wake if courier else None)
+        bot.status = StatusDesk(db=db, vault=vault, lockouts=lockouts, county=county,
+                                say=bot.say, courier=courier.wake if courier else None,
+                                clock=clock)
         app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
         if settings.demo and vault is not None:
             background.append(asyncio.create_task(_demo_notifier(settings, db, county, redis)))
@@ -170,7 +177,7 @@ def _resources(settings: Settings):  # type: ignore[no-untyped-def]
             fallback=bot.say("busy.j2"),
         )
         app[DATABASE], app[BOT], app[ENDPOINT] = db, bot, endpoint
-        background.append(asyncio.create_task(_follow_content(app)))
+        background.append(asyncio.create_task(_follow_content(app), name=CONTENT_TASK))
         yield
         await endpoint.drain()
         await bot.status.drain()
@@ -216,7 +223,10 @@ async def plain_errors(request: web.Request, handler: Any) -> web.StreamResponse
     """HTTP errors as short plain text; anything unexpected is logged, not leaked."""
     try:
         return await handler(request)
-    except web.HTTPException:
+    except web.HTTPException as exc:
+        if 400 <= exc.status < 500:
+            log.info("refused %s %s: %d %s", request.method, request.path, exc.status,
+                     exc.text or exc.reason)
         raise
     except asyncio.CancelledError:
         raise
@@ -225,12 +235,16 @@ async def plain_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return web.Response(status=503, text="服务暂时不可用，请稍后再试")
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The bot application: ``/wechat``, ``/healthz`` and, in demo mode, ``/demo/chat``."""
+def create_app(settings: Settings,
+               clock: Callable[[], datetime] = utcnow) -> web.Application:
+    """The bot application: ``/wechat``, ``/healthz`` and, in demo mode, ``/demo/chat``.
+
+    ``clock`` is what the bot's state reads as now (codes, locks, conversations, the
+    dedup ledger, the courier); tests pass their own."""
     require_wechat(settings)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[plain_errors])
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_resources(settings))
+    app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_get("/wechat", _handshake)
     app.router.add_post("/wechat", _receive)
     app.router.add_get("/healthz", healthz)

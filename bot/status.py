@@ -12,23 +12,26 @@ lookup and every change of access is written to the access log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
+from sqlalchemy.exc import IntegrityError
 
 from huimin.db import Database, utcnow
-from huimin.limits import GuessLimiter
+from huimin.lockouts import Backoff, Lockouts, Spacing
 from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
 from huimin.registry import STAGE_WORDS, queries
 from huimin.registry.models import Beneficiary, VerificationCode
-from notify.plan import queue_verification_code
+from notify.models import OutboxMessage
+from notify.plan import VERIFICATION, queue_verification_code
 
 log = logging.getLogger(__name__)
 CODE_TTL = timedelta(minutes=5)
@@ -61,16 +64,31 @@ def split_identity(text: str) -> tuple[str | None, str | None]:
     return id_part, (names[0] if len(names) == 1 else None)
 
 
+# Every identity submission counts as a try, matched or not, so a lock never tells
+# whether an ID number exists; so does every wrong code or invitation. Locks are per
+# WeChat account: for one ID number from one account, for the account over all ID
+# numbers, and for codes typed. Nobody can lock someone else out; a stranger is only
+# ever slowed down on their own account. A right code clears them all.
+ONE_ID_FROM_ONE_ACCOUNT = Backoff(free=5)
+ONE_ACCOUNT = Backoff(free=10)
+CODES_TYPED = Backoff(free=5)
+# Codes to one phone: one a minute, five a day, whoever asks (a shared family phone,
+# or a stranger who knows the ID number and name, cannot flood it).
+CODES_PER_PHONE = Spacing(every=timedelta(minutes=1), per_day=5)
+LOCKOUT_PREFIXES = ("bind-", "code-phone:")
+
+
 @dataclass
 class StatusDesk:
     """Runs the binding flow and answers status lookups."""
 
     db: Database
     vault: Vault | None
-    limiter: GuessLimiter
+    lockouts: Lockouts
     courier: Callable[[], None] | None  # wakes the process's sender of urgent messages
     county: dict[str, Any]
     say: Callable[..., str]
+    clock: Callable[[], datetime] = utcnow  # one reading per operation
     pending: set[asyncio.Task[Any]] = field(default_factory=set)
 
     # ----- commands -------------------------------------------------------------
@@ -143,49 +161,87 @@ class StatusDesk:
         assert self.vault is not None
         return self.vault
 
-    async def _lock_reply(self, *keys: str) -> str | None:
-        ends = [until for key in keys if (until := await self.limiter.locked_until(key))]
-        if not ends:
-            return None
-        return self.say("status_locked.j2", until=lock_time_text(max(ends)))
+    def _guards(self, openid: str, id_hash: str) -> dict[str, Backoff]:
+        """The limits on identity submissions."""
+        pair = self.vault_.lookup_hash(f"{id_hash}:{openid}")
+        return {f"bind-account:{openid}": ONE_ACCOUNT,
+                f"bind-id:{pair}": ONE_ID_FROM_ONE_ACCOUNT}
+
+    @staticmethod
+    def _code_guard(openid: str) -> dict[str, Backoff]:
+        """The limit on codes and invitations typed."""
+        return {f"bind-code:{openid}": CODES_TYPED}
+
+    async def _lock_reply(self, keys: Iterable[str], now: datetime) -> str | None:
+        until = await self.lockouts.locked_until(list(keys), now)
+        return self.say("status_locked.j2", until=lock_time_text(until)) if until else None
 
     async def send_code(self, openid: str, id_hash: str, name: str,
                         id_hashes: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
-        keys = (f"openid:{openid}", f"id:{id_hash}")
-        locked = await self._lock_reply(*keys)
+        """Issue a code for an ID number and name. Matched or not, sent or held back by
+        the phone's limits: the same reply after the same work (the same statements,
+        hashes and encryption), so neither the words nor the time tell them apart."""
+        now = self.clock()
+        guards = self._guards(openid, id_hash)
+        locked = await self._lock_reply(guards, now)
         if locked:
             return locked, {}
-        for key in keys:
-            await self.limiter.record_try(key)
+        await self.lockouts.record(guards, now)
         code = f"{secrets.randbelow(10**6):06d}"
+        stand_in = self.vault_.lookup_hash(f"no-phone:{id_hash}")
         async with self.db.session() as session:
             person = await queries.find_beneficiary(session, id_hashes or id_hash, name)
+            phone_hash = person.phone_hash if person and person.phone_encrypted else None
+        turn = await self.lockouts.take_turn(f"code-phone:{phone_hash or stand_in}",
+                                             CODES_PER_PHONE, now)
+        to_send = person.id if person is not None and phone_hash and turn else None
+        async with self.db.session() as session:
             issued = VerificationCode(
-                openid=openid, beneficiary_id=person.id if person else None,
-                code_hash=self.vault_.code_hash(code, openid), expires_at=utcnow() + CODE_TTL)
+                openid=openid, beneficiary_id=to_send,
+                code_hash=self.vault_.code_hash(code, openid),
+                created_at=now, expires_at=now + CODE_TTL)
             session.add(issued)
             await queries.log_access(session, f"wechat:{openid}",
                                      person.id if person else None, "verification_requested")
             await session.flush()
-            reachable = person.id if person is not None and person.phone_encrypted else None
-        if reachable is not None:
-            # Queued after the reply, so the reply takes the same time either way.
-            self._background(self._queue_sms(reachable, code, issued.id, issued.expires_at))
+        # Queued after the reply, so the reply takes the same time either way.
+        self._background(self._queue_sms(to_send, code, issued.id, now, issued.expires_at))
         return self.say("status_code_sent.j2"), {"flow": "bind", "step": "code",
                                                  "id_hash": id_hash}
 
-    async def _queue_sms(self, beneficiary_id: int, code: str, code_id: int,
-                         expires_at: datetime) -> None:
+    async def _queue_sms(self, beneficiary_id: int | None, code: str, code_id: int,
+                         now: datetime, expires_at: datetime) -> None:
         """Hand the code to the notifier's outbox (urgent, encrypted, lapsing with the
-        code) and wake this process's courier, which sends it within moments."""
+        code) and wake this process's courier, which sends it within moments. With
+        nobody to send to, the same insert is made and refused."""
         try:
-            await queue_verification_code(self.db, self.vault_, beneficiary_id=beneficiary_id,
-                                          code=code, code_id=code_id, expires_at=expires_at)
+            if beneficiary_id is not None:
+                await queue_verification_code(
+                    self.db, self.vault_, beneficiary_id=beneficiary_id, code=code,
+                    code_id=code_id, now=now, expires_at=expires_at)
+            else:
+                await self._queue_nothing(code, code_id, now, expires_at)
         except Exception:
             log.exception("could not queue a verification SMS")
             return
         if self.courier is not None:
             self.courier()
+
+    async def _queue_nothing(self, code: str, code_id: int, now: datetime,
+                             expires_at: datetime) -> None:
+        """What :func:`notify.plan.queue_verification_code` does, for no one: the same
+        encryption and INSERT, naming no beneficiary (the database refuses it), and
+        rolled back whatever happens."""
+        async with self.db.sessions() as session:
+            try:
+                session.add(OutboxMessage(
+                    key=f"{VERIFICATION}:{code_id}", kind=VERIFICATION, beneficiary_id=0,
+                    urgent=True, params={"code": self.vault_.encrypt(code)},
+                    not_before=now, expires_at=expires_at, created_at=now))
+                with contextlib.suppress(IntegrityError):
+                    await session.flush()
+            finally:
+                await session.rollback()
 
     def _background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -193,19 +249,22 @@ class StatusDesk:
         task.add_done_callback(self.pending.discard)
 
     async def check_code(self, openid: str, code: str, state: dict[str, Any]) -> str:
-        keys = [f"openid:{openid}"] + ([f"id:{state['id_hash']}"] if "id_hash" in state else [])
-        locked = await self._lock_reply(*keys)
+        now = self.clock()
+        guards = self._code_guard(openid)
+        locked = await self._lock_reply(guards, now)
         if locked:
             return locked
-        now = utcnow()
         async with self.db.session() as session:
+            # The newest code that went out (a request the phone's limits held back
+            # leaves the code sent just before it valid).
             latest = await session.scalar(
                 select(VerificationCode)
-                .where(and_(VerificationCode.openid == openid, VerificationCode.used_at.is_(None)))
+                .where(and_(VerificationCode.openid == openid, VerificationCode.used_at.is_(None),
+                            VerificationCode.beneficiary_id.is_not(None)))
                 .order_by(VerificationCode.id.desc()).limit(1))
             expires = latest.expires_at if latest else None
             if expires is not None and expires.tzinfo is None:
-                expires = expires.replace(tzinfo=now.tzinfo)
+                expires = expires.replace(tzinfo=UTC)
             good = (latest is not None and latest.beneficiary_id is not None
                     and expires is not None and expires > now
                     and self.vault_.code_matches(latest.code_hash, code, openid))
@@ -218,14 +277,12 @@ class StatusDesk:
                                          "bound", role="self")
                 beneficiary_id = latest.beneficiary_id
         if not good:
-            lock = None
-            for key in keys:
-                lock = await self.limiter.record_try(key) or lock
-            if lock:
-                return await self._lock_reply(*keys) or ""
+            if await self.lockouts.record(guards, now):
+                return await self._lock_reply(guards, now) or ""
             return self.say("status_wrong_code.j2", tries_left=None)
-        for key in keys:
-            await self.limiter.clear(key)
+        cleared = list(guards) + (list(self._guards(openid, state["id_hash"]))
+                                  if "id_hash" in state else [f"bind-account:{openid}"])
+        await self.lockouts.clear(cleared)
         return self.say("status_bound.j2") + "\n\n" + await self.show(openid, beneficiary_id)
 
     # ----- lookups and access ------------------------------------------------------
@@ -267,8 +324,9 @@ class StatusDesk:
         return self.say("status_invitation.j2", code=code)
 
     async def redeem(self, openid: str, code: str) -> str:
-        key = f"openid:{openid}"
-        locked = await self._lock_reply(key)
+        now = self.clock()
+        guards = self._code_guard(openid)
+        locked = await self._lock_reply(guards, now)
         if locked:
             return locked
         async with self.db.session() as session:
@@ -281,7 +339,7 @@ class StatusDesk:
                                          invitation.beneficiary_id, "bound", role="delegate")
                 person = await session.get(Beneficiary, invitation.beneficiary_id)
         if invitation is None:
-            await self.limiter.record_try(key)
+            await self.lockouts.record(guards, now)
             return self.say("status_bad_invitation.j2")
         assert person is not None
         return self.say("status_delegate_bound.j2", masked_name=mask_name(person.name))

@@ -3,6 +3,9 @@
 Two implementations of each: Redis (when ``HUIMIN_REDIS_URL`` is set) and the
 database. Both make a WeChat retry of a message see the first reply, even when
 the retry reaches another process.
+
+Each store reads its ``clock`` once per operation for everything it stamps or
+compares (a ledger row's time, a conversation's expiry); Redis TTLs only clean up.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select, update
@@ -77,17 +81,28 @@ class RedisLedger:
 
 
 class RedisConversations:
-    def __init__(self, redis: Any, prefix: str = "huimin:conv:") -> None:
+    """The state with its expiry (on ``clock``), as JSON ``{"state", "expires"}``."""
+
+    def __init__(self, redis: Any, prefix: str = "huimin:conv:",
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.clock = clock
 
     async def get(self, openid: str) -> dict[str, Any]:
         raw = await self.redis.get(self.prefix + openid)
-        return json.loads(raw) if raw else {}
+        stored = json.loads(raw) if raw else {}
+        if set(stored) != {"state", "expires"}:
+            return stored  # written before expiries were stored (Redis's TTL still holds)
+        if datetime.fromtimestamp(stored["expires"], UTC) < self.clock():
+            return {}
+        return dict(stored["state"])
 
     async def put(self, openid: str, state: dict[str, Any]) -> None:
         if state:
-            await self.redis.set(self.prefix + openid, json.dumps(state, ensure_ascii=False),
+            expires = (self.clock() + CONVERSATION_TTL).timestamp()
+            value = json.dumps({"state": state, "expires": expires}, ensure_ascii=False)
+            await self.redis.set(self.prefix + openid, value,
                                  ex=int(CONVERSATION_TTL.total_seconds()))
         else:
             await self.redis.delete(self.prefix + openid)
@@ -96,13 +111,14 @@ class RedisConversations:
 class DatabaseLedger:
     """Plain SQL on a connection (no ORM session): this runs for every message."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self.clock = clock
 
     async def claim(self, key: str) -> bool:
         async with self.db.engine.begin() as conn:
             result = await conn.execute(
-                dialect_insert(conn, HandledMessage).values(key=key, created_at=utcnow())
+                dialect_insert(conn, HandledMessage).values(key=key, created_at=self.clock())
                 .on_conflict_do_nothing(index_elements=["key"]))
         return result.rowcount == 1
 
@@ -123,15 +139,17 @@ class DatabaseLedger:
         """Drop ledger rows older than WeChat's retry horizon."""
         async with self.db.engine.begin() as conn:
             result = await conn.execute(
-                delete(HandledMessage).where(HandledMessage.created_at < utcnow() - LEDGER_TTL))
+                delete(HandledMessage).where(
+                    HandledMessage.created_at < self.clock() - LEDGER_TTL))
             return result.rowcount or 0
 
 
 class DatabaseConversations:
     """Plain SQL on a connection (no ORM session): this runs for every message."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self.clock = clock
 
     async def get(self, openid: str) -> dict[str, Any]:
         async with self.db.engine.connect() as conn:
@@ -141,8 +159,8 @@ class DatabaseConversations:
         if row is None:
             return {}
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
-            tzinfo=utcnow().tzinfo)
-        return dict(row.state) if expires >= utcnow() else {}
+            tzinfo=UTC)
+        return dict(row.state) if expires >= self.clock() else {}
 
     async def put(self, openid: str, state: dict[str, Any]) -> None:
         async with self.db.engine.begin() as conn:
@@ -151,5 +169,5 @@ class DatabaseConversations:
                     delete(ConversationRow).where(ConversationRow.openid == openid))
                 return
             await upsert(conn, ConversationRow, {
-                "openid": openid, "state": state, "expires_at": utcnow() + CONVERSATION_TTL,
+                "openid": openid, "state": state, "expires_at": self.clock() + CONVERSATION_TTL,
             }, key="openid")

@@ -6,14 +6,15 @@ import asyncio
 import json
 import logging
 import re
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
+from bot.status import lock_time_text
 from huimin.db import Database, utcnow
-from huimin.personal import Vault
+from huimin.personal import Vault, id_check_digit
 from huimin.registry.models import AccessLogEntry, Binding, VerificationCode
 from huimin.registry.queries import ApplicationRecord, save_application
 from huimin.settings import Settings
@@ -23,6 +24,32 @@ from tests.wechat import reply_text, signed_query, text_xml
 ID = "34132319620817004X"
 PHONE = "13800138000"
 OTHER_VALID_ID = "110101199003074477"  # valid check digit, not in the registry
+STAGE_DATE = utcnow().date() - timedelta(days=12)
+
+
+class Clock:
+    """The bot's clock in these tests: starts at the real now, moves when told."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(utcnow())
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings, clock: Clock):  # type: ignore[no-untyped-def]
+    from bot.app import create_app
+
+    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 @pytest.fixture
@@ -33,7 +60,7 @@ async def registry(settings: Settings) -> Settings:
     async with db.session() as session:
         await save_application(session, vault, ApplicationRecord(
             number="LZ-2026-0017", name="张桂兰", id_number=ID, phone=PHONE, township="娄庄镇",
-            programme="低保", stage="审核", stage_date=date(2026, 11, 20),
+            programme="低保", stage="审核", stage_date=STAGE_DATE,
             next_step="乡镇审核后会在村里公示7天"), source="test")
     await db.dispose()
     return settings
@@ -89,7 +116,8 @@ async def test_binding_end_to_end_shows_the_application(client, registry: Settin
     reply = await say(client, code_in(sms))
     assert "验证成功" in reply
     assert "【低保】" in reply and "审核" in reply and "乡镇政府正在审核" in reply
-    assert "2026年11月20日" in reply and "公示7天" in reply
+    assert f"{STAGE_DATE.year}年{STAGE_DATE.month}月{STAGE_DATE.day}日" in reply
+    assert "公示7天" in reply
     assert "张*兰" in reply and "张桂兰" not in reply
     # Once bound, 查进度 answers at once.
     again = await say(client, "查进度")
@@ -124,40 +152,148 @@ async def test_invalid_id_check_digit_is_explained(client, registry: Settings) -
     assert "校验位不对" in reply
 
 
-async def test_wrong_and_expired_codes_and_lockout(client, registry: Settings) -> None:
+async def test_wrong_and_expired_codes(client, registry: Settings, clock: Clock) -> None:
     await say(client, "查进度")
     await say(client, f"{ID} 张桂兰")
     code = code_in((await sms_lines(registry, 1))[0])
     wrong = "000000" if code != "000000" else "111111"
     assert "验证码不对" in await say(client, wrong)
-    # Expired: move the code's expiry into the past.
+    await say(client, "查进度")
+    clock.advance(minutes=1)  # the phone's next turn
+    await say(client, f"{ID} 张桂兰")
+    code = code_in((await sms_lines(registry, 2))[-1])
+    clock.advance(minutes=5, seconds=1)  # the code lapses
+    assert "验证码不对" in await say(client, code)
+    assert await count(registry, Binding) == 0
+
+
+async def test_tries_from_one_account_lock_it_briefly_and_longer_each_time(
+        client, registry: Settings, clock: Clock) -> None:
+    for _ in range(5):
+        await say(client, "查进度")
+        assert "验证码已发送" in await say(client, f"{ID} 李四")
+    await say(client, "查进度")
+    refused = await say(client, f"{ID} 李四")
+    assert "尝试次数太多" in refused
+    assert lock_time_text(clock() + timedelta(minutes=1)) in refused
+    clock.advance(minutes=1, seconds=1)
+    await say(client, "查进度")
+    assert "验证码已发送" in await say(client, f"{ID} 李四")  # the sixth try: 2 minutes
+    await say(client, "查进度")
+    assert "尝试次数太多" in await say(client, f"{ID} 李四")
+    clock.advance(minutes=1, seconds=1)
+    await say(client, "查进度")
+    assert "尝试次数太多" in await say(client, f"{ID} 李四")
+    clock.advance(minutes=1)
+    await say(client, "查进度")
+    assert "验证码已发送" in await say(client, f"{ID} 张桂兰")
+    # The right code ends it: the account starts afresh.
+    assert "验证成功" in await say(client, code_in((await sms_lines(registry, 1))[-1]))
+    assert await count(registry, Binding) == 1
+
+
+async def test_locks_say_nothing_about_whether_the_id_exists(client, registry: Settings,
+                                                             clock: Clock) -> None:
+    replies: dict[str, list[str]] = {}
+    for openid, identity in (("real", f"{ID} 张桂兰"), ("unknown", f"{OTHER_VALID_ID} 张桂兰"),
+                             ("wrong-name", f"{ID} 李四")):
+        replies[openid] = []
+        for _ in range(7):
+            await say(client, "查进度", openid)
+            replies[openid].append(await say(client, identity, openid))
+    assert replies["real"] == replies["unknown"] == replies["wrong-name"]
+    assert "尝试次数太多" in replies["real"][-1]
+
+
+async def test_strangers_cannot_lock_the_owner_out(client, registry: Settings,
+                                                   clock: Clock) -> None:
+    """The attack that locked 张桂兰 out for a day: her real ID number with any name,
+    five times and more, from other accounts. Each stranger only slows down himself."""
+    for i in range(4):
+        for _ in range(12):
+            await say(client, "查进度", f"stranger-{i}")
+            await say(client, f"{ID} 李四", f"stranger-{i}")
+        await say(client, "查进度", f"stranger-{i}")
+        assert "尝试次数太多" in await say(client, f"{ID} 李四", f"stranger-{i}")
+    assert "验证成功" in await bind_self(client, registry, "owner")
+    # The right name from a stranger's locked account is refused too (no oracle).
+    await say(client, "查进度", "stranger-0")
+    assert "尝试次数太多" in await say(client, f"{ID} 张桂兰", "stranger-0")
+
+
+async def test_one_code_a_minute_and_five_a_day_per_phone(client, registry: Settings,
+                                                          clock: Clock) -> None:
+    """Four people sharing one phone, five requests each, at once: one SMS."""
+    family = [("李秀英", family_id(1)), ("王建国", family_id(2)), ("赵小红", family_id(3))]
     db = Database(registry.database_url)
     async with db.session() as session:
-        await session.execute(update(VerificationCode).values(
-            expires_at=utcnow() - timedelta(seconds=1)))
+        for n, (name, id_number) in enumerate(family, start=1):
+            await save_application(session, Vault(SECRET_KEY), ApplicationRecord(
+                number=f"LZ-2026-09{n}", name=name, id_number=id_number, phone=PHONE,
+                township="娄庄镇", programme="低保", stage="申请",
+                stage_date=clock().date() - timedelta(days=3)), source="test")
     await db.dispose()
-    await say(client, "查进度")
-    await say(client, f"{ID} 张桂兰")  # a fresh code (3rd try of the hour)
-    codes = await sms_lines(registry, 2)
-    # Two more tries use up the five allowed in an hour; the sixth is refused.
-    for _ in range(2):
-        await say(client, "查进度")
-        assert "验证码已发送" in await say(client, f"{ID} 张桂兰")
-    await say(client, "查进度")
-    assert "尝试次数太多" in await say(client, f"{ID} 张桂兰")
-    assert len(await sms_lines(registry, 4)) == 4  # no SMS for the refused try
-    # The refusal ends the flow: the last SMS's code, sent now, binds nothing.
-    await say(client, code_in((await sms_lines(registry, 4))[-1]))
-    assert await count(registry, Binding) == 0
-    assert len(codes) == 2
+    people = [("张桂兰", ID), *family]
+    replies = set()
+    for _round in range(5):
+        for n, (name, id_number) in enumerate(people):
+            await say(client, "查进度", f"family-{n}")
+            replies.add(await say(client, f"{id_number} {name}", f"family-{n}"))
+    assert replies == {"如信息正确，验证码已发送到您登记的手机，请在5分钟内回复6位验证码。"}
+    await asyncio.sleep(0.3)
+    assert len(await sms_lines(registry, 1)) == 1
+    # A minute apart, the phone gets four more today, then none until a day has passed.
+    for minute in range(1, 8):
+        clock.advance(minutes=1)
+        await say(client, "查进度", f"later-{minute}")
+        await say(client, f"{ID} 张桂兰", f"later-{minute}")
+    assert len(await sms_lines(registry, 5)) == 5
+    await asyncio.sleep(0.3)
+    assert len(await sms_lines(registry, 5, wait=0)) == 5
+    clock.advance(hours=24)
+    assert "验证成功" in await bind_self(client, registry, "next-day")
+    assert len(await sms_lines(registry, 6, wait=0)) == 6
 
 
-async def test_lock_applies_per_id_across_openids(client, registry: Settings) -> None:
-    for i in range(5):
-        await say(client, "查进度", f"guesser-{i}")
-        await say(client, f"{ID} 张桂兰", f"guesser-{i}")
-    await say(client, "查进度", "someone-else")
-    assert "尝试次数太多" in await say(client, f"{ID} 张桂兰", "someone-else")
+def family_id(n: int) -> str:
+    first17 = f"34132319700101{n:02d}1"
+    return first17 + id_check_digit(first17)
+
+
+async def test_the_same_work_with_and_without_a_match(client, registry: Settings) -> None:
+    """A match, an unknown ID number and a wrong name run the same SQL statements in the
+    same order, the queueing after the reply included (the courier, which then sends the
+    one real SMS, and the content follower run in their own tasks and are left out)."""
+    from sqlalchemy import event
+
+    from bot.app import BOT, CONTENT_TASK, COURIER_TASK, DATABASE, ENDPOINT
+
+    engine = client.app[DATABASE].engine.sync_engine
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        task = asyncio.current_task()
+        if task is None or task.get_name() not in {COURIER_TASK, CONTENT_TASK}:
+            statements.append(statement)
+
+    async def work_for(openid: str, identity: str) -> list[str]:
+        await say(client, "查进度", openid)
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            assert "验证码已发送" in await say(client, identity, openid)
+            await client.app[BOT].status.drain()
+            await client.app[ENDPOINT].drain()
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        return list(statements)
+
+    match = await work_for("a", f"{ID} 张桂兰")
+    unknown = await work_for("b", f"{OTHER_VALID_ID} 张桂兰")
+    wrong_name = await work_for("c", f"{ID} 李四")
+    assert len(await sms_lines(registry, 1)) == 1
+    assert any("INSERT INTO outbox" in s for s in match)
+    assert match == unknown == wrong_name
 
 
 async def test_code_is_single_use(client, registry: Settings) -> None:
@@ -201,6 +337,19 @@ async def test_delegated_access(client, registry: Settings) -> None:
     assert {"wechat:grandma", "wechat:son"} <= actors
 
 
+async def test_wrong_invitations_slow_down_the_account_that_types_them(
+        client, registry: Settings, clock: Clock) -> None:
+    await bind_self(client, registry, "grandma")
+    code = re.search(r"邀请码：([A-Z0-9]{8})", await say(client, "授权家人", "grandma"))
+    assert code
+    for _ in range(5):
+        assert "邀请码不对" in await say(client, "绑定 ABCDEFGH", "guesser")
+    assert "尝试次数太多" in await say(client, f"绑定 {code.group(1)}", "guesser")
+    assert "绑定成功" in await say(client, f"绑定 {code.group(1)}", "son")  # others: unaffected
+    clock.advance(minutes=1, seconds=1)
+    assert "邀请码不对" in await say(client, f"绑定 {code.group(1)}", "guesser")  # used
+
+
 async def test_menu_click_starts_the_lookup(client, registry: Settings) -> None:
     from tests.wechat import event_xml
 
@@ -226,6 +375,8 @@ async def test_no_log_line_or_reply_contains_an_unmasked_number(
     assert ID not in text and ID.lower() not in text
     assert PHONE not in text
     assert "138****8000" in "\n".join(r.getMessage() for r in caplog.records)
+    codes = [code_in(sms) for sms in await sms_lines(registry, 1)]
+    assert codes and not any(code in text for code in codes)  # nor any code sent
 
 
 async def test_without_secret_key_the_lookup_is_switched_off(aiohttp_client,
