@@ -46,24 +46,69 @@ def signature_ok(expected: str, given: str | None) -> bool:
 
 
 def dedup_key(message: Any) -> str:
-    """MsgId for messages; sender + CreateTime (+ event) for events, as WeChat advises."""
+    """Sender + MsgId for messages (a MsgId is only unique per sender); sender +
+    CreateTime (+ event) for events, as WeChat advises."""
     if message.type != "event" and message.id:
-        return f"m:{message.id}"
+        return f"m:{message.source}:{message.id}"
     created = int(message.create_time.timestamp()) if message.create_time else 0
     return f"e:{message.source}:{created}:{getattr(message, 'event', '')}"
+
+
+# Fields read as plain text: each must be a leaf without attributes (xmltodict would
+# turn anything else into a dict the rest of the bot cannot use).
+TEXT_FIELDS = frozenset({
+    "ToUserName", "FromUserName", "CreateTime", "MsgType", "MsgId", "MsgID", "Content",
+    "Recognition", "Event", "EventKey", "Status", "Encrypt", "MediaId", "Format",
+    "PicUrl", "Ticket", "Title", "Description", "Url"})
+_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
 
 
 def _check_xml(body: bytes) -> Any:
     if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
         raise web.HTTPBadRequest(text="XML with DOCTYPE or entity declarations is not accepted")
+    declared = _DECLARED_ENCODING.match(body)
+    if declared and declared.group(1).lower().replace(b"-", b"") != b"utf8":
+        raise web.HTTPBadRequest(text="XML must be UTF-8")
     try:
         root = safe_fromstring(body, forbid_dtd=True, forbid_entities=True,
                                forbid_external=True)
-    except (ParseError, DefusedXmlException, ValueError):
+    except (ParseError, DefusedXmlException, ValueError, LookupError):
         raise web.HTTPBadRequest(text="malformed XML") from None
     if root.tag != "xml":
         raise web.HTTPBadRequest(text="the root element must be <xml>")
     return root
+
+
+def _check_fields(root: Any) -> None:
+    """The fields read as text appear once, as plain text, in the message itself."""
+    seen = set()
+    for child in root:
+        if child.tag not in TEXT_FIELDS:
+            continue
+        if child.tag in seen:
+            raise web.HTTPBadRequest(text=f"<{child.tag}> appears twice")
+        seen.add(child.tag)
+        if len(child) or child.attrib:
+            raise web.HTTPBadRequest(text=f"<{child.tag}> must be plain text")
+
+
+_ID_LIMIT = 64  # openids are 28 characters, event names short; the ledger key is 160
+
+
+def _checked_key(message: Any) -> str:
+    """The message's dedup key, after checking the fields the bot stores. wechatpy
+    converts MsgId and CreateTime lazily: it happens here, where a bad value is the
+    sender's fault, and not later in the dialog."""
+    try:
+        msg_id, _created = int(message.id or 0), message.create_time
+    except (ValueError, TypeError, OverflowError, OSError):
+        raise web.HTTPBadRequest(text="bad MsgId or CreateTime") from None
+    if not 0 <= msg_id < 2**64:
+        raise web.HTTPBadRequest(text="bad MsgId or CreateTime")
+    for name in ("source", "target", "event"):
+        if len(str(getattr(message, name, "") or "")) > _ID_LIMIT:
+            raise web.HTTPBadRequest(text=f"{name} too long")
+    return dedup_key(message)
 
 
 class WeChatEndpoint:
@@ -148,17 +193,15 @@ class WeChatEndpoint:
         if safe_mode:
             body = self._decrypt(root, timestamp, nonce, request.query.get("msg_signature"),
                                  body)
-            _check_xml(body)
+            root = _check_xml(body)
+        _check_fields(root)
         try:
             message = parse_message(body.decode("utf-8"))
         except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError):
             raise web.HTTPBadRequest(text="not a WeChat message") from None
         if message is None or not message.source:
             raise web.HTTPBadRequest(text="not a WeChat message")
-        try:
-            key = dedup_key(message)  # wechatpy converts MsgId/CreateTime lazily, here
-        except (ValueError, TypeError, OverflowError):
-            raise web.HTTPBadRequest(text="bad MsgId or CreateTime") from None
+        key = _checked_key(message)
         text = await self._reply_once(message, key)
         if not text:
             return web.Response(text="success")

@@ -32,6 +32,20 @@ from notify.models import DELIVERED, FAILED, SENT, DeliveryEvent, OptOut, Outbox
 log = logging.getLogger(__name__)
 STOP_WORDS = {"td", "t", "n", "退订", "退定", "取消", "不要发了", "别发了", "停止"}
 MAX_CALLBACK_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 8  # a list of flat objects is all any provider sends
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (without recursing)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def is_stop_reply(text: str) -> bool:
@@ -118,9 +132,12 @@ class ProviderCallbacks:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_CALLBACK_BYTES,
                                                 actual_size=request.content_length or 0)
         try:
-            return json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+            payload = json.loads(await request.read())
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise web.HTTPBadRequest(text="body must be JSON") from None
+        if _depth(payload) > MAX_JSON_DEPTH:
+            raise web.HTTPBadRequest(text="JSON nested too deep")
+        return payload
 
     async def handle(self, request: web.Request) -> web.Response:
         provider, kind = request.match_info["provider"], request.match_info["kind"]
@@ -143,12 +160,11 @@ class ProviderCallbacks:
         if provider == "tencent":
             message_id = str(item.get("sid", ""))
             delivered = str(item.get("report_status", "")).upper() == "SUCCESS"
-            error = item.get("errmsg")
-            detail = {"error": error, "phone": _masked(item)}
+            detail = {"error": _short(item.get("errmsg")), "phone": _masked(item)}
             await mark(self.db, provider, message_id, delivered, detail)
             return
         delivered = item.get("success") in (True, "true", "True")
-        detail = {"error": item.get("err_code"), "phone": _masked(item)}
+        detail = {"error": _short(item.get("err_code")), "phone": _masked(item)}
         phone_hash = self._phone_hash(str(item.get("phone_number", "")))
         if phone_hash is None:  # cannot tell which of the call's numbers it is about
             async with self.db.session() as session:
@@ -186,6 +202,11 @@ class ProviderCallbacks:
                                       detail={"phone": _masked(item), "text": text[:200]},
                                       note=note))
         log.info("SMS reply via %s from %s: %s", provider, _masked(item), note or "kept")
+
+
+def _short(value: Any) -> str | None:
+    """A provider's error code or message as stored: text, at most 200 characters."""
+    return None if value is None else str(value)[:200]
 
 
 def _masked(item: dict[str, Any]) -> str:

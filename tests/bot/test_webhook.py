@@ -528,6 +528,18 @@ async def test_different_msgids_are_processed_separately(client, settings):
     assert len(await asked_rows(settings)) == 2
 
 
+async def test_same_msgid_from_two_senders_is_two_messages(client, settings):
+    """A MsgId is only unique per sender: another user's message with the same MsgId
+    gets its own answer, never the first user's reply."""
+    msg_id = random.randrange(10**15, 10**16)
+    first = await post(client, text_xml(OFF_TOPIC, openid="sender-a", msg_id=msg_id))
+    second = await post(client, text_xml("低保标准是多少", openid="sender-b", msg_id=msg_id))
+    assert essence(first.body)[0] == "sender-a"
+    assert essence(second.body)[0] == "sender-b"
+    assert "7500" in reply_text(second.body)
+    assert reply_text(second.body) != reply_text(first.body)
+
+
 async def test_retry_reaching_another_process_gets_same_reply(aiohttp_client, settings):
     first = await aiohttp_client(create_app(settings))
     second = await aiohttp_client(create_app(settings))
