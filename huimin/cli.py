@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from huimin.settings import Settings, SettingsError, load_settings
+from huimin.settings import Settings, SettingsError, load_settings, require_sms_choice
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "database_url": "sqlite+aiosqlite:///huimin-demo/huimin.db",
@@ -94,6 +94,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     settings = settings.with_overrides(host=args.host or settings.host,
                                        port=args.port or settings.port)
+    require_sms_choice(settings)
     try:
         serve(settings, f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat")
     except ContentMissing as exc:
@@ -125,7 +126,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         f"    demo logins: {logins}",
         f"  Health:                   {base}/healthz",
         f"  Demo registry:            {report.summary()}; try 查进度 with",
-        "                            34132319620817004X 张桂兰 (the SMS code is printed here)",
+        "                            34132319620817004X 张桂兰 (the SMS code is printed",
+        "                            here, marked 演示短信: no SMS is really sent)",
         "Press Ctrl+C to stop.",
         "",
     ]))
@@ -356,6 +358,7 @@ async def run_worker(settings: Settings, once: bool, show_progress: bool) -> Any
 
 
 def cmd_notify_run(settings: Settings, args: argparse.Namespace) -> int:
+    require_sms_choice(settings)
     summary = asyncio.run(run_worker(settings, args.once,
                                      show_progress=not args.quiet and sys.stderr.isatty()))
     print(summary.text())

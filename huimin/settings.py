@@ -207,6 +207,25 @@ def require_secret(settings: Settings) -> str:
     return settings.secret_key
 
 
+def sms_providers(settings: Settings) -> list[str]:
+    """The provider names of ``HUIMIN_SMS_PROVIDER``, in order, without repeats."""
+    return list(dict.fromkeys(p.strip() for p in settings.sms_provider.split(",")
+                              if p.strip()))
+
+
+def require_sms_choice(settings: Settings) -> None:
+    """Outside the demo, the console provider (which sends nothing) only when chosen on
+    purpose: a server that sends codes and reminders must not fall back to it silently."""
+    chosen = PREFIX + "SMS_PROVIDER" in settings.extra
+    if settings.demo or chosen or not settings.secret_key:
+        return  # (without the secret key nothing sends SMS)
+    if "console" in sms_providers(settings):
+        raise SettingsError(
+            "HUIMIN_SMS_PROVIDER is not set, and its default, console, sends no SMS "
+            "(verification codes and reminders would never arrive): set it to tencent "
+            "and/or aliyun, or to console on purpose for a test installation")
+
+
 def require_wechat(settings: Settings) -> None:
     """The webhook cannot verify anything without the token."""
     if not settings.wechat_token:

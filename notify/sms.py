@@ -5,9 +5,11 @@ template name and its parameters (the provider maps the name to its own
 approved template id) and the full rendered text (for the console provider,
 length checks and the log). Real providers live in ``notify.providers``.
 
-The console provider (the demo's) writes each message to the server log with
-the phone masked, and, when ``HUIMIN_SMS_CONSOLE_FILE`` is set, appends it as
-one JSON line ``{"to": "<masked phone>", "text": "<full text>"}``.
+The console provider (the demo's) sends nothing: it logs the masked phone and the
+template name (never the text, which may carry a code), appends each message to
+``HUIMIN_SMS_CONSOLE_FILE`` when set, as one JSON line ``{"to": "<masked phone>",
+"text": "<full text>"}``, and in the demo prints the text on the demo's terminal
+so that whoever tries it can read the code.
 """
 
 from __future__ import annotations
@@ -148,9 +150,10 @@ def sms_message(template: str, county: Mapping[str, Any], phone: str,
 
 @dataclass
 class ConsoleSms:
-    """Prints instead of sending (demo and development)."""
+    """Sends nothing (demo and development): see the module's description."""
 
     file: Path | None = None
+    show: bool = False  # the demo: print each text (codes included) on stdout
     name: str = "console"
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _count: int = 0
@@ -159,7 +162,10 @@ class ConsoleSms:
         results = []
         for message in messages:
             masked = mask_phone(message.phone)
-            log.info("SMS to %s: %s", masked, message.text)
+            log.info("SMS %s to %s (console provider: not really sent)", message.template,
+                     masked)
+            if self.show:
+                print(f"[演示短信，未真正发送] 发给 {masked}：{message.text}", flush=True)
             if self.file is not None:
                 line = json.dumps({"to": masked, "text": message.text}, ensure_ascii=False)
                 async with self._lock:

@@ -141,6 +141,7 @@ def test_notify_plan_run_once_and_preview(database_url: str, tmp_path: Path) -> 
     from huimin.cli import DEMO_REGISTRY
 
     env = {"HUIMIN_SECRET_KEY": "test-secret-key-0123456789",
+           "HUIMIN_SMS_PROVIDER": "console",  # on purpose: it sends nothing
            "HUIMIN_SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
            "HUIMIN_QUIET_HOURS": "00:00-00:00"}  # whatever the clock says in CI
     huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url,
@@ -173,7 +174,8 @@ def test_notify_run_stops_cleanly_on_sigterm(database_url: str) -> None:
     import time
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
-    env.update(HUIMIN_DATABASE_URL=database_url, HUIMIN_SECRET_KEY="test-secret-key-0123456789")
+    env.update(HUIMIN_DATABASE_URL=database_url, HUIMIN_SECRET_KEY="test-secret-key-0123456789",
+               HUIMIN_SMS_PROVIDER="console")
     worker = subprocess.Popen([sys.executable, "-m", "huimin.cli", "notify", "run", "--quiet"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)

@@ -233,7 +233,10 @@ def build_sms_providers(settings: Settings, county: Mapping[str, Any]) -> list[S
     providers: list[SmsProvider] = []
     for name in names:
         if name == "console":
-            providers.append(ConsoleSms(settings.sms_console_file))
+            if not settings.demo:
+                log.warning("HUIMIN_SMS_PROVIDER includes console: no SMS is really sent "
+                            "(verification codes and reminders reach nobody)")
+            providers.append(ConsoleSms(settings.sms_console_file, show=settings.demo))
             continue
         if name not in {"tencent", "aliyun"}:
             raise SettingsError("HUIMIN_SMS_PROVIDER must list console, tencent and/or aliyun, "
