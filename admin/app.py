@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from admin.accounts import LOGIN_POLICY, LoginGuard
+from admin.accounts import LOGIN_POLICY, LoginGuard, LoginPolicy
 from admin.jobs import RUNNER as IMPORT_RUNNER
 from admin.jobs import ImportRunner
 from admin.roles import AUDIT, CONTENT, INBOX, REGISTRY, SIGNED_IN, USERS
@@ -37,9 +38,8 @@ from admin.views import (
 from admin.web import STATE, AdminState, access, errors, security_headers
 from bot.dialog import Guide
 from content.load import load_county
-from huimin.db import Database
-from huimin.limits import DatabaseGuessLimiter, RedisGuessLimiter
-from huimin.settings import Settings
+from huimin.db import Database, utcnow
+from huimin.settings import Settings, admin_forwarded_hops
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PUBLIC = None  # no sign-in needed
@@ -140,30 +140,25 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def _resources(settings: Settings, state: AdminState
+def _resources(settings: Settings, state: AdminState, login_policy: LoginPolicy
                ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The admin's own database engine and login limiter, for the app's lifetime."""
+    """The admin's own database engine and sign-in throttle, for the app's lifetime."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         state.db = Database(settings.database_url)
-        redis = None
-        if settings.redis_url:
-            from redis.asyncio import Redis
-
-            redis = Redis.from_url(settings.redis_url)
-            state.guard = LoginGuard(RedisGuessLimiter(redis, LOGIN_POLICY))
-        else:
-            state.guard = LoginGuard(DatabaseGuessLimiter(state.db, LOGIN_POLICY))
+        state.guard = LoginGuard(state.db, login_policy)
         yield
-        if redis is not None:
-            await redis.aclose()
         await state.db.dispose()
 
     return resources
 
 
-def create_admin_app(settings: Settings) -> web.Application:
-    """The staff web UI; mount it at /admin (see ``admin.serve`` for running it alone)."""
+def create_admin_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
+                     login_policy: LoginPolicy = LOGIN_POLICY) -> web.Application:
+    """The staff web UI; mount it at /admin (see ``admin.serve`` for running it alone).
+
+    ``clock`` gives the time that sessions and sign-in throttling go by (read once per
+    request); tests pass one they move, and a ``login_policy`` with smaller numbers."""
     app = web.Application(middlewares=[errors, access])
     guide = Guide.load()
     county = load_county(settings.county_file)
@@ -171,14 +166,15 @@ def create_admin_app(settings: Settings) -> web.Application:
     upload_dir = settings.extra.get("HUIMIN_ADMIN_UPLOAD_DIR")
     state = AdminState(settings=settings, db=None, guard=None,  # type: ignore[arg-type]
                        tryout=TryOut(guide, county), county=county,
-                       uploads=UploadStore(Path(upload_dir) if upload_dir else None))
+                       uploads=UploadStore(Path(upload_dir) if upload_dir else None),
+                       clock=clock, forwarded_hops=admin_forwarded_hops(settings))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
         state.capabilities[route.name] = route.capability
     app.router.add_static("/static", STATIC_DIR, name="static")
     state.capabilities["static"] = PUBLIC
     app[STATE] = state
-    app.cleanup_ctx.append(_resources(settings, state))
+    app.cleanup_ctx.append(_resources(settings, state, login_policy))
     # Confirmed list imports run in the background; stopped (and marked interrupted)
     # before the database engine is closed.
     runner = ImportRunner(lambda: state.db, lambda: state.vault, state.uploads)

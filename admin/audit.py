@@ -21,7 +21,7 @@ LOCAL_TZ = timezone(timedelta(hours=8))
 ACTIONS: dict[str, str] = {
     "login": "登录",
     "login_failed": "登录失败",
-    "login_locked": "登录被锁定",
+    "login_locked": "登录被暂停（反复输错密码）",
     "logout": "退出登录",
     "own_password": "修改自己的密码",
     "user_create": "新建账号",
@@ -65,12 +65,18 @@ TARGETS: dict[str, str] = {
     "payout": "发放名单",
     "reminder": "提醒",
     "opt_out": "退订",
+    "address": "来源地址",
 }
+
+# Stands for a typed account name that names no account (it may be a password typed into
+# the wrong field, so it is never stored).
+UNKNOWN_ACCOUNT = "(未知账号)"
 
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is acting: an account (or, for a failed login, the name typed) and the address."""
+    """Who is acting: an account (for a failed sign-in: the account whose name was typed,
+    or UNKNOWN_ACCOUNT) and the address."""
 
     user_id: int | None
     username: str | None
@@ -91,12 +97,14 @@ def jsonable(value: Any) -> Any:
 
 
 def record(session: AsyncSession, actor: Actor, action: str, target_type: str | None = None,
-           target_id: str | None = None, before: Any = None, after: Any = None) -> None:
-    """Add one audit entry in the caller's transaction (so it commits with the change)."""
+           target_id: str | None = None, before: Any = None, after: Any = None,
+           at: datetime | None = None) -> None:
+    """Add one audit entry in the caller's transaction (so it commits with the change);
+    ``at``: the time of the operation, when the caller has one."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     session.add(AuditEntry(
-        at=utcnow(), user_id=actor.user_id, username=(actor.username or "")[:64] or None,
+        at=at or utcnow(), user_id=actor.user_id, username=(actor.username or "")[:64] or None,
         action=action, target_type=target_type,
         target_id=None if target_id is None else str(target_id)[:100],
         before=jsonable(before), after=jsonable(after), ip=(actor.ip or "")[:64] or None))
@@ -145,3 +153,31 @@ async def usernames(session: AsyncSession) -> list[str]:
     rows = await session.scalars(select(AuditEntry.username).where(
         AuditEntry.username.is_not(None)).distinct().order_by(AuditEntry.username))
     return [r for r in rows.all() if r]
+
+
+@dataclass(frozen=True)
+class FailedLogins:
+    """Failed sign-ins to one account since some time: how many, from how many
+    addresses, the latest."""
+
+    username: str
+    failures: int
+    addresses: int
+    last_at: datetime
+
+
+async def failed_logins(session: AsyncSession, since: datetime, at_least: int = 1
+                        ) -> list[FailedLogins]:
+    """Accounts with at least ``at_least`` failed sign-ins since ``since``, most first
+    (names that are no account are left out: they are all UNKNOWN_ACCOUNT)."""
+    count = func.count(AuditEntry.id)
+    rows = (await session.execute(
+        select(AuditEntry.username, count, func.count(AuditEntry.ip.distinct()),
+               func.max(AuditEntry.at))
+        .where(AuditEntry.action == "login_failed", AuditEntry.at >= since,
+               AuditEntry.username.is_not(None), AuditEntry.username != UNKNOWN_ACCOUNT)
+        .group_by(AuditEntry.username).having(count >= at_least)
+        .order_by(count.desc(), AuditEntry.username))).all()
+    return [FailedLogins(name, failures, addresses,
+                         last if last.tzinfo else last.replace(tzinfo=UTC))
+            for name, failures, addresses, last in rows]

@@ -21,9 +21,9 @@ from huimin.settings import Settings
 
 CLI_ACTOR = Actor(None, "命令行", None)
 DEMO_USERS = (
-    ("admin", "管理员（演示）", "admin", "demo-admin-2026"),
-    ("editor", "内容编辑（演示）", "editor", "demo-editor-2026"),
-    ("caseworker", "经办人员（演示）", "caseworker", "demo-case-2026"),
+    ("admin", "管理员（演示）", "admin", "demo-guanli-2026"),
+    ("editor", "内容编辑（演示）", "editor", "demo-bianji-2026"),
+    ("caseworker", "经办人员（演示）", "caseworker", "demo-jingban-2026"),
 )
 
 
@@ -79,7 +79,8 @@ async def _reset(settings: Settings, username: str, password: str) -> bool:
                 AdminUser.username == username.strip().lower()))
             if user is None:
                 return False
-            await set_password(session, user, password)
+            # Whoever runs the command chose it: the owner picks their own at sign-in.
+            await set_password(session, user, password, must_change=True)
             user.disabled = False
             record(session, CLI_ACTOR, "user_password", "user", user.username)
         return True
@@ -114,7 +115,8 @@ async def ensure_demo_users(settings: Settings) -> list[tuple[str, str, str]]:
         if existing is not None:
             return []
         for username, name, role, password in DEMO_USERS:
-            await create_user(db, username, password, role, name)
+            # The demo's printed logins work as they are (no forced change).
+            await create_user(db, username, password, role, name, must_change=False)
     finally:
         await db.dispose()
     return [(u, ROLES[r], p) for u, _, r, p in DEMO_USERS]

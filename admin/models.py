@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +39,10 @@ class AdminUser(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set for a new account and after an administrator sets the password: until the
+    # owner picks their own, every page leads to the change-password page.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                       server_default=false())
 
 
 class AdminSession(Base):
@@ -55,6 +60,24 @@ class AdminSession(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     # A one-time message for the next page ({"kind": "ok"|"error", "text": ...}).
     flash: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins counted under one key: an (account name, address) pair, an account
+    name, or an address (see ``admin.accounts.LoginGuard``). Names are stored hashed, as
+    a password typed into the name field would otherwise be kept here."""
+
+    __tablename__ = "admin_login_throttle"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # For a pair: the last sign-in that worked (the address is known for the account).
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The row says nothing any more after this and may be deleted.
+    forget_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class AuditEntry(Base):
@@ -131,4 +154,4 @@ class InboxResolution(Base):
 
 
 TABLES = ("admin_sessions", "admin_users", "admin_audit", "faq_drafts", "faq_versions",
-          "inbox_resolutions")
+          "inbox_resolutions", "admin_login_throttle")

@@ -4,6 +4,7 @@ account, and the middlewares (error pages, sign-in, CSRF, role checks)."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,6 +15,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from admin.accounts import LoginGuard, SignedIn, find_session, pop_flash, set_flash
@@ -24,7 +26,7 @@ from admin.reminders import CHANNEL_LABELS, KIND_LABELS, STATE_LABELS, reason_te
 from admin.roles import ROLES, can, navigation
 from admin.tryout import TryOut
 from admin.uploads import MAX_UPLOAD, UploadStore
-from huimin.db import Database
+from huimin.db import Database, utcnow
 from huimin.personal import Vault
 from huimin.settings import Settings
 
@@ -39,6 +41,8 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What an account that must choose a new password may still reach.
+PASSWORD_CHANGE_ROUTES = frozenset({"account", "account_password", "logout", "static"})
 
 
 @dataclass
@@ -51,6 +55,10 @@ class AdminState:
     # route name -> capability (None: open to everyone, e.g. the sign-in page)
     capabilities: dict[str, str | None] = field(default_factory=dict)
     uploads: UploadStore = field(default_factory=UploadStore)
+    # Where sessions and sign-in throttling read the time: once per request.
+    clock: Callable[[], datetime] = utcnow
+    # Proxies of ours in front that append to X-Forwarded-For; None: the header is ignored.
+    forwarded_hops: int | None = None
     _vault: Vault | None = None
 
     @property
@@ -65,10 +73,6 @@ class AdminState:
     @property
     def secure_cookies(self) -> bool:
         return _truthy(self.settings.extra.get("HUIMIN_ADMIN_SECURE_COOKIES"))
-
-    @property
-    def trust_forwarded(self) -> bool:
-        return _truthy(self.settings.extra.get("HUIMIN_ADMIN_TRUST_FORWARDED"))
 
 
 STATE = web.AppKey("admin_state", AdminState)
@@ -87,12 +91,51 @@ def signed_in(request: web.Request) -> SignedIn:
     return request[SIGNED_IN_KEY]
 
 
+def _address(text: str) -> str | None:
+    """'203.0.113.7', '203.0.113.7:5123', '2001:db8::1' or '[2001:db8::1]:443' as a
+    plain address; None for anything else."""
+    text = text.strip()
+    if not text or len(text) > 100:
+        return None
+    port = ""
+    if text.startswith("["):
+        text, closed, port = text[1:].partition("]")
+        if not closed or (port and not port.startswith(":")):
+            return None
+        port = port[1:] if port else ""
+    elif text.count(":") == 1:
+        text, _, port = text.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def forwarded_address(values: list[str], hops: int) -> str | None:
+    """The address our ``hops``-th proxy from the app saw, from X-Forwarded-For.
+
+    Each proxy appends the address it received the request from, so the entries on the
+    left are whatever the client sent and only the last ``hops`` are ours. None when the
+    header is missing, too short (the request did not come through all our proxies) or
+    that entry is not an address."""
+    entries = [entry for value in values for entry in value.split(",")]
+    if hops < 1 or len(entries) < hops:
+        return None
+    return _address(entries[-hops])
+
+
 def client_ip(request: web.Request) -> str | None:
-    if state(request).trust_forwarded:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:64]
+    """The address sign-in limits and the audit log use: the peer, or behind our own
+    proxies (HUIMIN_ADMIN_TRUST_FORWARDED) the address the outermost of them saw."""
+    hops = state(request).forwarded_hops
+    if hops is not None:
+        found = forwarded_address(request.headers.getall("X-Forwarded-For", []), hops)
+        if found is not None:
+            return found
+        log.debug("admin: no usable X-Forwarded-For entry %d from the right; using the peer",
+                  hops)
     return request.remote
 
 
@@ -200,10 +243,13 @@ _ERRORS = {
     405: ("操作方式不对", "请从页面上的按钮进行操作。"),
     413: ("文件太大", "上传的文件太大了。问答或词典请一次只传一个文件；"
                       f"名单文件最大{MAX_UPLOAD // 2**20}MB，太大请分成几个文件上传。"),
+    429: ("请稍后再试", "操作太频繁了，请过几分钟再试。"),
     503: ("暂时不能使用", "系统暂时不能处理这个请求，请稍后再试。"),
 }
 # Specific messages, by the reason an HTTPException was raised with.
 _REASONS = {
+    "bad_form": "提交的内容格式不对，系统没法读取，什么也没有保存。请回到上一页，"
+                "刷新后重新填写再提交。",
     "no_secret": "系统还没有设置保护身份证号和手机号用的密钥（HUIMIN_SECRET_KEY），"
                  "救助对象、发放和提醒的页面暂时不能用。请联系管理员。",
 }
@@ -217,9 +263,11 @@ async def error_page(request: web.Request, status: int, text: str | None = None
     try:
         return await render(request, "error.html", status=status, title=title,
                             message=text or body)
-    except Exception:  # the error page itself must never fail
-        log.exception("error page failed")
-        return web.Response(status=status, text=f"{title}：{text or body}")
+    except Exception as exc:  # the error page itself must never fail
+        log.error("admin: the error page failed (%s)", type(exc).__name__)
+        log.debug("admin: the error page failed", exc_info=True)
+        return web.Response(status=status, text=f"{title}：{text or body}",
+                            content_type="text/plain", charset="utf-8")
 
 
 @web.middleware
@@ -236,13 +284,38 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         text = CSRF_MESSAGE if exc.reason == "csrf" else _REASONS.get(exc.reason or "")
         return await error_page(request, exc.status, text)
-    except Exception:
-        log.exception("admin: unexpected error on %s %s", request.method, request.path)
+    except Exception as exc:
+        # One line (the exception's text may hold what was typed: not logged); the
+        # traceback only when debugging.
+        route = getattr(request.match_info.route, "name", None) or "?"
+        log.error("admin: unexpected %s on %s %s", type(exc).__name__, request.method, route)
+        log.debug("admin: unexpected error on %s %s", request.method, route, exc_info=True)
         return await error_page(request, 500)
 
 
+# What aiohttp raises for a form or multipart body it cannot read: no boundary, a broken
+# part header, a NUL in a filename, bytes that are not in the body's charset, an unknown
+# charset, a body cut short.
+FORM_ERRORS = (ValueError, LookupError, HttpProcessingError, AssertionError)
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[Any]:
+    """The request's form (urlencoded or multipart); a body that cannot be read is a 400
+    with one log line. Every POST comes through here first (the CSRF check), so handlers'
+    own ``request.post()`` gets the form already read."""
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise  # 413: too large
+    except FORM_ERRORS as exc:
+        route = getattr(request.match_info.route, "name", None) or "?"
+        log.info("admin: unreadable form on POST %s from %s (%s)", route,
+                 request.remote, type(exc).__name__)
+        raise web.HTTPBadRequest(reason="bad_form") from None
+
+
 async def check_csrf(request: web.Request, expected: str | None) -> MultiDictProxy[Any]:
-    form = await request.post()
+    form = await read_form(request)
     sent = form.get("csrf")
     if not expected or not isinstance(sent, str) or not hmac.compare_digest(
             sent.encode(), expected.encode()):
@@ -266,7 +339,8 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
             await check_csrf(request, request.cookies.get(LOGIN_COOKIE))
         return await handler(request)
     current, expired = await find_session(state(request).db,
-                                          request.cookies.get(SESSION_COOKIE))
+                                          request.cookies.get(SESSION_COOKIE),
+                                          state(request).clock())
     if current is None:
         query = {"m": "expired" if expired else "login"}
         if request.method == "GET":
@@ -276,6 +350,10 @@ async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.del_cookie(SESSION_COOKIE, path=base_path(request))
         raise response
     request[SIGNED_IN_KEY] = current
+    if current.user.must_change_password and name not in PASSWORD_CHANGE_ROUTES:
+        # A password someone else chose (a new account, an administrator's reset):
+        # nothing else until the owner has chosen their own.
+        raise web.HTTPSeeOther(url(request, "account"))
     if not can(current.user.role, capability):
         raise web.HTTPForbidden()
     if request.method == "POST":

@@ -184,6 +184,27 @@ def validate(settings: Settings) -> None:
                 raise SettingsError(f"{name} must look like name=id,name=id") from None
     if not settings.county_file or not settings.county_file.is_file():
         raise SettingsError(f"HUIMIN_COUNTY_FILE: no such file {str(settings.county_file)!r}")
+    admin_forwarded_hops(settings)
+
+
+MAX_TRUSTED_HOPS = 5
+
+
+def admin_forwarded_hops(settings: Settings) -> int | None:
+    """How many proxies of our own stand in front of the admin UI, each appending the
+    address it saw to X-Forwarded-For (``HUIMIN_ADMIN_TRUSTED_HOPS``, default 1), or None
+    when the header is not trusted (``HUIMIN_ADMIN_TRUST_FORWARDED`` off)."""
+    trust = _parse_bool("HUIMIN_ADMIN_TRUST_FORWARDED",
+                        settings.extra.get("HUIMIN_ADMIN_TRUST_FORWARDED", ""))
+    raw = settings.extra.get("HUIMIN_ADMIN_TRUSTED_HOPS", "").strip()
+    hops = 1
+    if raw:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_TRUSTED_HOPS:
+            raise SettingsError(f"HUIMIN_ADMIN_TRUSTED_HOPS must be a whole number from 1 to "
+                                f"{MAX_TRUSTED_HOPS} (the proxies in front of the admin UI), "
+                                f"not {raw!r}")
+        hops = int(raw)
+    return hops if trust else None
 
 
 def parse_pairs(value: str) -> dict[str, str]:

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from admin.accounts import create_user
+from admin.accounts import LOGIN_POLICY, create_user
 from admin.app import ROUTES
-from admin.models import AdminSession, AdminUser, AuditEntry
+from admin.audit import UNKNOWN_ACCOUNT
+from admin.models import AdminSession, AdminUser, AuditEntry, LoginThrottle
 from admin.roles import ROLES, can
 from admin.web import SESSION_COOKIE
 from content.models import DictionaryRow
-from huimin.db import Database, utcnow
+from huimin.db import Database
 from huimin.settings import Settings
+from tests.admin.clock import StepClock, behind_proxy, mounted_on
 from tests.admin.conftest import (
     PASSWORD,
     add_user,
     csrf,
+    csrf_of,
     load_demo,
     login,
     mounted,
     post,
+    rows_of,
     signed_in,
 )
 
@@ -47,13 +52,6 @@ async def _sessions(settings: Settings) -> list[AdminSession]:
         await db.dispose()
 
 
-async def _age_sessions(settings: Settings, **values: Any) -> None:
-    db = Database(settings.database_url)
-    try:
-        async with db.session() as session:
-            await session.execute(update(AdminSession).values(**values))
-    finally:
-        await db.dispose()
 
 
 # ----- sign in and out ---------------------------------------------------------------
@@ -124,8 +122,26 @@ async def test_wrong_password_is_refused_and_recorded(admin_client: Any,
     assert unknown.status == 401
     assert "用户名或密码不对" in await unknown.text()  # same words: no account probing
     failed = [a for a in await _audit(settings) if a.action == "login_failed"]
-    assert [a.username for a in failed] == ["wang", "nobody"]
-    assert all(a.ip == "127.0.0.1" for a in failed)
+    assert [a.username for a in failed] == ["wang", UNKNOWN_ACCOUNT]
+    assert [a.target_id for a in failed] == ["wang", None]
+    assert all(a.ip == "127.0.0.1" and a.user_id is None for a in failed)
+
+
+async def test_a_password_typed_as_the_name_is_not_kept(admin_client: Any,
+                                                        settings: Settings) -> None:
+    await add_user(settings, "wang", "editor")
+    typed = "Qingshui-Hetang-27"  # the password, typed into the name field
+    for _ in range(6):  # enough to start a lock, which is recorded too
+        response = await login(admin_client, typed, "wang")
+    assert response.status in (401, 429)
+    entries = await _audit(settings)
+    assert {a.action for a in entries} == {"login_failed", "login_locked"}
+    for entry in entries:
+        stored = f"{entry.username} {entry.target_id} {entry.before} {entry.after}".lower()
+        assert typed.lower() not in stored
+        assert entry.username == UNKNOWN_ACCOUNT
+    keys = [row.key for row in await rows_of(settings, select(LoginThrottle))]
+    assert keys and not any(typed.lower() in key for key in keys)
 
 
 async def test_disabled_account_cannot_sign_in(admin_client: Any, settings: Settings) -> None:
@@ -136,71 +152,193 @@ async def test_disabled_account_cannot_sign_in(admin_client: Any, settings: Sett
     assert await _sessions(settings) == []
 
 
-async def test_five_failures_lock_the_account_name(admin_client: Any,
-                                                   settings: Settings) -> None:
+# ----- sign-in throttling ---------------------------------------------------------------
+async def _login_from(client: Any, address: str, username: str, password: str = PASSWORD
+                      ) -> Any:
+    """Sign in through our proxy, which says the client is ``address``."""
+    page = await client.get("/admin/login")
+    token = csrf_of(await page.text())
+    return await client.post("/admin/login", allow_redirects=False,
+                             headers={"X-Forwarded-For": address},
+                             data={"csrf": token, "username": username, "password": password})
+
+
+@pytest.fixture
+def clock() -> StepClock:
+    return StepClock()
+
+
+# The real policy's pair rules; ceilings lowered so the tests need fewer slow hashes.
+POLICY = replace(LOGIN_POLICY, account_ceiling=8, address_ceiling=10)
+
+
+@pytest.fixture
+async def proxied(aiohttp_client: Any, settings: Settings, clock: StepClock) -> Any:
+    """The admin UI behind one proxy of ours, on a clock the test moves."""
+    return await aiohttp_client(mounted_on(behind_proxy(settings), clock, POLICY))
+
+
+async def test_failures_from_one_address_lock_only_that_address_for_the_account(
+        proxied: Any, settings: Settings) -> None:
     await add_user(settings, "wang", "editor")
-    for attempt in range(5):
-        response = await login(admin_client, "wang", f"wrong-{attempt}")
-    assert "暂停登录15分钟" in await response.text()
-    locked = await login(admin_client, "wang")  # even the right password
+    for attempt in range(4):
+        response = await _login_from(proxied, "203.0.113.9", "wang", f"wrong-{attempt}")
+        assert response.status == 401
+    fifth = await _login_from(proxied, "203.0.113.9", "wang", "wrong-4")
+    assert fifth.status == 401 and "以后再试" in await fifth.text()
+    locked = await _login_from(proxied, "203.0.113.9", "wang")  # even the right password
     assert locked.status == 429
-    assert "暂停登录15分钟" in await locked.text()
-    assert await _sessions(settings) == []
-    assert "login_locked" in [a.action for a in await _audit(settings)]
+    assert "连续输错密码的次数太多" in await locked.text()
+    # The clerk at their own desk is not locked out by a stranger's guesses.
+    own = await _login_from(proxied, "198.51.100.20", "wang")
+    assert own.status == 303
+    (lock_entry,) = [a for a in await _audit(settings) if a.action == "login_locked"]
+    assert lock_entry.target_id == "wang" and lock_entry.ip == "203.0.113.9"
+    assert lock_entry.after["scope"] == "pair" and lock_entry.after["failures"] == 5
 
 
-async def test_five_failures_lock_the_client_address(admin_client: Any,
-                                                     settings: Settings) -> None:
+async def test_failures_for_other_names_do_not_lock_a_colleague_behind_the_same_address(
+        proxied: Any, settings: Settings) -> None:
     await add_user(settings, "li", "editor")
-    for attempt in range(5):
-        await login(admin_client, f"guess{attempt}", "wrong-password")
-    locked = await login(admin_client, "li")
-    assert locked.status == 429
+    for attempt in range(6):  # one bureau, one NAT address
+        await _login_from(proxied, "203.0.113.9", f"guess{attempt % 2}", "wrong-password")
+    assert (await _login_from(proxied, "203.0.113.9", "li")).status == 303
 
 
-async def test_success_clears_the_failures_of_the_account(admin_client: Any,
-                                                          settings: Settings) -> None:
+async def test_the_wait_doubles_after_each_further_failure_up_to_an_hour(
+        proxied: Any, settings: Settings, clock: StepClock) -> None:
     await add_user(settings, "wang", "editor")
-    for attempt in range(3):
-        await login(admin_client, "wang", f"wrong-{attempt}")
-    assert (await login(admin_client, "wang")).status == 303
-    token = await csrf(admin_client)
-    await post(admin_client, "/admin/logout", token)
-    # the address has 3 failures; one more for the name alone does not lock it
-    await login(admin_client, "wang", "wrong-again")
-    assert (await login(admin_client, "wang")).status == 303
+    for attempt in range(5):
+        await _login_from(proxied, "203.0.113.9", "wang", f"wrong-{attempt}")
+    for minutes in (1, 2, 4, 8, 16, 32, 60, 60):  # each failure after a wait doubles it
+        clock.advance(minutes=minutes, seconds=-1)
+        assert (await _login_from(proxied, "203.0.113.9", "wang")).status == 429
+        clock.advance(seconds=1)
+        assert (await _login_from(proxied, "203.0.113.9", "wang", "wrong")).status == 401
+    clock.advance(minutes=59)
+    assert (await _login_from(proxied, "203.0.113.9", "wang")).status == 429
+    clock.advance(hours=25)  # a day without failures: forgotten, five free tries again
+    for _ in range(4):
+        assert (await _login_from(proxied, "203.0.113.9", "wang", "wrong")).status == 401
+    assert (await _login_from(proxied, "203.0.113.9", "wang")).status == 303
+
+
+async def test_success_clears_the_failures_of_the_address(proxied: Any,
+                                                         settings: Settings) -> None:
+    await add_user(settings, "wang", "editor")
+    for attempt in range(4):
+        await _login_from(proxied, "203.0.113.9", "wang", f"wrong-{attempt}")
+    assert (await _login_from(proxied, "203.0.113.9", "wang")).status == 303
+    proxied.session.cookie_jar.clear()
+    for attempt in range(4):  # four more do not lock: the count started again
+        assert (await _login_from(proxied, "203.0.113.9", "wang", f"again-{attempt}")
+                ).status == 401
+    assert (await _login_from(proxied, "203.0.113.9", "wang")).status == 303
+
+
+async def test_a_guess_spread_over_many_addresses_is_slowed_for_a_short_while(
+        proxied: Any, settings: Settings, clock: StepClock) -> None:
+    await add_user(settings, "wang", "editor")
+    assert (await _login_from(proxied, "198.51.100.20", "wang")).status == 303  # office
+    proxied.session.cookie_jar.clear()
+    for n in range(POLICY.account_ceiling):
+        await _login_from(proxied, f"203.0.113.{n + 1}", "wang", "wrong-password")
+    stranger = await _login_from(proxied, "192.0.2.77", "wang")
+    assert stranger.status == 429 and "很多地方" in await stranger.text()
+    # where wang has signed in before, the right password still works
+    assert (await _login_from(proxied, "198.51.100.20", "wang")).status == 303
+    proxied.session.cookie_jar.clear()
+    clock.advance(minutes=5)
+    assert (await _login_from(proxied, "192.0.2.77", "wang")).status == 303
+    scopes = [a.after["scope"] for a in await _audit(settings) if a.action == "login_locked"]
+    assert scopes == ["account"]
+
+
+async def test_one_address_trying_many_names_is_slowed(proxied: Any, settings: Settings,
+                                                       clock: StepClock) -> None:
+    await add_user(settings, "li", "editor")
+    await add_user(settings, "zhao", "editor")
+    assert (await _login_from(proxied, "203.0.113.9", "li")).status == 303
+    proxied.session.cookie_jar.clear()
+    for n in range(POLICY.address_ceiling):
+        await _login_from(proxied, "203.0.113.9", f"name{n}", "wrong-password")
+    refused = await _login_from(proxied, "203.0.113.9", "zhao")
+    assert refused.status == 429 and "您所在的网络" in await refused.text()
+    assert (await _login_from(proxied, "203.0.113.9", "li")).status == 303  # signed in here
+    proxied.session.cookie_jar.clear()
+    clock.advance(minutes=5)
+    assert (await _login_from(proxied, "203.0.113.9", "zhao")).status == 303
+    (entry,) = [a for a in await _audit(settings)
+                if a.action == "login_locked" and a.target_type == "address"]
+    assert entry.target_id == "203.0.113.9"
+
+
+async def test_administrators_are_told_about_accounts_under_attack(
+        aiohttp_client: Any, settings: Settings, clock: StepClock) -> None:
+    attacker = await aiohttp_client(mounted_on(behind_proxy(settings), clock))
+    boss = await aiohttp_client(mounted_on(behind_proxy(settings), clock))
+    await add_user(settings, "wang", "editor")
+    await add_user(settings, "boss", "admin")
+    for attempt in range(7):  # five from one address (a lock), two from another
+        clock.advance(minutes=5)
+        await _login_from(attacker, "203.0.113.1" if attempt < 5 else "203.0.113.2", "wang",
+                          f"x-{attempt}")
+    response = await _login_from(boss, "198.51.100.20", "boss")
+    home = await boss.get(response.headers["Location"])
+    assert "被人反复输错密码：wang" in await home.text()
+    users = await (await boss.get("/admin/users")).text()
+    notice = users.split("有账号正在被人反复试密码")[1].split("</section>")[0]
+    assert "wang" in notice and "7次" in notice and "2个" in notice
+    assert "boss" not in notice
+    locked = [a for a in await _audit(settings) if a.action == "login_locked"]
+    assert [a.target_id for a in locked] == ["wang"]
+    clock.advance(hours=25)  # a day later the notice is gone
+    boss.session.cookie_jar.clear()
+    assert (await _login_from(boss, "198.51.100.20", "boss")).status == 303
+    users = await (await boss.get("/admin/users")).text()
+    assert "账号管理" in users and "有账号正在被人反复试密码" not in users
 
 
 # ----- sessions ------------------------------------------------------------------------
-async def test_idle_session_expires_after_30_minutes(admin_client: Any,
-                                                     settings: Settings) -> None:
-    await signed_in(admin_client, settings, "editor")
-    await _age_sessions(settings, last_seen_at=utcnow() - timedelta(minutes=29))
-    assert (await admin_client.get("/admin/", allow_redirects=False)).status == 200
-    await _age_sessions(settings, last_seen_at=utcnow() - timedelta(minutes=31))
-    response = await admin_client.get("/admin/faq", allow_redirects=False)
+@pytest.fixture
+async def on_clock(aiohttp_client: Any, settings: Settings, clock: StepClock) -> Any:
+    return await aiohttp_client(mounted_on(settings, clock))
+
+
+async def test_idle_session_expires_after_30_minutes(on_clock: Any, settings: Settings,
+                                                     clock: StepClock) -> None:
+    await signed_in(on_clock, settings, "editor")
+    clock.advance(minutes=29)
+    assert (await on_clock.get("/admin/", allow_redirects=False)).status == 200
+    clock.advance(minutes=29, seconds=59)
+    assert (await on_clock.get("/admin/", allow_redirects=False)).status == 200
+    clock.advance(minutes=30)
+    response = await on_clock.get("/admin/faq", allow_redirects=False)
     assert response.status == 303
     assert "m=expired" in response.headers["Location"]
     assert await _sessions(settings) == []
-    page = await admin_client.get(response.headers["Location"])
+    page = await on_clock.get(response.headers["Location"])
     assert "登录已过期" in await page.text()
 
 
-async def test_session_ends_after_12_hours_however_busy(admin_client: Any,
-                                                        settings: Settings) -> None:
-    await signed_in(admin_client, settings, "editor")
-    await _age_sessions(settings, created_at=utcnow() - timedelta(hours=12),
-                        expires_at=utcnow() - timedelta(seconds=1))
-    response = await admin_client.get("/admin/", allow_redirects=False)
+async def test_session_ends_after_12_hours_however_busy(on_clock: Any, settings: Settings,
+                                                        clock: StepClock) -> None:
+    await signed_in(on_clock, settings, "editor")
+    for _ in range(35):  # 11 h 40 min of work, a page every 20 minutes
+        clock.advance(minutes=20)
+        assert (await on_clock.get("/admin/", allow_redirects=False)).status == 200
+    clock.advance(minutes=20)
+    response = await on_clock.get("/admin/", allow_redirects=False)
     assert response.status == 303 and "m=expired" in response.headers["Location"]
 
 
-async def test_activity_keeps_the_session_alive(admin_client: Any, settings: Settings) -> None:
-    await signed_in(admin_client, settings, "editor")
-    await _age_sessions(settings, last_seen_at=utcnow() - timedelta(minutes=20))
-    assert (await admin_client.get("/admin/", allow_redirects=False)).status == 200
+async def test_activity_keeps_the_session_alive(on_clock: Any, settings: Settings,
+                                                clock: StepClock) -> None:
+    await signed_in(on_clock, settings, "editor")
+    clock.advance(minutes=20)
+    assert (await on_clock.get("/admin/", allow_redirects=False)).status == 200
     (row,) = await _sessions(settings)
-    assert utcnow() - row.last_seen_at.replace(tzinfo=utcnow().tzinfo) < timedelta(minutes=1)
+    assert row.last_seen_at.replace(tzinfo=UTC) == clock.now
 
 
 async def test_disabling_an_account_ends_its_sessions(aiohttp_client: Any,
@@ -269,6 +407,7 @@ GUARDED = [r for r in ROUTES if r.capability is not None]
 
 def _path(route: Any, app_id: int = 1) -> str:
     return "/admin" + route.path.replace("{entry_id}", "dibao-apply").replace(
+        "{job_id}", "1").replace(
         "{user_id}", "1").replace("{app_id}", str(app_id)).replace("{month}", "2026-11")
 
 

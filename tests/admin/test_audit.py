@@ -127,7 +127,7 @@ async def test_users_page_manages_accounts(admin_client: Any, settings: Settings
 async def test_an_admin_can_demote_another_admin(admin_client: Any, settings: Settings) -> None:
     token = await signed_in(admin_client, settings, "admin", "boss")
     await post(admin_client, "/admin/users", token, username="second", role="admin",
-               password="second-password-2026")
+               password="liuhe-27-qiao-2026")
     second = await _user(settings, "second")
     response = await post(admin_client, f"/admin/users/{second.id}/role", token, role="editor")
     assert "角色已改为内容编辑" in await follow(admin_client, response)
@@ -148,16 +148,16 @@ async def test_own_password_change(admin_client: Any, settings: Settings) -> Non
 
 def test_cli_creates_and_resets_accounts(settings: Settings, capsys: Any) -> None:
     code = create_user_command(settings, "zhang", "内容编辑", password_from="stdin",
-                               display_name="张三", stdin=io.StringIO("zhang-password-1\n"))
+                               display_name="张三", stdin=io.StringIO("hetang-lu-27-hao\n"))
     assert code == 0 and "已新建账号 zhang（内容编辑）" in capsys.readouterr().out
     again = create_user_command(settings, "zhang", "editor", password_from="stdin",
-                                stdin=io.StringIO("zhang-password-1\n"))
+                                stdin=io.StringIO("hetang-lu-27-hao\n"))
     assert again == 1 and "已经有人用了" in capsys.readouterr().err
     assert create_user_command(settings, "wu", "boss", password_from="stdin",
                                stdin=io.StringIO("x\n")) == 2
     assert create_user_command(settings, "wu", "editor", password_from="stdin",
                                stdin=io.StringIO("short\n")) == 1
     assert reset_password_command(settings, "zhang", password_from="stdin",
-                                  stdin=io.StringIO("zhang-password-2\n")) == 0
+                                  stdin=io.StringIO("lanhua-zhen-88-qiao\n")) == 0
     assert reset_password_command(settings, "nobody", password_from="stdin",
-                                  stdin=io.StringIO("zhang-password-2\n")) == 1
+                                  stdin=io.StringIO("lanhua-zhen-88-qiao\n")) == 1
