@@ -32,8 +32,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.db import Database, utcnow
@@ -105,6 +105,9 @@ async def rekey_beneficiary(session: AsyncSession, vault: Vault, person: Benefic
 
 
 # ----- what is keyed by a hash elsewhere -----------------------------------------
+COUNTER_PREFIXES = ("id:", "sms-last:", "code-phone:", "sms-day:")
+
+
 def counter_keys(id_hash: str | None, phone_hash: str | None, now: datetime) -> list[str]:
     """guess_counters keys that embed an ID or phone hash: the status lookup's guess
     limit (``id:``), the codes-per-phone limit (``code-phone:``) and the notifier's
@@ -119,10 +122,45 @@ def counter_keys(id_hash: str | None, phone_hash: str | None, now: datetime) -> 
     return keys
 
 
+@dataclass
+class Held:
+    """Which hashes the opt-outs and the live counters hold, read once per pass, so a
+    batch queries them only for the people it concerns (usually none)."""
+
+    opt_outs: set[str]
+    counters: set[str]
+
+    def concerns(self, change: Rekeyed) -> bool:
+        ids, phones = change.id_hashes, change.phone_hashes
+        return bool((ids and ids[0] in self.counters)
+                    or (phones and (phones[0] in self.opt_outs or phones[0] in self.counters)))
+
+
+async def held_hashes(db: Database, now: datetime | None = None) -> Held:
+    """SMS opt-out addresses, and the hashes in counters touched in the last two days
+    or still locked (older ones no longer matter)."""
+    now = now or utcnow()
+    async with db.session() as session:
+        opt_outs = set((await session.scalars(
+            select(OptOut.address).where(OptOut.channel == "sms"))).all())
+        keys = (await session.scalars(select(GuessCounter.key).where(or_(
+            GuessCounter.window_start > now - timedelta(days=2),
+            GuessCounter.locked_until > now)))).all()
+    counters = set()
+    for key in keys:
+        prefix, _, rest = key.partition(":")
+        if f"{prefix}:" in COUNTER_PREFIXES:
+            counters.add(rest.split(":", 1)[0])
+    return Held(opt_outs, counters)
+
+
 async def carry_over(session: AsyncSession, changes: Sequence[Rekeyed],
-                     now: datetime | None = None) -> int:
-    """Move SMS opt-outs and counters from previous-key hashes to current-key ones.
+                     now: datetime | None = None, held: Held | None = None) -> int:
+    """Move SMS opt-outs and counters from previous-key hashes to current-key ones
+    (only for ``changes`` that ``held`` says concern them, when given).
     Returns how many rows moved (or merged)."""
+    if held is not None:
+        changes = [c for c in changes if held.concerns(c)]
     renames = _counter_renames(changes, now or utcnow())
     phones = {c.phone_hashes[0]: c.phone_hashes[1] for c in changes if c.phone_hashes}
     moved = await _move_opt_outs(session, phones) if phones else 0
@@ -240,15 +278,25 @@ class KeyReport:
 TABLE_NAMES = {"beneficiaries": "救助对象", "outbox": "待发验证码"}
 
 
+def _worth_retrying(db: Database, error: DBAPIError) -> bool:
+    """SQLite: another process's write made the batch's snapshot stale. PostgreSQL: a
+    deadlock with another transaction (an import locking the same people in another
+    order) or a serialization failure; the database rolled the batch back."""
+    if db.is_sqlite:
+        return isinstance(error, OperationalError)
+    cause = error.orig
+    state = getattr(cause, "sqlstate", None) or getattr(cause.__cause__, "sqlstate", None)
+    return state in {"40P01", "40001"}
+
+
 async def _retrying(db: Database, work: Callable[[AsyncSession], Any]) -> Any:
-    """Run one batch in its own transaction; on SQLite another process's write can
-    make it fail to commit (stale snapshot), so it is tried again."""
+    """Run one batch in its own transaction, again if it was rolled back by a conflict."""
     for attempt in range(5):
         try:
             async with db.session() as session:
                 return await work(session)
-        except OperationalError:
-            if attempt == 4 or not db.is_sqlite:
+        except DBAPIError as error:
+            if attempt == 4 or not _worth_retrying(db, error):
                 raise
             await asyncio.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
@@ -260,6 +308,7 @@ async def _beneficiary_pass(db: Database, vault: Vault, tally: TableTally, *, wr
         tally.total = int(await session.scalar(
             select(func.count()).select_from(Beneficiary)) or 0)
     table = Beneficiary.__table__
+    held = await held_hashes(db) if vault.rotating else Held(set(), set())
     last = 0
     while True:
         async def one_batch(session: AsyncSession, after: int = last) -> Batch:
@@ -291,8 +340,8 @@ async def _beneficiary_pass(db: Database, vault: Vault, tally: TableTally, *, wr
                         id_hash=bindparam("id_hash"), id_encrypted=bindparam("id_encrypted"),
                         phone_hash=bindparam("phone_hash"),
                         phone_encrypted=bindparam("phone_encrypted")), updates)
-            done.carried = (await carry_over(session, changes) if write
-                            else await _count_carry(session, changes))
+            done.carried = (await carry_over(session, changes, held=held) if write
+                            else await _count_carry(session, changes, held))
             return done
 
         done = await _retrying(db, one_batch)
@@ -304,8 +353,11 @@ async def _beneficiary_pass(db: Database, vault: Vault, tally: TableTally, *, wr
             progress("beneficiaries", tally.checked, tally.total, tally.stale)
 
 
-async def _count_carry(session: AsyncSession, changes: Sequence[Rekeyed]) -> int:
+async def _count_carry(session: AsyncSession, changes: Sequence[Rekeyed], held: Held) -> int:
     """How many opt-outs and counters still carry a previous-key hash (dry run)."""
+    changes = [c for c in changes if held.concerns(c)]
+    if not changes:
+        return 0
     phones = [c.phone_hashes[0] for c in changes if c.phone_hashes]
     keys = list(_counter_renames(changes, utcnow()))
     total = 0

@@ -110,10 +110,11 @@ class Vault:
             raise ValueError(f"{PREVIOUS_KEY_VARIABLE} must differ from {KEY_VARIABLE}")
         self._fernet, self._hash_key = _derive(secret)
         self._previous_hash_key: bytes | None = None
+        self._previous_fernet: Fernet | None = None
         fernets = [self._fernet]
         if previous is not None:
-            previous_fernet, self._previous_hash_key = _derive(previous)
-            fernets.append(previous_fernet)
+            self._previous_fernet, self._previous_hash_key = _derive(previous)
+            fernets.append(self._previous_fernet)
         self._any = MultiFernet(fernets)
         self.key_id = self._fingerprint(self._hash_key)
         self.previous_key_id = (self._fingerprint(self._previous_hash_key)
@@ -144,7 +145,12 @@ class Vault:
         try:
             return self._fernet.decrypt(token.encode()).decode(), True
         except InvalidToken:
-            return self.decrypt(token), False
+            if self._previous_fernet is None:
+                raise PersonalDataError(f"cannot decrypt: wrong {KEY_VARIABLE}?") from None
+        try:
+            return self._previous_fernet.decrypt(token.encode()).decode(), False
+        except InvalidToken:
+            raise PersonalDataError(f"cannot decrypt: wrong {KEY_VARIABLE}?") from None
 
     def is_current(self, token: str) -> bool:
         """Whether the current key alone decrypts ``token``."""

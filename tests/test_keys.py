@@ -306,3 +306,41 @@ def test_rotate_without_a_previous_key_says_what_to_set(tmp_path: Path,
     _out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "HUIMIN_SECRET_KEY_PREVIOUS" in err and "Traceback" not in err
+
+
+async def test_receipts_and_stop_replies_by_phone_work_mid_rotation(
+        aiohttp_client: Any, settings: Settings) -> None:
+    """An Aliyun receipt names the phone: found for a person still under the old key. A
+    退订 reply is recorded under the hash the person's row holds (the one the notifier
+    checks), and moves with the person when the rotation reaches them."""
+    from bot.app import create_app
+
+    db = Database(settings.database_url)
+    old, new, both = Vault(OLD), Vault(NEW), Vault(NEW, OLD)
+    try:
+        await populate(db, old, 5)
+        async with db.session() as session:
+            session.add(OutboxMessage(key="payout:2:2026-11", kind="payout", beneficiary_id=2,
+                                      params={}, state="sent", provider="aliyun",
+                                      provider_message_id="biz-1"))
+        client = await aiohttp_client(create_app(settings.with_overrides(
+            secret_key=NEW, secret_key_previous=OLD, callback_token="cbtoken")))
+        receipt = await client.post("/notify/callbacks/aliyun/status?token=cbtoken", json=[{
+            "phone_number": phone(2), "send_time": "2026-12-01 10:00:00",
+            "report_time": "2026-12-01 10:00:09", "success": True, "err_code": "DELIVERED",
+            "sms_size": "1", "biz_id": "biz-1"}])
+        assert receipt.status == 200
+        reply = await client.post("/notify/callbacks/tencent/reply?token=cbtoken", json={
+            "extend": "", "mobile": phone(4), "nationcode": "86", "sign": "示例县民政局",
+            "text": "TD", "time": 1764554400})
+        assert reply.status == 200
+        async with db.session() as session:
+            assert await session.scalar(select(OutboxMessage.state)) == "delivered"
+            assert old.lookup_hash(phone(4)) in set(
+                (await session.scalars(select(OptOut.address))).all())
+        await rotate(db, both, batch=2)
+        async with db.session() as session:
+            addresses = set((await session.scalars(select(OptOut.address))).all())
+        assert addresses == {new.lookup_hash(phone(3)), new.lookup_hash(phone(4))}
+    finally:
+        await db.dispose()
