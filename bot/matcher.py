@@ -287,7 +287,7 @@ class Matcher:
             clean(name) for group in programmes for name in group
             if clean(name) and not any(clean(g) in passing for g in group))
         self._programme_names = sorted({clean(name) for group in programmes for name in group
-                                        if clean(name)}, key=len, reverse=True)
+                                        if clean(name)}, key=lambda n: (-len(n), n))
 
     def _build(self, entries: list[FaqEntry]) -> None:
         self.entry_ids = [e.id for e in entries]
