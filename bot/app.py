@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations,
 from bot.webhook import WeChatEndpoint
 from content.load import load_county
 from content.queries import current_revision, load_published
+from huimin import metrics
 from huimin.db import Database, utcnow
 from huimin.lockouts import DatabaseLockouts, RedisLockouts
 from huimin.personal import Vault
@@ -35,6 +37,10 @@ DATABASE = web.AppKey("database", Database)
 BOT = web.AppKey("bot", Bot)
 ENDPOINT = web.AppKey("endpoint", WeChatEndpoint)
 CALLBACKS = web.AppKey("callbacks", ProviderCallbacks)
+REDIS = web.AppKey("redis", object)
+# Set by ``huimin serve --workers N``: this worker's number, sent as X-Huimin-Worker.
+WORKER = web.AppKey("worker", int)
+READY_TIMEOUT = 2.0  # seconds each /readyz check may take
 RELOAD_SECONDS = 3.0
 # Names of this process's own background tasks (so a test can tell their work apart).
 COURIER_TASK = "huimin:courier"
@@ -56,7 +62,9 @@ async def load_snapshot(db: Database, county: dict[str, Any], guide: Guide) -> S
         ) from exc
     if not content.entries:
         raise ContentMissing("the database has no FAQ content: run `huimin init` first")
-    return await asyncio.to_thread(Snapshot.build, content, county, guide)
+    snapshot = await asyncio.to_thread(Snapshot.build, content, county, guide)
+    snapshot.matcher = metrics.BandWatch(snapshot.matcher)  # type: ignore[assignment]
+    return snapshot
 
 
 async def _follow_content(app: web.Application) -> None:
@@ -135,6 +143,7 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
             lockouts = DatabaseLockouts(db)
             await ledger.forget_old()
             await lockouts.forget_old(LOCKOUT_PREFIXES, timedelta(days=2), clock())
+        ledger = metrics.CountingLedger(ledger)
         guide = Guide.load()
         county = load_county(settings.county_file)
         snapshot = await load_snapshot(db, county, guide)
@@ -166,17 +175,18 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
             async with db.session() as session:
                 session.add(LateReply(openid=openid, text=text))
             log.warning("a reply missed WeChat's deadline and was queued for later delivery")
+            metrics.LATE_REPLIES.inc()
             if courier is not None:
                 courier.wake()
 
         endpoint = WeChatEndpoint(
-            settings.wechat_token or "", bot.reply_for, ledger,
+            settings.wechat_token or "", metrics.counting_replies(bot.reply_for), ledger,
             appid=settings.wechat_appid, aes_key=settings.wechat_aes_key,
             replay_window=settings.replay_window, reply_deadline=settings.reply_deadline,
             max_body_bytes=settings.max_body_bytes, deliver_late=deliver_late,
             fallback=bot.say("busy.j2"),
         )
-        app[DATABASE], app[BOT], app[ENDPOINT] = db, bot, endpoint
+        app[DATABASE], app[BOT], app[ENDPOINT], app[REDIS] = db, bot, endpoint, redis
         background.append(asyncio.create_task(_follow_content(app), name=CONTENT_TASK))
         yield
         await endpoint.drain()
@@ -208,6 +218,66 @@ async def healthz(request: web.Request) -> web.Response:
     bot = request.app[BOT]
     return web.json_response({"status": "ok", "content_revision": bot.snapshot.revision,
                               "faq_entries": len(bot.snapshot.answers)})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when the database and Redis answer and content is loaded; else 503 naming
+    what failed."""
+    from sqlalchemy import text
+
+    failing: dict[str, str] = {}
+    try:
+        async with request.app[DATABASE].engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(text("SELECT 1")), READY_TIMEOUT)
+    except Exception as exc:
+        failing["database"] = type(exc).__name__
+    redis = request.app[REDIS]
+    if redis is not None:
+        try:
+            await asyncio.wait_for(redis.ping(), READY_TIMEOUT)  # type: ignore[attr-defined]
+        except Exception as exc:
+            failing["redis"] = type(exc).__name__
+    bot = request.app[BOT]
+    if not bot.snapshot.answers:
+        failing["content"] = "no FAQ entries loaded"
+    if failing:
+        log.warning("not ready: %s", ", ".join(f"{k} ({v})" for k, v in failing.items()))
+        return web.json_response({"status": "unready", "failing": failing}, status=503)
+    return web.json_response({"status": "ready", "content_revision": bot.snapshot.revision})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus text format; the outbox depth is read now, per scrape."""
+    extra = []
+    try:
+        extra.append(metrics.outbox_family(await metrics.outbox_depth(request.app[DATABASE])))
+    except Exception:
+        log.warning("/metrics: cannot read the outbox depth", exc_info=True)
+    body, content_type = metrics.exposition(extra)
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A request id for log lines (and the response), the reply-time histogram for
+    POST /wechat, and which worker answered."""
+    request_id = metrics.request_id_from(request.headers.get("X-Request-Id"))
+    metrics.REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    finally:
+        if request.method == "POST" and request.path == "/wechat":
+            metrics.REPLY_SECONDS.observe(time.perf_counter() - started)
+    response.headers["X-Request-Id"] = request_id
+    worker = request.app.get(WORKER)
+    if worker is not None:
+        response.headers["X-Huimin-Worker"] = str(worker)
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response
 
 
 async def _handshake(request: web.Request) -> web.StreamResponse:
@@ -242,12 +312,15 @@ def create_app(settings: Settings,
     ``clock`` is what the bot's state reads as now (codes, locks, conversations, the
     dedup ledger, the courier); tests pass their own."""
     require_wechat(settings)
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[plain_errors])
+    app = web.Application(client_max_size=settings.max_body_bytes,
+                          middlewares=[observe, plain_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_resources(settings, clock))
     app.router.add_get("/wechat", _handshake)
     app.router.add_post("/wechat", _receive)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_post("/notify/callbacks/{provider}/{kind}", _provider_callback)
     if settings.demo:
         from admin.app import create_admin_app

@@ -53,6 +53,7 @@ from sqlalchemy import DateTime, String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from huimin.db import Base, Database, dialect_insert, upsert, utcnow
+from huimin.metrics import TOKEN_REFRESHES
 from huimin.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -513,6 +514,7 @@ class WeChatApi:
             expires_in = 7200.0
         log.info("fetched a WeChat access token (force_refresh=%s, expires in %ds)",
                  force, int(expires_in))
+        TOKEN_REFRESHES.labels(force=str(force).lower()).inc()
         return str(data["access_token"]), self._clock() + expires_in
 
     # -- messages --

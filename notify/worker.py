@@ -45,6 +45,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import and_, bindparam, delete, or_, select, update
 
 from huimin.db import Database, utcnow
+from huimin.metrics import SENDS
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary, Binding
 from notify.models import (
@@ -727,6 +728,7 @@ class Worker:
         rows = []
         for message, outcome in results:
             self.summary.add(outcome)
+            SENDS.labels(outcome.provider or "-", outcome.state or "retry").inc()
             final = outcome.state is not None
             sent = outcome.state == SENT
             rows.append({
