@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.audit import Actor
 from admin.models import InboxResolution
+from bot.matcher import Tuning, load_tuning
 from bot.models import AskedQuestion
 from bot.normalize import words
 from huimin.db import utcnow
@@ -25,19 +26,37 @@ SIMILAR_AT = 85.0
 # much shorter question ("低保") would then join every group, so for texts of very
 # different length the words must match in order as well (token_sort_ratio).
 LENGTH_RATIO = 0.6
+TUNING = load_tuning()
 MAX_ROWS = 5000
 SUGGEST_AT = 30.0  # the matcher's own bar for offering an entry as a choice
-BAND_LABELS = {"choices": "列出选项让用户选", "unknown": "没答上"}
+REFERRED = "referred"  # the bot said which other office handles it (bot.dialog.REFERRED)
+BAND_LABELS = {"choices": "列出选项让用户选", "unknown": "没答上",
+               REFERRED: "告诉去别的部门办"}
 NONE_CHOSEN = "0"
+# How close an entry is, in a clerk's words, by the matcher's own bands: a score the bot
+# answers at, one it offers as a choice, and below that.
+LIKENESS = ("很像", "有点像", "不太像")
+
+
+def likeness(score: float, tuning: Tuning | None = None) -> str:
+    """很像 (the bot answers at this score), 有点像 (it would offer the entry as a
+    choice) or 不太像: the plain word for a matcher score, which can exceed 100."""
+    t = tuning or TUNING
+    if score >= t.answer_at:
+        return LIKENESS[0]
+    if score >= t.choices_at:
+        return LIKENESS[1]
+    return LIKENESS[2]
 
 
 @dataclass
 class Group:
     """Similar unanswered questions, shown and handled together."""
 
-    text: str
+    text: str  # the normalised text the group is built around
     ids: list[int] = field(default_factory=list)
     texts: Counter[str] = field(default_factory=Counter)
+    typed: Counter[str] = field(default_factory=Counter)  # as people typed them (masked)
     bands: Counter[str] = field(default_factory=Counter)
     chosen: Counter[str] = field(default_factory=Counter)
     scores: dict[str, list[float]] = field(default_factory=dict)
@@ -52,16 +71,51 @@ class Group:
         means = {faq_id: sum(s) / self.count for faq_id, s in self.scores.items()}
         return sorted(means.items(), key=lambda kv: -kv[1])[:limit]
 
+    @property
+    def shown(self) -> str:
+        """The group's question in the asker's own words (masked) when the bot kept
+        them (rows older than that have only the normalised text)."""
+        return self.typed.most_common(1)[0][0] if self.typed else self.text
+
+    @property
+    def referred_only(self) -> bool:
+        return set(self.bands) == {REFERRED}
+
     def suggested_entry(self) -> str | None:
-        """The entry users picked most, else the closest one if it is close at all."""
+        """The entry users picked most, else the closest one if it is close at all
+        (shown as a hint; see :meth:`confident_entry` for what is pre-selected)."""
         picked = [(n, faq_id) for faq_id, n in self.chosen.items() if faq_id != NONE_CHOSEN]
         if picked:
             return max(picked)[1]
         best = self.candidates(1)
         return best[0][0] if best and best[0][1] >= SUGGEST_AT else None
 
+    def confident_entry(self, tuning: Tuning | None = None) -> str | None:
+        """The entry to pre-select, only when the evidence is clear; else None and the
+        editor chooses. Clear means: more of the users who answered the "did you mean"
+        list picked this entry than picked anything else or none of them; or, by the
+        matcher's own bands, the closest entry scores (on average over the group) at
+        the bar where the bot answers, ahead of the next by the bot's answer margin.
+        Never for questions the bot sent to another office: those are not the FAQ's."""
+        t = tuning or TUNING
+        if self.referred_only:
+            return None
+        picks = self.chosen.most_common()
+        if picks and picks[0][0] != NONE_CHOSEN:
+            top, n = picks[0]
+            if n > sum(self.chosen.values()) - n:
+                return top
+        best = self.candidates(2)
+        if not best:
+            return None
+        second = best[1][1] if len(best) > 1 else 0.0
+        if best[0][1] >= t.answer_at and best[0][1] - second >= t.answer_margin:
+            return best[0][0]
+        return None
+
     def examples(self, limit: int = 5) -> list[tuple[str, int]]:
-        return self.texts.most_common(limit)
+        """The ways the group's question was asked, in people's words where kept."""
+        return (self.typed or self.texts).most_common(limit)
 
 
 def _aware(value: datetime) -> datetime:
@@ -75,7 +129,8 @@ def _similar(a: str, b: str, a_len: int, b_len: int) -> float:
 
 
 def group_questions(rows: Iterable[Any], threshold: float = SIMILAR_AT) -> list[Group]:
-    """Group rows (id, asked_at, text, band, candidates, chosen_faq_id) by similarity.
+    """Group rows (id, asked_at, text, typed, band, candidates, chosen_faq_id) by the
+    similarity of their normalised text.
 
     Identical texts always share a group; a text joins the group whose first (most
     asked) text is similar enough, else starts its own. Most asked groups first.
@@ -106,6 +161,9 @@ def group_questions(rows: Iterable[Any], threshold: float = SIMILAR_AT) -> list[
         for row in by_text[text]:
             target.ids.append(row.id)
             target.texts[text] += 1
+            typed = getattr(row, "typed", None)
+            if typed:
+                target.typed[typed] += 1
             target.bands[row.band] += 1
             if row.chosen_faq_id:
                 target.chosen[row.chosen_faq_id] += 1
@@ -134,9 +192,12 @@ async def unresolved(session: AsyncSession, since: datetime | None = None) -> li
     return list(rows.all())
 
 
-async def pending_count(session: AsyncSession) -> int:
+async def pending_count(session: AsyncSession, referred: bool = False) -> int:
+    """Unresolved questions the bot asked back about or could not answer, or (with
+    ``referred``) those it sent to another office, counted apart."""
+    band = AskedQuestion.band == REFERRED if referred else AskedQuestion.band != REFERRED
     return await session.scalar(select(func.count()).select_from(AskedQuestion)
-                                .where(_unresolved())) or 0
+                                .where(_unresolved(), band)) or 0
 
 
 async def existing_ids(session: AsyncSession, ids: Iterable[int]) -> list[int]:

@@ -8,7 +8,7 @@ reminders is counted without reading every row.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from sqlalchemy import Date, and_, case, cast, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.audit import LOCAL_TZ
-from admin.inbox import NONE_CHOSEN, SUGGEST_AT
+from admin.inbox import NONE_CHOSEN, REFERRED, SUGGEST_AT
 from bot.models import AskedQuestion, QuestionTally
 from bot.tally import ANSWERED
 from content.models import FaqEntryRow
@@ -68,10 +68,16 @@ class QuestionDays:
     not_picked: list[int]  # asked back, the user picked none (or did not reply)
     unknown: list[int]  # not answered
     answered: list[int] | None  # answered directly; None: not counted (yet)
+    referred: list[int] = field(default_factory=list)  # another office's: told where to go
 
     @property
     def unanswered_total(self) -> int:
+        """Asked back or not answered (referrals are counted apart)."""
         return sum(self.picked) + sum(self.not_picked) + sum(self.unknown)
+
+    @property
+    def referred_total(self) -> int:
+        return sum(self.referred)
 
     @property
     def answered_total(self) -> int:
@@ -92,6 +98,8 @@ async def question_days(session: AsyncSession, days: int = 30,
     for d, band, was_picked, n in rows:
         if band == "choices":
             key = "picked" if was_picked == "yes" else "not_picked"
+        elif band == REFERRED:
+            key = "referred"
         else:
             key = "unknown"
         found[(to_date(d), key)] += int(n)
@@ -105,6 +113,7 @@ async def question_days(session: AsyncSession, days: int = 30,
         picked=[found[(d, "picked")] for d in all_days],
         not_picked=[found[(d, "not_picked")] for d in all_days],
         unknown=[found[(d, "unknown")] for d in all_days],
+        referred=[found[(d, "referred")] for d in all_days],
         answered=[answered_by_day.get(d, 0) for d in all_days] if ever_counted else None)
 
 
@@ -112,13 +121,14 @@ async def question_topics(session: AsyncSession, days: int = 30,
                           now: datetime | None = None) -> list[tuple[str, int]]:
     """Unanswered questions of the last ``days`` days by the FAQ category they were
     nearest to (the entry the user picked, else the matcher's first candidate when it
-    was close at all): where people understand the policy least. Most first."""
+    was close at all): where people understand the policy least. Most first.
+    Questions referred to another office are left out: they are not the FAQ's."""
     first, _ = day_range(days, now)
     categories = dict((await session.execute(
         select(FaqEntryRow.id, FaqEntryRow.category))).all())
     rows = (await session.execute(
         select(AskedQuestion.candidates, AskedQuestion.chosen_faq_id)
-        .where(AskedQuestion.asked_at >= first)
+        .where(AskedQuestion.asked_at >= first, AskedQuestion.band != REFERRED)
         .order_by(AskedQuestion.id.desc()).limit(MAX_TOPIC_ROWS))).all()
     topics: Counter[str] = Counter()
     for candidates, chosen in rows:

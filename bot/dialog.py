@@ -27,11 +27,15 @@ from content.guidance import Guidance, load_guidance
 from content.queries import PublishedContent
 from content.schema import render
 from huimin.db import Database, upsert, utcnow
+from huimin.personal import mask_text
 from notify.receipts import opt_in, opt_out, wechat_job_finished
 
 log = logging.getLogger(__name__)
 _DIGITS = re.compile(r"^\d{1,2}$")
 _LONG_DIGITS = re.compile(r"\d{4,}")
+_TYPED_DIGITS = re.compile(r"\d{7,}")
+# The band recorded for a question answered with where to go (another office's business).
+REFERRED = "referred"
 _PARTICLES = "啊呀啦吧呢哈嘛哦噢喔嗯了"
 REMINDER_COMMANDS = {"关闭提醒": False, "取消提醒": False, "不要提醒": False, "退订": False,
                      "开启提醒": True, "打开提醒": True, "恢复提醒": True}
@@ -49,6 +53,14 @@ replies_env = jinja2.Environment(
 def mask_digits(text: str) -> str:
     """Hide any run of 4+ digits (ID numbers, phone numbers, card numbers)."""
     return _LONG_DIGITS.sub(lambda m: "*" * len(m.group(0)), text)
+
+
+def mask_typed(text: str) -> str:
+    """A message as typed, for the staff inbox: ID and phone numbers masked as
+    everywhere (3413**********004X, 138****8000), any other run of 7+ digits hidden,
+    whitespace collapsed."""
+    text = _TYPED_DIGITS.sub(lambda m: "*" * len(m.group(0)), mask_text(text))
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -262,13 +274,13 @@ class Bot:
             detail = self.snapshot.details.get(str(state.get("last_faq")))
             return detail or self.say("no_details.j2")
         match = matcher.match(text)
-        return await self.answer_match(openid, match)
+        return await self.answer_match(openid, match, text)
 
-    async def answer_match(self, openid: str, match: Match) -> str:
+    async def answer_match(self, openid: str, match: Match, typed: str = "") -> str:
         if match.band is Band.ANSWER:
             self.answered.add()
             return await self.give_answer(openid, match.candidates[0].faq_id)
-        asked_id = await self._record_asked(match)
+        asked_id = await self._record_asked(match, typed)
         if match.band is Band.CHOICES:
             state = {"choices": match.choices, "asked": asked_id, "kind": "did_you_mean"}
         else:
@@ -317,12 +329,13 @@ class Bot:
         return answer
 
     # ----- records ---------------------------------------------------------
-    async def _record_asked(self, match: Match) -> int | None:
+    async def _record_asked(self, match: Match, typed: str = "") -> int | None:
         async with self.db.engine.begin() as conn:
             return await conn.scalar(insert(AskedQuestion).values(
                 asked_at=utcnow(),
                 text=mask_digits(match.normalised.text)[:200],
-                band=match.band.value,
+                typed=mask_typed(typed)[:200] or None,
+                band=REFERRED if match.referral else match.band.value,
                 candidates=[{"faq_id": c.faq_id, "score": c.score} for c in match.candidates],
             ).returning(AskedQuestion.id))
 

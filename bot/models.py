@@ -11,10 +11,12 @@ from huimin.db import Base, utcnow
 
 
 class AskedQuestion(Base):
-    """A question the bot could not answer with confidence (asked back or declined).
+    """A question the bot could not answer with confidence (asked back, referred to
+    another office, or declined).
 
-    Only the normalised text is kept, with digit runs masked, so an ID or phone
-    number typed into the chat never lands here; the asker is not recorded.
+    The normalised text is kept with digit runs masked, and the words as typed with ID
+    and phone numbers (and other long digit runs) masked, so an ID or phone number
+    typed into the chat never lands here; the asker is not recorded.
     """
 
     __tablename__ = "asked_questions"
@@ -23,6 +25,9 @@ class AskedQuestion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     text: Mapped[str] = mapped_column(String(200))
+    # What the person typed (or voice gave), masked; None in rows older than the column.
+    typed: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # answer bands (choices, unknown), or "referred": another office's business.
     band: Mapped[str] = mapped_column(String(16))
     candidates: Mapped[list[dict[str, object]]] = mapped_column(JSON)
     # The entry the user then picked from the "did you mean" list (0 = none of them).

@@ -12,6 +12,7 @@ from admin.charts import (
     BAD,
     GOOD,
     NEUTRAL,
+    PALETTE,
     WARN,
     Chart,
     Series,
@@ -27,6 +28,8 @@ from admin.roles import AUDIT, CONTENT, INBOX, REGISTRY, USERS, can
 from admin.web import render, signed_in, state
 from content.models import ContentRevision, FaqEntryRow
 
+REFERRED_COLOUR = PALETTE[4]  # purple: neither a failure nor an answer from the FAQ
+
 
 async def home(request: web.Request) -> web.Response:
     role = signed_in(request).user.role
@@ -34,6 +37,7 @@ async def home(request: web.Request) -> web.Response:
     async with state(request).db.session() as session:
         if can(role, INBOX):
             facts["inbox"] = await inbox.pending_count(session)
+            facts["inbox_referred"] = await inbox.pending_count(session, referred=True)
         if can(role, CONTENT):
             facts["entries"] = await session.scalar(
                 select(func.count()).select_from(FaqEntryRow)) or 0
@@ -72,10 +76,12 @@ def _percent(part: int, whole: int) -> str:
 def question_chart(days: stats.QuestionDays) -> Chart:
     series = [Series("列出选项，群众选中了", days.picked, NEUTRAL),
               Series("列出选项，群众没选", days.not_picked, WARN),
-              Series("没答上", days.unknown, BAD)]
-    unanswered = days.unanswered_total
+              Series("没答上", days.unknown, BAD),
+              Series("别的部门的事，告诉了去哪里办", days.referred, REFERRED_COLOUR)]
+    unanswered = days.unanswered_total + days.referred_total
     parts = (f"列出选项后群众选中了答案 {sum(days.picked)} 个，列出选项但没选 "
-             f"{sum(days.not_picked)} 个，没答上 {sum(days.unknown)} 个")
+             f"{sum(days.not_picked)} 个，没答上 {sum(days.unknown)} 个，"
+             f"别的部门的事、告诉了去哪里办 {days.referred_total} 个")
     if days.answered is None:
         title = "公众号没能直接回答的问题（最近30天）"
         summary = (f"这张图只算公众号没能直接回答的问题：最近30天共 {unanswered} 个，{parts}。"

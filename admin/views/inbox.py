@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from huimin.db import utcnow
 
 PERIODS = {"7": "最近7天", "30": "最近30天", "90": "最近90天", "all": "全部"}
 MAX_GROUPS = 100
+NO_ENTRY_CHOSEN = ("还没有选要加到哪一条问答，什么也没有改。请在“加到”里选一条意思相同的问答，"
+                   "再点“加为这一条的问法”。")
 
 
 async def inbox_page(request: web.Request) -> web.Response:
@@ -29,10 +32,13 @@ async def inbox_page(request: web.Request) -> web.Response:
         entries = (await session.scalars(select(FaqEntryRow).order_by(FaqEntryRow.id))).all()
     groups = await asyncio.to_thread(inbox.group_questions, rows)
     questions = {e.id: e.question for e in entries}
+    band_counts = Counter(row.band for row in rows)
     return await render(request, "inbox.html", groups=groups[:MAX_GROUPS],
                         group_count=len(groups), row_count=len(rows), entries=entries,
                         questions=questions, period=period, periods=PERIODS,
-                        bands=inbox.BAND_LABELS, none_chosen=inbox.NONE_CHOSEN)
+                        bands=inbox.BAND_LABELS, band_counts=band_counts,
+                        referred=inbox.REFERRED, likeness=inbox.likeness,
+                        none_chosen=inbox.NONE_CHOSEN)
 
 
 async def add_alternative(request: web.Request) -> web.Response:
@@ -64,9 +70,9 @@ async def _add(st: AdminState, who: Actor, ids: list[int], faq_id: str,
     """Publish ``phrasing`` as a phrasing of ``faq_id`` and mark the questions done;
     returns what went wrong, or None."""
     async with st.db.session() as session:
-        row = await session.get(FaqEntryRow, faq_id)
+        row = await session.get(FaqEntryRow, faq_id) if faq_id else None
         if row is None:
-            return "请选择要加到哪一条问答。"
+            return NO_ENTRY_CHOSEN
         data = faq.row_data(row)
         version = None
         if text_key(phrasing) not in {text_key(p) for p in (row.question, *row.alternatives)}:

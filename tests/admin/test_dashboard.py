@@ -196,3 +196,29 @@ def test_charts_are_well_formed_and_escape_their_words() -> None:
              and "/" in s.text]
     assert 5 <= len(ticks) <= 16 and ticks[-1] == "11/30"
     assert charts[0].table_rows[2] == ["11/3", "2", "1"]
+
+
+async def test_referred_questions_are_not_counted_as_unanswered(admin_client: Any,
+                                                                settings: Any) -> None:
+    """A question the bot sent to another office (band "referred") has its own series
+    and is left out of the topics the FAQ does not cover."""
+    await add_questions(settings)
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            for _ in range(3):
+                session.add(AskedQuestion(
+                    asked_at=utcnow(), text="医保怎么报销", band="referred",
+                    candidates=[{"faq_id": "dibao-payout", "score": 60.0}]))
+        async with db.session() as session:
+            days = await stats.question_days(session)
+            topics = await stats.question_topics(session)
+    finally:
+        await db.dispose()
+    assert (sum(days.unknown), days.referred_total, days.referred[-1]) == (2, 3, 3)
+    assert topics == [("低保", 2), ("特困供养", 1), (stats.NO_TOPIC, 1)]
+    await signed_in(admin_client, settings, "editor")
+    html = await (await admin_client.get("/admin/")).text()
+    assert "最近30天共 7 个" in html
+    assert "没答上 2 个，别的部门的事、告诉了去哪里办 3 个" in html
+    assert "别的部门的事，告诉了去哪里办" in svgs(html)[0]  # its own series in the legend

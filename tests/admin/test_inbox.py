@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from admin.inbox import group_questions
+from admin.inbox import TUNING, group_questions
 from admin.models import AuditEntry, InboxResolution
 from bot.app import create_app
-from bot.dialog import mask_digits
+from bot.dialog import mask_digits, mask_typed
 from bot.models import AskedQuestion
 from huimin.db import Database
 from huimin.settings import Settings
@@ -159,12 +159,140 @@ async def test_questions_the_bot_could_not_answer_reach_the_inbox(
         aiohttp_client: Any, admin_client: Any, settings: Settings) -> None:
     bot = await aiohttp_client(create_app(settings))
     response = await bot.post("/wechat", params=signed_query(),
-                              data=text_xml(UNKNOWN + "，我家电话13812345678"))
-    assert "0000-1234567" in reply_text(await response.text())
+                              data=text_xml("明天会下雨吗，卡号6228480012345678"))
+    assert "6228480012345678" not in reply_text(await response.text())
     await signed_in(admin_client, settings, "editor")
     html = await (await admin_client.get("/admin/inbox")).text()
-    assert UNKNOWN in html and "13812345678" not in html
+    assert "明天会下雨吗" in html and "6228480012345678" not in html
     assert "没答上 1 次" in html
+
+
+async def _store(settings: Settings, *rows: dict[str, Any]) -> list[int]:
+    """Unanswered questions as the bot records them, with given candidates."""
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            added = [AskedQuestion(**{"band": "choices", "chosen_faq_id": None, **row})
+                     for row in rows]
+            session.add_all(added)
+            await session.flush()
+            return [row.id for row in added]
+    finally:
+        await db.dispose()
+
+
+def _section(html: str, heading: str) -> str:
+    return html.split(f"<h2>“{heading}”</h2>")[1].split("</section>")[0]
+
+
+def _selected(section: str) -> str:
+    """The value of the option the "加到" list starts on."""
+    select = section.split('name="faq_id"')[1].split("</select>")[0]
+    found = re.search(r'<option value="([^"]*)" selected>', select)
+    assert found, "no option is selected"
+    return found.group(1)
+
+
+async def test_only_a_confident_suggestion_is_preselected(admin_client: Any,
+                                                          settings: Settings) -> None:
+    token = await signed_in(admin_client, settings, "editor")
+    answer_at, margin = TUNING.answer_at, TUNING.answer_margin  # the bot's own bands
+    # close to two entries, neither clearly ahead (the bot listed both)
+    await _store(settings, {"text": "我娘九十了有什么补助", "candidates": [
+        {"faq_id": "children-in-difficulty", "score": answer_at + 20},
+        {"faq_id": "orphan-support", "score": answer_at + 20 - margin / 2}]})
+    # another office's business: scores say nothing about the FAQ
+    await _store(settings, {"text": "我想办离婚", "band": "referred", "candidates": [
+        {"faq_id": "dibao-apply", "score": 58.6}, {"faq_id": "tekun-apply", "score": 51.4}]})
+    # clearly ahead, at the score the bot answers at
+    await _store(settings, {"text": "低保一个月发多少钱", "candidates": [
+        {"faq_id": "dibao-standard", "score": answer_at + 2 * margin},
+        {"faq_id": "dibao-payout", "score": answer_at}]})
+    # users picked an entry from the "did you mean" list
+    await _store(settings, *({"text": "低保几年一审", "chosen_faq_id": chosen, "candidates": [
+        {"faq_id": "dibao-eligibility", "score": 44.7},
+        {"faq_id": "dibao-recheck", "score": 41.4}]}
+        for chosen in ("dibao-recheck", "dibao-recheck", "0")))
+    html = await (await admin_client.get("/admin/inbox")).text()
+    assert _selected(_section(html, "我娘九十了有什么补助")) == ""
+    assert "请自己选" in _section(html, "我娘九十了有什么补助")
+    assert _selected(_section(html, "我想办离婚")) == ""
+    assert "别的部门的事" in _section(html, "我想办离婚")
+    assert _selected(_section(html, "低保一个月发多少钱")) == "dibao-standard"
+    assert _selected(_section(html, "低保几年一审")) == "dibao-recheck"
+    assert "群众在“您是想问”里多数选了它" in _section(html, "低保几年一审")
+
+    # sent without choosing: refused with a clear word, nothing published or resolved
+    ids = _group_ids(html, "我娘九十了有什么补助")
+    response = await post(admin_client, "/admin/inbox/alternative", token, ids=ids,
+                          faq_id="", text="俺娘九十了有啥补助")
+    page = await follow(admin_client, response)
+    assert "还没有选要加到哪一条问答，什么也没有改" in page
+    assert await _resolutions(settings) == []
+    assert "<h2>“我娘九十了有什么补助”</h2>" in page
+
+
+async def test_likeness_is_said_in_words_not_scores(admin_client: Any,
+                                                    settings: Settings) -> None:
+    await signed_in(admin_client, settings, "editor")
+    choices_at = TUNING.choices_at
+    assert choices_at + 1 < TUNING.answer_at
+    await _store(settings, {"text": "低保是啥意思啊", "candidates": [
+        {"faq_id": "dibao-what", "score": 124.0},
+        {"faq_id": "dibao-apply", "score": choices_at + 1},
+        {"faq_id": "contact", "score": choices_at - 10}]})
+    section = _section(await (await admin_client.get("/admin/inbox")).text(), "低保是啥意思啊")
+    closest = section.split("最接近的条目：")[1].split("</p>")[0]
+    assert re.findall(r'<span class="likeness">(.+?)</span>', closest) == [
+        "很像", "有点像", "不太像"]
+    assert "分" not in closest and not re.search(r"\d", closest.replace("（", ""))
+
+
+async def test_the_inbox_shows_what_people_typed(aiohttp_client: Any, admin_client: Any,
+                                                 settings: Settings) -> None:
+    """The words as typed (dialect, typos) are the heading; the normalised text is a
+    small detail line; numbers are masked."""
+    bot = await aiohttp_client(create_app(settings))
+    typed = "俺娘九十了有啥补助"
+    for openid in ("a", "b"):
+        await bot.post("/wechat", params=signed_query(), data=text_xml(typed, openid=openid))
+    await bot.post("/wechat", params=signed_query(),
+                   data=text_xml("明天会下雨吗 卡号6228480012345678", openid="c"))
+    await signed_in(admin_client, settings, "editor")
+    html = await (await admin_client.get("/admin/inbox")).text()
+    section = _section(html, typed)
+    assert '<p class="normalised">公众号理解成：我娘九十了有什么补助</p>' in section
+    assert f'name="text" value="{typed}"' in section
+    assert "<h2>“明天会下雨吗 卡号****************”</h2>" in html
+    assert "6228480012345678" not in html
+
+
+def test_typed_text_is_masked_before_it_is_stored() -> None:
+    assert (mask_typed("我的身份证34132319620817004x  电话13812345678 卡6228480012345678")
+            == "我的身份证3413**********004X 电话138****5678 卡****************")
+    assert mask_typed("2026年低保标准") == "2026年低保标准"
+
+
+async def test_referred_questions_are_counted_apart(aiohttp_client: Any, admin_client: Any,
+                                                    settings: Settings) -> None:
+    bot = await aiohttp_client(create_app(settings))
+    for openid, question in (("a", "医保怎么报销"), ("b", "医保怎么报销"),
+                             ("c", "明天会下雨吗")):
+        await bot.post("/wechat", params=signed_query(),
+                       data=text_xml(question, openid=openid))
+    await signed_in(admin_client, settings, "editor")
+    html = await (await admin_client.get("/admin/inbox")).text()
+    assert "告诉去别的部门办 2 次" in _section(html, "医保怎么报销")
+    assert "没答上" not in _section(html, "医保怎么报销")
+    assert "没答上 1 次" in _section(html, "明天会下雨吗")
+    counts = html.split('<p class="band-counts">')[1].split("</p>")[0]
+    assert re.sub(r"</?strong>", "", counts) == (
+        "其中没答上 1 个，列出选项让用户选 0 个，属于别的部门、已告诉群众去哪里办 2 个。")
+    home = await (await admin_client.get("/admin/")).text()
+    assert '<span class="number">1</span>' in home
+    assert "另有 2 个是别的部门的事" in home
+    assert "没答上 1 个，别的部门的事、告诉了去哪里办 2 个" in home
+    assert "群众不清楚的政策" in home and "最近30天没有公众号没答好的问题" not in home
 
 
 def test_no_entry_is_suggested_when_none_is_close() -> None:
