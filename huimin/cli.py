@@ -91,12 +91,19 @@ def serve(settings: Settings, banner: str | None = None) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import ContentMissing
+    from huimin.metrics import install_log_format
+    from huimin.serve import check_workers, serve_workers
 
     settings = settings.with_overrides(host=args.host or settings.host,
                                        port=args.port or settings.port)
     require_sms_choice(settings)
+    check_workers(settings, args.workers)
+    install_log_format(settings.extra)
+    banner = f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat"
+    if args.workers > 1:
+        return serve_workers(settings, args.workers, f"{banner} ({args.workers} workers)")
     try:
-        serve(settings, f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat")
+        serve(settings, banner)
     except ContentMissing as exc:
         print(f"huimin: {exc}", file=sys.stderr)
         return 2
@@ -506,6 +513,13 @@ def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# ----- doctor ---------------------------------------------------------------
+def cmd_doctor(settings: Settings | None, args: argparse.Namespace) -> int:
+    from huimin.doctor import run_doctor
+
+    return run_doctor(settings, skip=set(args.skip))
+
+
 # ----- wechat ---------------------------------------------------------------
 def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
     from bot.dialog import Guide
@@ -524,6 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--host")
         p.add_argument("--port", type=int)
+        if name == "serve":
+            p.add_argument("--workers", type=int, default=1,
+                           help="processes on the same port (more than 1 needs PostgreSQL)")
         p.set_defaults(func=func)
     ask = sub.add_parser("ask", help="print the bot's reply to a question")
     ask.add_argument("question", nargs="?")
@@ -583,6 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.set_defaults(func=cmd_keys_rotate)
     keys.add_parser("status", help="how many rows are still under the previous key"
                     ).set_defaults(func=cmd_keys_status)
+    doctor = sub.add_parser("doctor", help="check this configuration before going live")
+    doctor.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                        help="leave out a check (settings, schema, redis, wechat, sms, clock)")
+    doctor.set_defaults(func=cmd_doctor)
     wechat = sub.add_parser("wechat", help="WeChat account tools").add_subparsers(
         dest="action", required=True)
     wechat.add_parser("menu", help="print the custom menu JSON").set_defaults(
@@ -592,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":  # a bad setting is one of its ✗ findings, with the fix
+        return int(args.func(None, args))
     try:
         settings = load_settings()
     except SettingsError as exc:
