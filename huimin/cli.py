@@ -430,10 +430,12 @@ def _local_time(moment: Any) -> str:
 
 
 def _print_open_codes(report: Any) -> None:
+    """Codes cannot be re-hashed: those issued under the old key work until they lapse."""
     if report.open_codes or report.open_invitations:
-        print(f"旧密钥下发出、尚未用过的验证码 {report.open_codes} 个、家人授权码 "
-              f"{report.open_invitations} 个：新旧密钥都认，"
-              f"{_local_time(report.codes_lapse_at)} 前全部过期")
+        print(f"还没用过的验证码 {report.open_codes} 个、家人授权码 {report.open_invitations} "
+              f"个可能是用旧密钥发出的：现在新旧密钥都认，最晚 "
+              f"{_local_time(report.codes_lapse_at)} 过期；在这之前删掉旧密钥，"
+              "它们就不能用了（重新获取即可）")
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
