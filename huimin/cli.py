@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from huimin.settings import Settings, SettingsError, load_settings, require_sms_choice
+from huimin.settings import (
+    DEFAULT_DATABASE_URL,
+    PREFIX,
+    Settings,
+    SettingsError,
+    load_settings,
+    require_sms_choice,
+)
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "database_url": "sqlite+aiosqlite:///huimin-demo/huimin.db",
@@ -26,12 +33,51 @@ log = logging.getLogger("huimin")
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # At INFO/DEBUG these print SQL and its parameters (tokens, hashes): never.
-    for noisy in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from huimin.logs import configure_logging
+
+    configure_logging(settings.log_level)  # China time, with the offset on each line
+
+
+# ----- which database -------------------------------------------------------
+def _where(settings: Settings) -> str:
+    """The configured database, for messages: the SQLite file's full path, or the URL
+    without its password; and whether it is the default."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        where = str(Path(url.database).resolve())
+    else:
+        where = url.render_as_string(hide_password=True)
+    if PREFIX + "DATABASE_URL" not in settings.extra:
+        where += f" (HUIMIN_DATABASE_URL is not set: the default, {DEFAULT_DATABASE_URL})"
+    return where
+
+
+def _demo_hint() -> str:
+    demo = Path(str(DEMO_DEFAULTS["database_url"]).split(":///", 1)[1])
+    found = ", found in this folder" if demo.is_file() else ""
+    return ("  Run `huimin init` to set it up, or point at an existing one. The demo's "
+            f"(after `make demo`, from the project folder{found}):\n"
+            f"    HUIMIN_DATABASE_URL={DEMO_DEFAULTS['database_url']} huimin ask ...\n"
+            '  or take all the demo\'s settings:  eval "$(huimin demo --env)"')
+
+
+def _missing_database(settings: Settings) -> str | None:
+    """For commands that only read: what to say when the configured SQLite file does
+    not exist (opening it would create an empty one), else None."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    if Path(url.database).is_file():
+        return None
+    return f"no database at {_where(settings)}; nothing was created.\n{_demo_hint()}"
+
+
+def _no_content(settings: Settings, exc: Exception) -> str:
+    return f"{exc}\n  database: {_where(settings)}\n{_demo_hint()}"
 
 
 # ----- init -----------------------------------------------------------------
@@ -110,8 +156,33 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_environment(settings: Settings) -> dict[str, str]:
+    """The demo's settings (the environment still wins) as HUIMIN_* variables, so any
+    ``huimin`` command can be pointed at the demo's database with the demo's secret."""
+    from sqlalchemy.engine import make_url
+
+    env = {}
+    for name in DEMO_DEFAULTS:
+        value = getattr(settings, name)
+        if name == "database_url":
+            url = make_url(value)
+            if url.get_backend_name() == "sqlite" and url.database not in (None, ":memory:"):
+                value = url.set(database=str(Path(url.database).resolve())).render_as_string(
+                    hide_password=False)
+        env[PREFIX + name.upper()] = ("true" if value else "false") if isinstance(
+            value, bool) else str(value)
+    return env
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     settings = load_settings(defaults=DEMO_DEFAULTS)
+    if args.env:
+        import shlex
+
+        print('# The demo\'s settings. Use them with: eval "$(huimin demo --env)"')
+        for name, value in demo_environment(settings).items():
+            print(f"export {name}={shlex.quote(value)}")
+        return 0
     settings = settings.with_overrides(host=args.host or settings.host,
                                        port=args.port or settings.port)
     _configure_logging(settings)
@@ -135,6 +206,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         f"  Demo registry:            {report.summary()}; try 查进度 with",
         "                            34132319620817004X 张桂兰 (the SMS code is printed",
         "                            here, marked 演示短信: no SMS is really sent)",
+        '  The CLI on the demo:      eval "$(.venv/bin/huimin demo --env)", then e.g.',
+        "                            huimin notify run --once",
         "Press Ctrl+C to stop.",
         "",
     ]))
@@ -161,10 +234,14 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import ContentMissing
     from bot.dialog import reply_to_match
 
+    missing = _missing_database(settings)
+    if missing:
+        print(f"huimin: {missing}", file=sys.stderr)
+        return 2
     try:
         snapshot, county, guide = asyncio.run(_snapshot(settings))
     except ContentMissing as exc:
-        print(f"huimin: {exc}", file=sys.stderr)
+        print(f"huimin: {_no_content(settings, exc)}", file=sys.stderr)
         return 2
 
     def reply(question: str) -> dict[str, Any]:
@@ -232,10 +309,14 @@ async def _export(settings: Settings, out: Path) -> list[Path]:
 def cmd_content_export(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import ContentMissing
 
+    missing = _missing_database(settings)
+    if missing:
+        print(f"huimin: {missing}", file=sys.stderr)
+        return 2
     try:
         written = asyncio.run(_export(settings, Path(args.out)))
     except ContentMissing as exc:
-        print(f"huimin: {exc}", file=sys.stderr)
+        print(f"huimin: {_no_content(settings, exc)}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} files to {args.out}")
     return 0
@@ -484,6 +565,10 @@ def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> int:
     from huimin.keys import TABLE_NAMES, key_status
 
     vault = _key_vault(settings)
+    missing = _missing_database(settings)
+    if missing:
+        print(f"huimin: {missing}", file=sys.stderr)
+        return 2
 
     async def run() -> Any:
         db = Database(settings.database_url)
@@ -540,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--host")
         p.add_argument("--port", type=int)
+        if name == "demo":
+            p.add_argument("--env", action="store_true",
+                           help="print the demo's settings as shell exports and exit")
         if name == "serve":
             p.add_argument("--workers", type=int, default=1,
                            help="processes on the same port (more than 1 needs PostgreSQL)")

@@ -10,15 +10,20 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def huimin(*args: str, database_url: str | None = None, stdin: str | None = None,
-           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+           extra_env: dict[str, str] | None = None,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
     if database_url:
         env["HUIMIN_DATABASE_URL"] = database_url
     env.update(extra_env or {})
+    if cwd is not None:  # the project must stay importable from another folder
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "huimin.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
 
 
 def test_ask_prints_the_answer(database_url: str) -> None:
@@ -184,3 +189,83 @@ def test_notify_run_stops_cleanly_on_sigterm(database_url: str) -> None:
     out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert "已发送 0 条" in out
+
+
+# ----- read-only commands, the demo's settings, log times ---------------------------------
+@pytest.mark.parametrize("command", [("ask", "低保标准是多少"), ("content", "export", "out"),
+                                     ("keys", "status")])
+def test_a_read_only_command_creates_no_database(tmp_path: Path,
+                                                 command: tuple[str, ...]) -> None:
+    """With no setting, the default database (./huimin.db) is missing: the command says
+    which file it looked at and how to reach the demo's, and creates nothing."""
+    (tmp_path / "huimin-demo").mkdir()
+    result = huimin(*command, cwd=tmp_path,
+                    extra_env={"HUIMIN_SECRET_KEY": "test-secret-key-0123456789"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no database at {tmp_path / 'huimin.db'}" in result.stderr
+    assert "HUIMIN_DATABASE_URL is not set" in result.stderr
+    assert "HUIMIN_DATABASE_URL=sqlite+aiosqlite:///huimin-demo/huimin.db" in result.stderr
+    assert 'eval "$(huimin demo --env)"' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huimin-demo"]
+
+
+def test_an_empty_database_is_named(tmp_path: Path) -> None:
+    (tmp_path / "old.db").touch()
+    result = huimin("ask", "低保", database_url="sqlite+aiosqlite:///old.db", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "run `huimin init` first" in result.stderr
+    assert f"database: {tmp_path / 'old.db'}\n" in result.stderr
+
+
+def _exports(text: str) -> dict[str, str]:
+    import shlex
+
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0]
+    return env
+
+
+def test_the_cli_runs_against_the_demo_with_its_printed_settings(tmp_path: Path) -> None:
+    """`huimin demo --env` prints the demo's settings (its database, by full path, and
+    its secret key), so the notifier can be run on the demo's data."""
+    printed = huimin("demo", "--env", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    env = _exports(printed.stdout)
+    demo_db = tmp_path / "huimin-demo" / "huimin.db"
+    assert env["HUIMIN_DATABASE_URL"] == f"sqlite+aiosqlite:///{demo_db}"
+    assert len(env["HUIMIN_SECRET_KEY"]) >= 16 and env["HUIMIN_DEMO"] == "true"
+    from huimin.cli import DEMO_REGISTRY
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env["HUIMIN_QUIET_HOURS"] = "00:00-00:00"  # whatever the clock says
+    for step in (("init",), ("import", "applications", str(DEMO_REGISTRY)),
+                 ("import", "payouts", str(DEMO_REGISTRY.with_name("payouts.csv"))),
+                 ("notify", "plan"), ("notify", "run", "--once", "--quiet")):
+        result = huimin(*step, extra_env=env, cwd=elsewhere)
+        assert result.returncode == 0, (step, result.stdout + result.stderr)
+    assert "已发送 2 条" in result.stdout
+    assert demo_db.is_file() and list(elsewhere.iterdir()) == []
+
+
+def test_log_lines_are_in_china_time_with_the_offset(database_url: str) -> None:
+    """Whatever the server's zone (TZ), each line starts with China time and +0800."""
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC)
+    result = huimin("notify", "run", "--once", "--quiet", database_url=database_url,
+                    extra_env={"HUIMIN_SECRET_KEY": "test-secret-key-0123456789",
+                               "HUIMIN_SMS_PROVIDER": "console",
+                               "TZ": "America/New_York"})
+    after = datetime.now(UTC)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert lines, result.stderr
+    for line in lines:
+        stamp = datetime.strptime(line[:24], "%Y-%m-%d %H:%M:%S%z")
+        assert line[19:24] == "+0800"
+        assert before - timedelta(seconds=1) <= stamp <= after + timedelta(seconds=1)
