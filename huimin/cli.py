@@ -497,6 +497,13 @@ def _batch_size(raw: str) -> int:
     return int(raw)
 
 
+def _unreachable(settings: Settings, exc: Exception) -> str:
+    """A database that cannot be reached, or has no Huimin tables: one line, no trace."""
+    first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+    return (f"cannot read the registry at {_where(settings)} ({first}); "
+            "is the database running, and has `huimin init` been run?")
+
+
 def _key_vault(settings: Settings) -> Any:
     from huimin.personal import Vault
     from huimin.settings import require_secret
@@ -520,6 +527,8 @@ def _print_open_codes(report: Any) -> None:
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from huimin.db import Database
     from huimin.keys import TABLE_NAMES, RotationError, rotate
 
@@ -543,11 +552,18 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await db.dispose()
 
+    missing = _missing_database(settings)
+    if missing:
+        print(f"huimin: {missing}", file=sys.stderr)
+        return 2
     try:
         report = asyncio.run(run())
     except RotationError as exc:
         print(f"huimin: {exc}", file=sys.stderr)
         return 1
+    except (DBAPIError, OSError) as exc:
+        print(f"huimin: {_unreachable(settings, exc)}", file=sys.stderr)
+        return 2
     people = report.tables["beneficiaries"]
     print(f"完成：救助对象 {people.total} 人全部在新密钥下（本次换了 {people.stale} 人，"
           f"退订和计数记录换了 {people.carried} 条），待发验证码换了 "
@@ -561,6 +577,8 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from huimin.db import Database
     from huimin.keys import TABLE_NAMES, key_status
 
@@ -577,7 +595,11 @@ def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await db.dispose()
 
-    report = asyncio.run(run())
+    try:
+        report = asyncio.run(run())
+    except (DBAPIError, OSError) as exc:
+        print(f"huimin: {_unreachable(settings, exc)}", file=sys.stderr)
+        return 2
     previous = f"，旧密钥 {vault.previous_key_id}" if vault.rotating else ""
     print(f"当前密钥 {vault.key_id}{previous}")
     for table, tally in report.tables.items():

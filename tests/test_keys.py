@@ -344,3 +344,12 @@ async def test_receipts_and_stop_replies_by_phone_work_mid_rotation(
         assert addresses == {new.lookup_hash(phone(3)), new.lookup_hash(phone(4))}
     finally:
         await db.dispose()
+
+
+def test_rotate_on_a_database_without_the_schema_says_so(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    process = cli(f"sqlite+aiosqlite:///{empty}", "keys", "rotate")
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert "huimin init" in err and "Traceback" not in err
