@@ -76,3 +76,13 @@ async def stop(process: asyncio.subprocess.Process, timeout: float = 60.0) -> in
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
     return process.returncode if process.returncode is not None else -1
+
+
+# The commands every deployment runs (systemd units, compose, the smoke test); host and
+# port come from HUIMIN_HOST / HUIMIN_PORT in each.
+COMMANDS = {
+    "init": ["init"],
+    "bot": ["serve", "--workers", "2"],
+    "notifier": ["notify", "run", "--quiet"],
+    "admin": ["admin", "serve"],
+}
