@@ -160,3 +160,86 @@ async def test_caseworker_pages_in_a_browser(aiohttp_server: Any, settings: Sett
             assert DEMO_ID not in await page.content()
         finally:
             await browser.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+async def _fits(page: Any) -> tuple[int, int]:
+    """The page's scroll width and the screen width."""
+    return await page.evaluate(
+        "[document.documentElement.scrollWidth, window.innerWidth]")
+
+
+async def test_the_staff_ui_fits_a_phone(aiohttp_server: Any, settings: Settings,
+                                         tmp_path: Path) -> None:
+    """At 390 x 844 the menu is one row until opened, and the registry list, the inbox,
+    the overview and the audit log never make the page wider than the screen (wide
+    tables scroll inside their own box). No script is needed."""
+    from bot.models import AskedQuestion
+    from huimin.db import Database
+
+    await load_demo(settings)
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            session.add(AskedQuestion(
+                text="我娘九十了有什么补助", typed="俺娘九十了有啥补助俺娘一个人在家没人管咋整",
+                band="choices", candidates=[{"faq_id": "children-in-difficulty", "score": 65.0},
+                                            {"faq_id": "orphan-support", "score": 57.7}]))
+    finally:
+        await db.dispose()
+    server = await aiohttp_server(mounted(settings), host="127.0.0.1")
+    base = str(server.make_url("")).rstrip("/")
+    await add_user(settings, "admin", "admin")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+            args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport=PHONE, java_script_enabled=False)
+            await page.goto(base + "/admin/login")
+            await page.fill("#username", "admin")
+            await page.fill("#password", PASSWORD)
+            await page.click("button:has-text('登录')")
+            await page.wait_for_url("**/admin/")
+
+            await page.goto(base + "/admin/registry")
+            nav = page.locator("nav.main-nav")
+            label = page.locator("nav.main-nav .nav-label")
+            box = await nav.bounding_box()
+            assert box is not None and box["height"] <= 1.5 * (await label.bounding_box())[
+                "height"], box  # one row: the label alone
+            assert await label.is_visible() and "救助对象" in await label.inner_text()
+            assert not await page.locator("nav.main-nav a:has-text('未答问题')").is_visible()
+            header = await page.locator("header.top").bounding_box()
+            assert header is not None and header["height"] < 60, header
+            scroll, screen = await _fits(page)
+            assert scroll <= screen, (scroll, screen)
+            table = page.locator("main table").first
+            own = await table.evaluate("t => [t.scrollWidth, t.clientWidth]")
+            assert own[1] <= screen
+            await page.screenshot(path=str(tmp_path / "registry.png"), full_page=True)
+
+            # the menu opens in place and leads on
+            await label.click()
+            await page.screenshot(path=str(tmp_path / "menu.png"))
+            await page.click("nav.main-nav a:has-text('未答问题')")
+            await page.wait_for_url("**/admin/inbox")
+            assert "俺娘九十了有啥补助" in await page.inner_text("main")
+            scroll, screen = await _fits(page)
+            assert scroll <= screen, (scroll, screen)
+            await page.screenshot(path=str(tmp_path / "inbox.png"), full_page=True)
+
+            for path in ("/admin/", "/admin/audit", "/admin/faq", "/admin/reminders"):
+                await page.goto(base + path)
+                scroll, screen = await _fits(page)
+                assert scroll <= screen, (path, scroll, screen)
+            await page.screenshot(path=str(tmp_path / "audit.png"), full_page=True)
+
+            # on a wide screen the menu is the usual row of links, no toggle
+            await page.set_viewport_size({"width": 1280, "height": 800})
+            assert not await label.is_visible()
+            assert await page.locator("nav.main-nav a:has-text('未答问题')").is_visible()
+        finally:
+            await browser.close()
