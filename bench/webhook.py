@@ -328,7 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14",
                         help="also measure the bot with its shared state in this Redis "
                              "(empty: skip)")
+    parser.add_argument("--workers", default="",
+                        help="instead: `huimin serve --workers N` for each N given (e.g. "
+                             "1,2) on --database-url (PostgreSQL) and --redis")
+    parser.add_argument("--database-url", default="",
+                        help="PostgreSQL for --workers (its schema is (re)initialised)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per N with --workers")
     args = parser.parse_args(argv)
+    if args.workers:
+        return workers_main(args)
 
     from bench.synthetic import synthetic_faq
 
@@ -409,6 +417,89 @@ def main(argv: list[str] | None = None) -> int:
             ratio = r.rps / bare_rps if bare_rps else 0.0
             print(f"throughput ratio {label} / bare: {ratio:.2f} "
                   f"(target >= {TARGET_RATIO:.2f}: {_verdict(ratio >= TARGET_RATIO)})")
+    return 0
+
+
+# ----- several workers (huimin serve --workers N) -------------------------------------
+def workers_main(args: argparse.Namespace) -> int:
+    """1 vs N workers on one port: ``huimin serve --workers N`` on PostgreSQL + Redis,
+    started as a deployment starts it; runs alternate between the worker counts."""
+    import signal
+    import socket
+    import subprocess
+
+    if not args.database_url.startswith("postgresql") or not args.redis:
+        print("--workers needs --database-url postgresql+asyncpg://… and --redis redis://…")
+        return 2
+    counts = [int(n) for n in args.workers.split(",")]
+    with DEVSET.open(encoding="utf-8") as fh:
+        questions = [str(item["q"]) for item in yaml.safe_load(fh)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUIMIN_")}
+    env.update(HUIMIN_DATABASE_URL=args.database_url, HUIMIN_REDIS_URL=args.redis,
+               HUIMIN_WECHAT_TOKEN=TOKEN, HUIMIN_LOG_LEVEL="WARNING")
+    subprocess.run([sys.executable, "-m", "huimin.cli", "init"], env=env, check=True,
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    messages = Messages(questions)
+    results: dict[int, list[Result]] = {n: [] for n in counts}
+
+    async def ready(port: int, workers: int) -> None:
+        import aiohttp
+
+        seen: set[str] = set()
+        deadline = time.monotonic() + READY_TIMEOUT
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as http:
+            while len(seen) < workers and time.monotonic() < deadline:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            seen.add(response.headers.get("X-Huimin-Worker", "1"))
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.2)
+        if len(seen) < workers:
+            raise RuntimeError("the server did not come up")
+
+    async def measure(port: int) -> Result:
+        import aiohttp
+
+        base = f"http://127.0.0.1:{port}/wechat"
+        connector = aiohttp.TCPConnector(limit=args.concurrency)
+        async with aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
+            await drive(session, messages.batch(base, args.warmup), args.concurrency)
+            return await drive(session, messages.batch(base, args.requests), args.concurrency)
+
+    for run in range(args.repeat):
+        for workers in counts:
+            _redis_ready(args.redis)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            server = subprocess.Popen(
+                [sys.executable, "-m", "huimin.cli", "serve", "--workers", str(workers),
+                 "--port", str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            try:
+                asyncio.run(ready(port, workers))
+                result = asyncio.run(measure(port))
+            finally:
+                server.send_signal(signal.SIGTERM)
+                server.wait(120)
+            results[workers].append(result)
+            print(f"  run {run + 1}, {workers} worker(s): {result.rps:.0f} req/s, "
+                  f"p50 {result.percentile(50):.1f} ms, p99 {result.percentile(99):.1f} ms, "
+                  f"{result.errors} errors, {result.no_reply} late, load average "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
+    one = statistics.median(r.rps for r in results[counts[0]])
+    for workers in counts:
+        rates = [r.rps for r in results[workers]]
+        median = statistics.median(rates)
+        rows.append([workers, " / ".join(f"{r:.0f}" for r in rates), f"{median:.0f}",
+                     f"{median / one:.2f}",
+                     f"{statistics.median(r.percentile(99) for r in results[workers]):.0f}"])
+    print()
+    print(table(["workers", "req/s per run", "median req/s", f"ratio to {counts[0]}",
+                 "median p99 ms"], rows))
     return 0
 
 
