@@ -99,6 +99,11 @@ def essence(body: str) -> tuple[str | None, ...]:
                                                  "Content"))
 
 
+def declined(reply: str) -> bool:
+    """The reply to an off-topic question (OFF_TOPIC): what the bot can answer, and the menu."""
+    return all(line in reply for line in menu_lines())
+
+
 def county() -> dict[str, Any]:
     return yaml.safe_load(Settings().county_file.read_text(encoding="utf-8"))
 
@@ -518,7 +523,7 @@ async def test_retried_message_gets_same_reply_and_is_processed_once(client, set
     replies = [await post(client, xml) for _ in range(3)]
     assert [r.status for r in replies] == [200, 200, 200]
     assert len({essence(r.body) for r in replies}) == 1
-    assert county()["hotline"] in reply_text(replies[0].body)
+    assert declined(reply_text(replies[0].body))
     assert len(await asked_rows(settings)) == 1
 
 
@@ -548,7 +553,7 @@ async def test_retry_reaching_another_process_gets_same_reply(aiohttp_client, se
     b = await post(second, xml)
     assert a.status == b.status == 200
     assert essence(a.body) == essence(b.body)
-    assert county()["hotline"] in reply_text(a.body)
+    assert declined(reply_text(a.body))
     assert len(await asked_rows(settings)) == 1
 
 
@@ -560,7 +565,7 @@ async def test_simultaneous_copies_on_two_processes_are_processed_once(aiohttp_c
     a, b = await asyncio.gather(post(first, xml), post(second, xml))
     assert a.status == b.status == 200
     assert essence(a.body) == essence(b.body)
-    assert county()["hotline"] in reply_text(a.body)
+    assert declined(reply_text(a.body))
     assert len(await asked_rows(settings)) == 1
 
 
@@ -572,7 +577,7 @@ async def test_retried_safe_mode_message_gets_same_reply(client, settings):
         answer = await post(client, body, query)
         texts.append(reply_text(decrypt_reply(answer.body, query)))
     assert texts[0] == texts[1]
-    assert county()["hotline"] in texts[0]
+    assert declined(texts[0])
     assert len(await asked_rows(settings)) == 1
 
 
@@ -667,7 +672,7 @@ async def test_reply_past_deadline_answers_success_then_queues_it(aiohttp_client
             break
         await asyncio.sleep(0.05)
     assert len(late) == 1
-    assert county()["hotline"] in late[0].text
+    assert declined(late[0].text)
     assert late[0].delivered_at is None
     assert late[0].text == await ask(client, OFF_TOPIC, "someone-else")
     count = await fetch(slow, select(func.count()).select_from(AskedQuestion))
