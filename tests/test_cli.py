@@ -184,7 +184,13 @@ def test_notify_run_stops_cleanly_on_sigterm(database_url: str) -> None:
     worker = subprocess.Popen([sys.executable, "-m", "huimin.cli", "notify", "run", "--quiet"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-    time.sleep(3)  # let it start and poll an empty queue
+    # Started once it has warned about the console provider (on a busy machine imports
+    # alone can take several seconds); then let it poll the empty queue.
+    started = []
+    while not any("console" in line for line in started):
+        started.append(worker.stderr.readline())
+        assert started[-1], started  # it ended before starting
+    time.sleep(1)
     worker.send_signal(signal.SIGTERM)
     out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
