@@ -318,7 +318,7 @@ class StatusDesk:
             if binding is None or binding.role != "self":
                 return self.say("status_invite_self_only.j2")
             await queries.create_invitation(session, self.vault_, binding.beneficiary_id, code,
-                                            created_by=f"wechat:{openid}")
+                                            created_by=f"wechat:{openid}", now=self.clock())
             await queries.log_access(session, f"wechat:{openid}", binding.beneficiary_id,
                                      "delegate_invited")
         return self.say("status_invitation.j2", code=code)
@@ -331,7 +331,7 @@ class StatusDesk:
             return locked
         async with self.db.session() as session:
             invitation = await queries.redeem_invitation(session, self.vault_, code,
-                                                         used_by=f"wechat:{openid}")
+                                                         used_by=f"wechat:{openid}", now=now)
             if invitation is not None:
                 await queries.bind(session, openid, invitation.beneficiary_id, "delegate",
                                    granted_by=invitation.created_by)

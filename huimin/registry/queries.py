@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -175,19 +175,21 @@ async def log_access(session: AsyncSession, actor: str, beneficiary_id: int | No
 
 async def create_invitation(session: AsyncSession, vault: Vault, beneficiary_id: int,
                             code: str, created_by: str,
-                            valid_for: timedelta = timedelta(days=1)) -> DelegateInvitation:
+                            valid_for: timedelta = timedelta(days=1),
+                            now: datetime | None = None) -> DelegateInvitation:
     invitation = DelegateInvitation(
         beneficiary_id=beneficiary_id, code_hash=vault.code_hash(code, "invite"),
-        created_by=created_by, expires_at=utcnow() + valid_for)
+        created_by=created_by, expires_at=(now or utcnow()) + valid_for)
     session.add(invitation)
     await session.flush()
     return invitation
 
 
 async def redeem_invitation(session: AsyncSession, vault: Vault, code: str,
-                            used_by: str) -> DelegateInvitation | None:
-    """Use an unexpired, unused invitation once; None when there is no such code."""
-    now = utcnow()
+                            used_by: str, now: datetime | None = None
+                            ) -> DelegateInvitation | None:
+    """Use an invitation unexpired at ``now`` and unused, once; None when there is none."""
+    now = now or utcnow()
     result = await session.execute(
         update(DelegateInvitation)
         .where(and_(DelegateInvitation.code_hash.in_(vault.code_hashes(code, "invite")),

@@ -350,6 +350,15 @@ async def test_wrong_invitations_slow_down_the_account_that_types_them(
     assert "邀请码不对" in await say(client, f"绑定 {code.group(1)}", "guesser")  # used
 
 
+async def test_an_invitation_lapses_after_a_day(client, registry: Settings,
+                                                 clock: Clock) -> None:
+    await bind_self(client, registry, "grandma")
+    code = re.search(r"邀请码：([A-Z0-9]{8})", await say(client, "授权家人", "grandma"))
+    assert code
+    clock.advance(days=1, seconds=1)
+    assert "邀请码不对" in await say(client, f"绑定 {code.group(1)}", "son")
+
+
 async def test_menu_click_starts_the_lookup(client, registry: Settings) -> None:
     from tests.wechat import event_xml
 
