@@ -344,9 +344,9 @@ class LoginGuard:
 
     async def _rows(self, session: AsyncSession, keys: Iterable[str], lock: bool = False
                     ) -> dict[str, LoginThrottle]:
-        query = select(LoginThrottle).where(LoginThrottle.key.in_(list(keys)))
-        if lock:
-            query = query.with_for_update()
+        query = select(LoginThrottle).where(LoginThrottle.key.in_(sorted(keys)))
+        if lock:  # in key order, as the inserts: concurrent failures cannot deadlock
+            query = query.order_by(LoginThrottle.key).with_for_update()
         return {row.key: row for row in (await session.scalars(query)).all()}
 
     def _known(self, pair: LoginThrottle | None, now: datetime) -> bool:
@@ -382,7 +382,7 @@ class LoginGuard:
             await session.execute(
                 dialect_insert(session, LoginThrottle)
                 .values([{"key": key, "failures": 0, "window_start": now, "forget_at": now}
-                         for key in keys.values()])
+                         for key in sorted(keys.values())])
                 .on_conflict_do_nothing(index_elements=["key"]))
             rows = await self._rows(session, keys.values(), lock=True)
             pair = rows[keys[PAIR]]
@@ -418,6 +418,7 @@ class LoginGuard:
         for the account (the ceilings keep their counts: they are not the pair's)."""
         key = self.keys(username, ip)[PAIR]
         async with self.db.session() as session:
+            await session.execute(delete(LoginThrottle).where(LoginThrottle.forget_at < now))
             await session.execute(
                 dialect_insert(session, LoginThrottle)
                 .values(key=key, failures=0, window_start=now, forget_at=now)
