@@ -82,6 +82,7 @@ class Guide:
     programmes: tuple[tuple[str, ...], ...]
     guidance: Guidance = field(default_factory=Guidance)
     answer_first: tuple[tuple[str, ...], ...] = ()
+    second_when: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE,
@@ -103,7 +104,10 @@ class Guide:
             domain_terms=tuple(intents.get("domain_terms") or ()),
             programmes=tuple(tuple(group) for group in intents.get("programmes") or ()),
             guidance=guidance,
-            answer_first=tuple(tuple(p) for p in intents.get("answer_first") or ()),
+            answer_first=tuple(tuple(p["pair"] if isinstance(p, dict) else p)
+                               for p in intents.get("answer_first") or ()),
+            second_when={p["pair"][1]: tuple(p.get("second_when") or ())
+                         for p in intents.get("answer_first") or () if isinstance(p, dict)},
         )
 
     def matcher(self, content: PublishedContent) -> Matcher:
@@ -111,7 +115,7 @@ class Guide:
         return Matcher([entry for _, entry in content.entries], content.dictionary,
                        self.other_departments, self.domain_terms, self.programmes,
                        tuning=load_tuning(), guidance=self.guidance,
-                       answer_first=self.answer_first)
+                       answer_first=self.answer_first, second_when=self.second_when)
 
 
 @dataclass
@@ -150,7 +154,11 @@ def reply_to_match(match: Match, snapshot: Snapshot, county: Mapping[str, Any],
     this FAQ's, what the bot can answer (chit-chat), or an honest "I don't know yet"
     (in-domain questions only: those are what the staff inbox collects)."""
     if match.band is Band.ANSWER:
-        return snapshot.answers[match.candidates[0].faq_id]
+        answer = snapshot.answers[match.candidates[0].faq_id]
+        if match.also:  # a second question in the same message: offered after the answer
+            return answer + "\n\n" + say("also_asked.j2", county, guide,
+                                          question=snapshot.questions[match.also[0].faq_id])
+        return answer
     if match.band is Band.CHOICES:
         return say("hardship.j2" if match.reason == "hardship" else "did_you_mean.j2",
                    county, guide, questions=[snapshot.questions[c] for c in match.choices])
@@ -279,7 +287,13 @@ class Bot:
     async def answer_match(self, openid: str, match: Match, typed: str = "") -> str:
         if match.band is Band.ANSWER:
             self.answered.add()
-            return await self.give_answer(openid, match.candidates[0].faq_id)
+            answer = await self.give_answer(openid, match.candidates[0].faq_id)
+            if match.also:
+                await self.conversations.put(openid, {
+                    "last_faq": match.candidates[0].faq_id,
+                    "choices": [c.faq_id for c in match.also], "kind": "also"})
+                return reply_to_match(match, self.snapshot, self.county, self.guide)
+            return answer
         asked_id = await self._record_asked(match, typed)
         if match.band is Band.CHOICES:
             state = {"choices": match.choices, "asked": asked_id, "kind": "did_you_mean"}

@@ -43,10 +43,42 @@ from content.guidance import Guidance
 from content.schema import Dictionary, FaqEntry
 
 # A clause that asks something (after cleaning: 咋 is 怎么, 啥 is 什么 …).
-_ASKING = re.compile(r"怎么|怎样|什么|为何|吗|么$|多少|多久|多长|哪|谁|几|能不能|能否|可不可以|"
-                     r"是不是|有没有|有没|要不要|行不行|中不中|够不够|算不算|管不管|会不会|"
+_ASKING = re.compile(r"怎么|怎样|什么|为何|吗|么$|多少|多久|多长|哪|谁|(?<![好这前那])几|"
+                     r"能不能|能否|可不可以|是不是|有没有|有没|要不要|行不行|中不中|够不够|算不算|管不管|会不会|"
                      r"给不给|还能|能.*不$|[^不]不$|没$")
 _CLAUSE_END = re.compile(r"([。，,！!？?；;：:\n…]+|\s+)")
+# Numbers that decide who an entry is for (content/situations.yaml, ``numbers``).
+_CN_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+              "八": 8, "九": 9}
+_AGE = re.compile(r"(?<![\d.])(\d{1,3})(?:多|来)?周?岁"
+                  r"|(?<![\d.])(\d{2,3})多?了"
+                  r"|(?<![一二三四五六七八九十])([一二三四五六七八九]?十[一二三四五六七八九]?)"
+                  r"(?:多|来)?(岁|了)")
+_GRADE = re.compile(r"([一二三四1-4])级")
+
+
+def _chinese_number(text: str) -> int:
+    """一..九十九 written with 十 (十七, 六十五, 七十)."""
+    tens, _, ones = text.partition("十")
+    return _CN_DIGITS.get(tens, 1) * 10 + _CN_DIGITS.get(ones, 0)
+
+
+def numbers_in(text: str) -> dict[str, tuple[int, ...]]:
+    """The ages and disability grades a cleaned message gives. "…了" counts as an
+    age only from 40 ("六十五了", "68了"), so "3个月了" or "十年了" do not."""
+    ages = []
+    for m in _AGE.finditer(text):
+        if m.group(1):
+            ages.append(int(m.group(1)))
+        elif m.group(2):
+            if 40 <= int(m.group(2)) <= 120:
+                ages.append(int(m.group(2)))
+        else:
+            age = _chinese_number(m.group(3))
+            if m.group(4) == "岁" or age >= 40:
+                ages.append(age)
+    grades = [int(g) if g.isdigit() else _CN_DIGITS[g] for g in _GRADE.findall(text)]
+    return {"age": tuple(ages), "grade": tuple(grades)}
 
 
 class Band(StrEnum):
@@ -69,6 +101,8 @@ class Tuning:
     answer_at: float = 40.0
     answer_margin: float = 10.0
     answer_min_grams: float = 0.2
+    clear_margin: float = 12.0  # this far ahead, a long message's few known syllables do
+    cross_margin: float = 12.0  # margin needed when the two best are different programmes'
     choices_at: float = 30.0
     choices_within: float = 15.0
     off_domain_answer_at: float = 90.0
@@ -106,6 +140,7 @@ class Match:
     normalised: Normalised
     referral: str | None = None  # another department, when the question is theirs
     reason: str | None = None  # why this band, when it is not the plain score
+    also: tuple[Candidate, ...] = ()  # a second question in the message, to offer
 
     @property
     def faq_id(self) -> str | None:
@@ -129,6 +164,7 @@ class Reading:
     asking: str  # the asking part (cleaned), where referral terms are looked for
     situations: tuple[int, ...]  # the situations whose cues it contains
     hardship: bool  # it tells of plain hardship
+    clauses: tuple[str, ...] = ()  # its asking clauses that name something, when 2+
 
 
 def _terms_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
@@ -217,13 +253,17 @@ class Matcher:
         tuning: Tuning | None = None,
         guidance: Guidance | None = None,
         answer_first: Iterable[Iterable[str]] = (),
+        second_when: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.entries = {e.id: e for e in entries}
         guidance = guidance or Guidance()
         # Pairs of entries that answer each other: when the two best are such a
-        # pair, the first is answered rather than asking back.
-        self._answer_first = {frozenset(p): p[0] for p in map(tuple, answer_first)
+        # pair, the first is answered rather than asking back, or the second when
+        # the message has one of its ``second_when`` words (a household's own figures).
+        self._answer_first = {frozenset(p): p for p in map(tuple, answer_first)
                               if len(p) == 2}
+        self._second_when = {faq_id: tuple(words)
+                             for faq_id, words in (second_when or {}).items()}
         programmes = [tuple(group) for group in programmes]
         domain_terms = tuple(domain_terms)
         other_departments = dict(other_departments or {})
@@ -255,6 +295,7 @@ class Matcher:
         self._anchors = ({sound_code(clean(t)) for t in domain_terms if clean(t)}
                          | set(self._keyword_entries)
                          | {code for group in self._programmes for code in group})
+        self._anchor_re = _terms_pattern(self._anchors)
         self._read_guidance(guidance, programmes)
 
     def _read_guidance(self, guidance: Guidance, programmes: list[tuple[str, ...]]) -> None:
@@ -288,6 +329,13 @@ class Matcher:
             if clean(name) and not any(clean(g) in passing for g in group))
         self._programme_names = sorted({clean(name) for group in programmes for name in group
                                         if clean(name)}, key=lambda n: (-len(n), n))
+        # Who an entry is for, by age or grade: (entry, kind, low, high, keyword codes).
+        self._limits = [(index[x.faq_id], x.kind, x.low, x.high,
+                         tuple(code for code in self._entry_sounds[index[x.faq_id]]
+                               [:len(self.entries[x.faq_id].keywords)] if code))
+                        for x in guidance.limits if x.faq_id in index]
+        self._second_when = {faq_id: tuple(clean(w) for w in words if clean(w))
+                             for faq_id, words in self._second_when.items()}
 
     def _build(self, entries: list[FaqEntry]) -> None:
         self.entry_ids = [e.id for e in entries]
@@ -339,11 +387,13 @@ class Matcher:
             self._sound_chars = _CharCounts(sounds)
             self._word_chars = _CharCounts(word_strings)
 
-    def signals(self, norm: Normalised, situations: Iterable[int] = ()) -> dict[str, np.ndarray]:
+    def signals(self, norm: Normalised, situations: Iterable[int] = (),
+                penalty: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Each signal (0..1) for every entry, in ``entry_ids`` order.
 
         When pruning, ``phrase`` and ``words`` are exact for the entries that can
-        rank in the top three and upper bounds for the rest."""
+        rank in the top three (after ``penalty``, points taken off each entry) and
+        upper bounds for the rest."""
         n = len(self.entry_ids)
         shared_words, word_mass = self._words.overlap(set(norm.words))
         grams = _grams(norm.sound)
@@ -372,7 +422,7 @@ class Matcher:
             self._sound_chars.ratio_bound(norm.sound), self._starts)
         signals["words"] = np.maximum.reduceat(
             self._word_chars.ratio_bound(norm.word_string), self._starts)
-        self._refine(norm, signals)
+        self._refine(norm, signals, np.zeros(n) if penalty is None else penalty)
         return signals
 
     def _ratios(self, query: str, choices: list[str]) -> np.ndarray:
@@ -391,10 +441,11 @@ class Matcher:
         return [i for i, group in enumerate(self._programmes)
                 if any(code in norm.sound for code in group)]
 
-    def _refine(self, norm: Normalised, signals: dict[str, np.ndarray]) -> None:
+    def _refine(self, norm: Normalised, signals: dict[str, np.ndarray],
+                penalty: np.ndarray) -> None:
         """Replace bounds with exact ratios, best-bounded entries first, until no
         unchecked entry could reach the top three."""
-        upper = self._combine(signals, self._named_programmes(norm))
+        upper = self._combine(signals, self._named_programmes(norm)) - penalty
         order = np.argsort(-upper, kind="stable")
         exact = np.full(len(order), -np.inf)
         keep = max(self.tuning.max_choices, 2)
@@ -414,8 +465,8 @@ class Matcher:
                 signals["phrase"][e] = phrase[offset:offset + size].max()
                 signals["words"][e] = worded[offset:offset + size].max()
                 offset += size
-            exact[chunk] = self._combine({k: v[chunk] for k, v in signals.items()},
-                                         []) - self._penalty(norm, chunk)
+            exact[chunk] = (self._combine({k: v[chunk] for k, v in signals.items()}, [])
+                            - self._penalty(norm, chunk) - penalty[chunk])
             done += len(chunk)
             batch *= 2
             if done < len(order):
@@ -430,28 +481,48 @@ class Matcher:
         return penalty
 
     def read(self, question: str) -> Reading:
-        """The whole message, the part of it to score, and the situations it tells."""
+        """The whole message, the part of it to score, and the situations it tells.
+
+        The asking part decides the entry: the programmes a situation stands for
+        (or the story names) are added to it only when it names no programme itself
+        ("瘫在床上 … 能不能住养老院" is a question about the care home)."""
         norm = self.normalise(question)
         text = norm.text
         situations = sorted({n for m in self._situation_re.finditer(text)
                              for n in self._situation_of[m.group(0)]}
                             ) if self._situation_re else []
         hardship = bool(self._hardship_re and self._hardship_re.search(text))
+        clauses = self._clauses(question)
         focus = text
         if len(text) > self.tuning.long_message:
-            focus = self._asking_part(question) or text
-        implied = [name for name in self._programme_names
-                   if name in text and name not in focus]
+            picked = self._asking_part(clauses)
+            focus = "".join(clauses[i][0] for i in picked) or text
+            clauses = [clauses[i] for i in picked]
+        asking = [c for c, asks in clauses if asks and self._names_something(c)]
+        focus_text = self._with_implied(focus, text, situations)
+        focused = norm if focus_text == text else self.normalise(focus_text)
+        return Reading(norm, focused, focus, tuple(situations), hardship,
+                       tuple(asking) if len(asking) > 1 else ())
+
+    def _with_implied(self, focus: str, text: str, situations: Iterable[int]) -> str:
+        """``focus`` and, when it names no programme, the programmes the rest of the
+        message names or the situations told in ``focus`` stand for."""
+        if any(name in focus for name in self._programme_names):
+            return focus
+        implied = [name for name in self._programme_names if name in text]
         for number in situations:  # told in the asking part itself
             if any(cue in focus for cue in self._situations[number].cues):
-                implied += [w for w in self._situations[number].means if w not in focus]
-        focus_text = focus + "".join(dict.fromkeys(implied))
-        focused = norm if focus_text == text else self.normalise(focus_text)
-        return Reading(norm, focused, focus, tuple(situations), hardship)
+                implied += self._situations[number].means
+        return focus + "".join(w for w in dict.fromkeys(implied) if w not in focus)
 
-    def _asking_part(self, question: str) -> str:
-        """The clauses of a long message that ask something (the last two), or its
-        last clause; empty when it has no clauses to choose from."""
+    def _names_something(self, clause: str) -> bool:
+        """Whether a clause names anything of this bureau's (a domain word, a
+        keyword, a programme, a situation), not only "这个咋弄"."""
+        return bool((self._anchor_re and self._anchor_re.search(sound_code(clause)))
+                    or (self._situation_re and self._situation_re.search(clause)))
+
+    def _clauses(self, question: str) -> list[tuple[str, bool]]:
+        """The message's clauses (cleaned, fillers dropped) and whether each asks."""
         parts = _CLAUSE_END.split(question)
         clauses: list[tuple[str, bool]] = []
         for i in range(0, len(parts), 2):
@@ -460,10 +531,65 @@ class Matcher:
             if clause:
                 clauses.append((clause, "?" in ends or "？" in ends
                                 or bool(_ASKING.search(clause))))
+        return clauses
+
+    def _asking_part(self, clauses: list[tuple[str, bool]]) -> list[int]:
+        """Which clauses of a long message ask something (the last two), or its
+        last clause; none when it has no clauses to choose from. When they name
+        nothing ("这个咋弄"), the clause before them is what they ask about."""
         if len(clauses) < 2:
-            return ""
-        asking = [c for c, asks in clauses if asks]
-        return "".join(asking[-2:] if asking else [clauses[-1][0]])
+            return []
+        picked = [i for i, (_, asks) in enumerate(clauses) if asks][-2:] or [len(clauses) - 1]
+        if not any(self._names_something(clauses[i][0]) for i in picked) and picked[0] > 0:
+            picked.insert(0, picked[0] - 1)
+        return picked
+
+    def _limited(self, text: str) -> np.ndarray:
+        """Points off the entries a number in ``text`` rules out (an age, a grade)."""
+        penalty = np.zeros(len(self.entry_ids))
+        if not self._limits:
+            return penalty
+        found = numbers_in(text)
+        if not found["age"] and not found["grade"]:
+            return penalty
+        sound = ""
+        for entry, kind, low, high, keywords in self._limits:
+            values = found[kind]
+            if values and all(v < low or v > high for v in values):
+                sound = sound or sound_code(text)
+                if not any(code in sound for code in keywords):
+                    penalty[entry] += self.tuning.programme_penalty
+        return penalty
+
+    def _score(self, focus: Normalised, situations: Iterable[int], penalty: np.ndarray,
+               ) -> tuple[np.ndarray, dict[str, np.ndarray], list[int]]:
+        """Every entry's score for ``focus``, its signals and the programmes it names."""
+        signals = self.signals(focus, situations, penalty)
+        named = self._named_programmes(focus)
+        return self._combine(signals, named) - penalty, signals, named
+
+    def _confident(self, combined: np.ndarray, signals: dict[str, np.ndarray],
+                   answer_at: float) -> int | None:
+        """The entry to answer with, when one is clearly ahead."""
+        t = self.tuning
+        order = np.argsort(-combined, kind="stable")[:2]
+        top = combined[order[0]]
+        margin = top - (combined[order[1]] if len(order) > 1 else 0.0)
+        if len(order) > 1 and not self._same_programme(int(order[0]), int(order[1])):
+            wanted = max(t.answer_margin, t.cross_margin)  # a wrong programme is the worst
+        else:
+            wanted = t.answer_margin
+        if (top >= answer_at and margin >= wanted
+                and (signals["grams"][order[0]] >= t.answer_min_grams
+                     or margin >= t.clear_margin)):
+            return int(order[0])
+        return None
+
+    def _same_programme(self, a: int, b: int) -> bool:
+        """Whether two entries share a programme (or neither names one)."""
+        first = {g for g, entries in enumerate(self._programme_entries) if entries[a]}
+        second = {g for g, entries in enumerate(self._programme_entries) if entries[b]}
+        return bool(first & second) or not (first or second)
 
     def match(self, question: str) -> Match:
         """Score a question and decide its band."""
@@ -472,9 +598,8 @@ class Matcher:
         t = self.tuning
         if not self.entry_ids or not norm.sound:
             return Match(Band.UNKNOWN, (), norm)
-        signals = self.signals(focus, reading.situations)
-        named = self._named_programmes(focus)
-        combined = self._combine(signals, named)
+        penalty = self._limited(norm.text)
+        combined, signals, named = self._score(focus, reading.situations, penalty)
         order = np.argsort(-combined, kind="stable")[: max(t.max_choices, 2)]
         candidates = tuple(
             Candidate(self.entry_ids[i], round(float(combined[i]), 1)) for i in order)
@@ -489,11 +614,20 @@ class Matcher:
         answer_at = t.answer_at if in_domain else t.off_domain_answer_at
         if reading.hardship and not reading.situations and not named:
             answer_at = max(answer_at, t.hardship_answer_at)  # a told hardship, no more
-        if (top >= answer_at and top - second >= t.answer_margin
-                and signals["grams"][order[0]] >= t.answer_min_grams):
+        best = self._confident(combined, signals, answer_at)
+        compares = len(named) > 1 and all(self._programme_entries[g][order[0]] for g in named)
+        if in_domain and reading.clauses and not compares:
+            # (one entry about every programme named answers "啥样的人吃五保 啥样的人吃低保")
+            two = self._two_questions(reading, penalty, answer_at, candidates)
+            if two is not None:
+                return two
+        if best is not None:
             return Match(Band.ANSWER, candidates[:1], norm)
-        first = self._answer_first.get(frozenset(c.faq_id for c in candidates[:2]))
-        if in_domain and first and top >= t.answer_at and top - second < t.answer_margin:
+        pair = self._answer_first.get(frozenset(c.faq_id for c in candidates[:2]))
+        if in_domain and pair and top >= t.answer_at and top - second < t.answer_margin:
+            first = pair[0]
+            if any(w in norm.text for w in self._second_when.get(pair[1], ())):
+                first = pair[1]
             chosen = next(c for c in candidates if c.faq_id == first)
             return Match(Band.ANSWER, (chosen,), norm, reason="answer_first")
         plain_hardship = reading.hardship and not reading.situations and not named
@@ -506,6 +640,35 @@ class Matcher:
             return Match(Band.CHOICES, offer, norm, reason="hardship")
         return Match(Band.UNKNOWN, candidates, norm,
                      reason=None if in_domain else "off_domain")
+
+    def _two_questions(self, reading: Reading, penalty: np.ndarray, answer_at: float,
+                       candidates: tuple[Candidate, ...]) -> Match | None:
+        """A message with two asking clauses that each name something: each clause
+        is scored on its own. Two clear and different winners: the first is answered
+        and the second offered. Otherwise, when the whole message's best is neither
+        clause's best, it is not answered: the clauses' bests are offered."""
+        text = reading.norm.text
+        bests: list[Candidate] = []
+        confident: list[Candidate] = []
+        for clause in reading.clauses[:2]:
+            focus = self.normalise(self._with_implied(clause, text, reading.situations))
+            if not focus.sound:
+                continue
+            combined, signals, _ = self._score(focus, reading.situations, penalty)
+            best = int(np.argmax(combined))
+            candidate = Candidate(self.entry_ids[best], round(float(combined[best]), 1))
+            bests.append(candidate)
+            if self._confident(combined, signals, answer_at) == best:
+                confident.append(candidate)
+        if len(confident) == 2 and confident[0].faq_id != confident[1].faq_id:
+            return Match(Band.ANSWER, confident[:1], reading.norm, reason="two_questions",
+                         also=confident[1:])
+        ids = {c.faq_id for c in bests}
+        if len(ids) == 2 and candidates[0].faq_id not in ids:
+            unique = tuple({c.faq_id: c for c in (*bests, candidates[0])}.values())
+            return Match(Band.CHOICES, unique[: self.tuning.max_choices], reading.norm,
+                         reason="two_questions")
+        return None
 
     def _offer(self, reading: Reading, combined: np.ndarray) -> tuple[Candidate, ...]:
         """For a message that tells a situation or plain hardship but fits no entry:

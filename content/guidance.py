@@ -33,6 +33,21 @@ class Situation:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """Who an entry is for, by a number a message gives: an age (…岁) or a
+    disability grade (…级). A message whose numbers of that kind all fall outside
+    ``low..high`` does not get the entry, unless it names one of its keywords."""
+
+    faq_id: str
+    kind: str  # one of NUMBER_KINDS
+    low: int
+    high: int
+
+
+NUMBER_KINDS = ("age", "grade")
+
+
+@dataclass(frozen=True)
 class Referral:
     """Business the FAQ does not answer, and the office to ask."""
 
@@ -48,6 +63,7 @@ class Guidance:
     hardship_offer: tuple[str, ...] = ()  # the programmes to offer for it
     referrals: tuple[Referral, ...] = ()
     passing: tuple[str, ...] = ()  # programme words that do not keep a question here
+    limits: tuple[Limit, ...] = ()  # who an entry is for, by age or grade
     problems: tuple[Problem, ...] = field(default=(), compare=False)
 
 
@@ -81,14 +97,27 @@ def situations_from_data(data: Any, file: str, known_ids: Iterable[str] | None =
         return (), (), (), [Problem(file, None, "must be a mapping with 'situations' and "
                                                 "'hardship'")]
     situations = []
-    for number, item in enumerate(data.get("situations") or [], start=1):
+    items = data.get("situations") or []
+    if not isinstance(items, list):
+        problems.append(Problem(file, "situations", "must be a list of situations"))
+        items = []
+    cue_owner: dict[str, str] = {}
+    for number, item in enumerate(items, start=1):
         if not isinstance(item, Mapping) or not str(item.get("name") or "").strip():
             problems.append(Problem(file, f"situation {number}", "needs a 'name'"))
             continue
         name = str(item["name"]).strip()
+        if any(s.name == name for s in situations):
+            problems.append(Problem(file, name, "two situations have this name"))
         cues, means = _texts(item.get("cues")), _texts(item.get("means"))
         if not cues:
             problems.append(Problem(file, name, "'cues' must be a list of words"))
+        for cue in cues or ():
+            if cue in cue_owner:
+                owner = cue_owner[cue]
+                problems.append(Problem(file, name, f"cue {cue!r} is listed twice"
+                                        if owner == name else f"cue {cue!r} is also {owner}'s"))
+            cue_owner[cue] = name
         if not means:
             problems.append(Problem(file, name, "'means' must be a list of programme words"))
         offer = _ids(item.get("offer"), file, name, known, problems)
@@ -103,6 +132,38 @@ def situations_from_data(data: Any, file: str, known_ids: Iterable[str] | None =
         problems.append(Problem(file, "hardship", "'cues' must be a list of words"))
     offer = _ids(hardship.get("offer"), file, "hardship", known, problems)
     return tuple(situations), cues or (), offer, problems
+
+
+def limits_from_data(data: Any, file: str, known_ids: Iterable[str] | None = None,
+                     ) -> tuple[tuple[Limit, ...], list[Problem]]:
+    """``numbers`` of a parsed situations file: ``{faq, age|grade: [low, high]}`` items."""
+    if not isinstance(data, Mapping) or data.get("numbers") is None:
+        return (), []
+    items = data["numbers"]
+    if not isinstance(items, list):
+        return (), [Problem(file, "numbers", "must be a list of {faq, age or grade}")]
+    known = set(known_ids) if known_ids is not None else None
+    limits, problems = [], []
+    for number, item in enumerate(items, start=1):
+        where = f"numbers {number}"
+        faq_id = str(item.get("faq") or "").strip() if isinstance(item, Mapping) else ""
+        kinds = [k for k in NUMBER_KINDS if isinstance(item, Mapping) and k in item]
+        if not faq_id or len(kinds) != 1:
+            problems.append(Problem(file, where, "needs 'faq' and one of 'age' or 'grade'"))
+            continue
+        if known is not None and faq_id not in known:
+            problems.append(Problem(file, where, f"'faq' names {faq_id}, which is no FAQ id"))
+        bounds = item[kinds[0]]
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+                or bounds[0] > bounds[1]):
+            problems.append(Problem(file, where, f"'{kinds[0]}' must be [lowest, highest]"))
+            continue
+        if any(x.faq_id == faq_id and x.kind == kinds[0] for x in limits):
+            problems.append(Problem(file, where, f"{faq_id} has two {kinds[0]} limits"))
+            continue
+        limits.append(Limit(faq_id, kinds[0], bounds[0], bounds[1]))
+    return tuple(limits), problems
 
 
 def referrals_from_data(data: Any, file: str) -> tuple[tuple[Referral, ...], list[Problem]]:
@@ -155,16 +216,19 @@ def load_guidance(situations_file: Path = SITUATIONS_FILE,
     situations, cues, offer = (), (), ()
     referrals: tuple[Referral, ...] = ()
     passing: tuple[str, ...] = ()
+    limits: tuple[Limit, ...] = ()
+    known_ids = list(known_ids) if known_ids is not None else None
     if situations_file.is_file():
         data = _read_yaml(situations_file, problems)
         if data is not None:
             situations, cues, offer, found = situations_from_data(
                 data, situations_file.name, known_ids)
-            problems += found
+            limits, more = limits_from_data(data, situations_file.name, known_ids)
+            problems += found + more
     if referrals_file.is_file():
         data = _read_yaml(referrals_file, problems)
         if data is not None:
             referrals, found = referrals_from_data(data, referrals_file.name)
             passing, more = passing_from_data(data, referrals_file.name)
             problems += found + more
-    return Guidance(situations, cues, offer, referrals, passing, tuple(problems))
+    return Guidance(situations, cues, offer, referrals, passing, limits, tuple(problems))

@@ -191,3 +191,51 @@ def test_accuracy_floors_on_the_blind_test_split(
                         ("voice", 0.94), ("plain", 0.97), ("dialect", 0.82),
                         ("two_in_one", 0.80), ("relative", 0.79), ("numbers", 0.78)):
         assert f[kind]["score"] >= floor, kind
+
+
+def test_numbers_that_decide_an_entry_are_read() -> None:
+    from bot.matcher import numbers_in
+
+    assert numbers_in("孩子15岁爹妈都走了") == {"age": (15,), "grade": ()}
+    assert numbers_in("老汉七十多了无儿无女")["age"] == (70,)
+    assert numbers_in("我68了老伴走了")["age"] == (68,)
+    assert numbers_in("申请3个月了十年了还没批") == {"age": (), "grade": ()}
+    assert numbers_in("我是四级听力残疾")["grade"] == (4,)
+
+
+def test_an_age_rules_out_the_entries_for_children(matcher: Matcher) -> None:
+    # Before ages were read: answered confidently with the orphans' allowance.
+    match = matcher.match("村里有个光棍老头六十六了,耳朵也听不见了,平时靠亲戚给口饭吃,"
+                          "像他这样的政府管不管?")
+    assert match.band is not Band.ANSWER or match.faq_id == "tekun-what"
+    assert "tekun-what" in [c.faq_id for c in match.candidates]
+    assert "orphan-support" not in [c.faq_id for c in match.candidates]
+    assert matcher.match("孩子15岁爹妈都走了能领啥补助").faq_id == "orphan-support"
+
+
+def test_the_asking_part_decides_over_the_situation(matcher: Matcher) -> None:
+    # 瘫/伺候 stand for the care subsidy, but the question names the care home.
+    match = matcher.match("俺爹瘫在床上好几年了,吃喝拉撒都要人伺候,俺想问问能不能送他住养老院?")
+    assert match.faq_id == "elderly-care-home"
+
+
+def test_a_vague_asking_clause_reads_the_clause_before_it(matcher: Matcher) -> None:
+    match = matcher.match("俺娘每个月都让俺去信用社看钱来没来,跑一趟老远。"
+                          "听说这个号能设个提醒,钱一到就发消息,这个咋弄?")
+    assert match.faq_id == "reminders-howto"
+
+
+def test_a_household_s_own_figures_get_the_amount_not_the_standard(matcher: Matcher) -> None:
+    assert matcher.match("我家3口人一个月收入1500低保能补多少").faq_id == "dibao-amount"
+    assert matcher.match("低保一个月多少钱").faq_id == "dibao-standard"
+
+
+def test_two_questions_in_one_message_answer_the_first_and_offer_the_second(
+        matcher: Matcher) -> None:
+    match = matcher.match("一卡通丢了咋补?残疾人两项补贴又是去哪申请")
+    assert match.faq_id == "yikatong"
+    assert [c.faq_id for c in match.also] == ["disability-apply"]
+    # A story's "好几年" is no question of its own.
+    match = matcher.match("俺吃低保好几年了,钱一直打在一卡通上,赶集把钱包丢了,卡也在里头,"
+                          "这卡丢了咋补?")
+    assert match.faq_id == "yikatong" and match.also == ()

@@ -89,3 +89,11 @@ def test_how_much_dibao_pays_a_month_is_answered_directly(bot_parts) -> None:
     for question in ("低保一个月多少钱", "低保一个月给多少钱", "低保每月给多少", "低保一月多少钱"):
         assert snapshot.matcher.match(question).faq_id in {"dibao-standard", "dibao-amount"}
     assert snapshot.matcher.match("低保一个月多少钱").faq_id == "dibao-standard"
+
+
+def test_a_second_question_is_offered_after_the_answer(bot_parts) -> None:
+    snapshot, _, _ = bot_parts
+    text = reply(bot_parts, "一卡通丢了咋补?残疾人两项补贴又是去哪申请")
+    assert text.startswith(snapshot.answers["yikatong"])
+    assert "您还问了" in text and snapshot.questions["disability-apply"] in text
+    assert "回复 1" in text

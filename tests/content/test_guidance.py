@@ -56,3 +56,58 @@ def test_unreadable_file_is_a_problem(tmp_path: Path) -> None:
     broken.write_text("situations: [\n", encoding="utf-8")
     guidance = load_guidance(broken, tmp_path / "none.yaml")
     assert len(guidance.problems) == 1 and "cannot read" in guidance.problems[0].message
+
+
+def test_duplicate_cues_and_bad_number_limits_are_reported() -> None:
+    from content.guidance import limits_from_data
+
+    data = {"situations": [{"name": "孤寡", "cues": ["孤寡", "孤寡"], "means": ["特困"]},
+                           {"name": "孤寡", "cues": ["孤寡"], "means": ["特困"]}]}
+    _, _, _, problems = situations_from_data(data, "situations.yaml", catalogue_ids())
+    shown = [str(p) for p in problems]
+    assert "situations.yaml: 孤寡: cue '孤寡' is listed twice" in shown
+    assert "situations.yaml: 孤寡: two situations have this name" in shown
+    limits, problems = limits_from_data(
+        {"numbers": [{"faq": "orphan-support", "age": [0, 17]},
+                     {"faq": "no-such-id", "age": [0, 17]},
+                     {"faq": "orphan-support", "grade": [3, 1]},
+                     {"faq": "orphan-support"}]}, "situations.yaml", catalogue_ids())
+    assert [(x.faq_id, x.kind, x.low, x.high) for x in limits] == [
+        ("orphan-support", "age", 0, 17)]
+    shown = [str(p) for p in problems]
+    assert "situations.yaml: numbers 2: 'faq' names no-such-id, which is no FAQ id" in shown
+    assert "situations.yaml: numbers 3: 'grade' must be [lowest, highest]" in shown
+    assert "situations.yaml: numbers 4: needs 'faq' and one of 'age' or 'grade'" in shown
+
+
+def test_content_check_runs_the_situation_and_referral_checks(tmp_path: Path) -> None:
+    """`huimin content check --dir D` reads D's situations.yaml and referrals.yaml."""
+    import shutil
+    import subprocess
+    import sys
+
+    from content import CONTENT_DIR
+
+    shutil.copytree(CONTENT_DIR / "faq", tmp_path / "faq")
+    shutil.copy(CONTENT_DIR / "dictionary.yaml", tmp_path / "dictionary.yaml")
+    (tmp_path / "situations.yaml").write_text(
+        "situations:\n  - name: 孤寡\n    cues: [孤寡, '']\n    means: [特困]\n"
+        "    offer: [no-such-id]\n", encoding="utf-8")
+    (tmp_path / "referrals.yaml").write_text(
+        "other_departments:\n  - office: 医保局\n    terms: [报销]\n"
+        "  - office: 人社局\n    terms: [报销]\n", encoding="utf-8")
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/bin:/bin"}
+        return subprocess.run([sys.executable, "-m", "huimin.cli", "content", "check", *args],
+                              capture_output=True, text=True, timeout=120, env=env,
+                              cwd=Path(__file__).resolve().parents[2])
+
+    result = check("--dir", str(tmp_path))
+    assert result.returncode == 1, result.stdout
+    assert "situations.yaml: 孤寡: 'cues' must be a list of words" in result.stdout
+    assert "situations.yaml: 孤寡: 'offer' names no-such-id, which is no FAQ id" in result.stdout
+    assert "referrals.yaml: 人社局: term '报销' is also 医保局's" in result.stdout
+    shipped = check()
+    assert shipped.returncode == 0, shipped.stdout
+    assert "situations" in shipped.stdout and shipped.stdout.rstrip().endswith("ok")
