@@ -73,7 +73,7 @@ def test_duplicate_cues_and_bad_number_limits_are_reported() -> None:
                      {"faq": "orphan-support", "grade": [3, 1]},
                      {"faq": "orphan-support"}]}, "situations.yaml", catalogue_ids())
     assert [(x.faq_id, x.kind, x.low, x.high) for x in limits] == [
-        ("orphan-support", "age", 0, 17)]
+        ("orphan-support", "age", 0, 17), ("no-such-id", "age", 0, 17)]
     shown = [str(p) for p in problems]
     assert "situations.yaml: numbers 2: 'faq' names no-such-id, which is no FAQ id" in shown
     assert "situations.yaml: numbers 3: 'grade' must be [lowest, highest]" in shown
