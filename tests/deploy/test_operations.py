@@ -87,3 +87,30 @@ async def test_request_id_is_kept_when_plain_and_replaced_when_not(client):
     replaced = await client.get("/healthz", headers={"X-Request-Id": "bad id\u202e"})
     assert replaced.headers["X-Request-Id"] != "bad id\u202e"
     assert len(replaced.headers["X-Request-Id"]) == 16
+
+
+async def test_json_log_lines_carry_the_request_id(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import aiohttp
+
+    from tests.deploy.helpers import base_environment, free_port, start, stop, wait_ready
+    from tests.wechat import TOKEN
+
+    port, log = free_port(), tmp_path / "serve.log"
+    env = base_environment(HUIMIN_DATABASE_URL=database_url, HUIMIN_WECHAT_TOKEN=TOKEN,
+                           HUIMIN_LOG_FORMAT="json", HUIMIN_LOG_LEVEL="INFO")
+    process = await start(["serve", "--port", str(port)], env, log)
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/healthz", process, log)
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/wechat?signature=x&timestamp=1&nonce=2",
+                headers={"X-Request-Id": "rid-from-nginx-42"}) as response:
+            assert response.status == 403
+    finally:
+        assert await stop(process) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{")]
+    refused = [line for line in lines if line["request_id"] == "rid-from-nginx-42"]
+    assert refused and "refused GET /wechat: 403" in refused[0]["message"]
+    assert {"time", "level", "logger", "pid"} <= set(refused[0])
