@@ -11,7 +11,7 @@ a single process does.
 
 Why not gunicorn with ``aiohttp.GunicornWebWorker``: it would work, but the workers
 would run a different start-up and signal path from the single-process server, and
-gunicorn adds a dependency for what is here about a hundred lines. Workers here are
+gunicorn adds a dependency for what is here about 200 lines. Workers here are
 started fresh (not forked from a parent that already imported everything), so no
 event loop, database pool or Redis connection is ever shared by accident.
 
