@@ -10,6 +10,7 @@ and handed to :class:`bot.dialog.Bot`. Bad requests get 4xx, never 500.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import re
@@ -45,13 +46,25 @@ def signature_ok(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
+_KEY_LIMIT = 160  # handled_messages.key
+
+
 def dedup_key(message: Any) -> str:
-    """Sender + MsgId for messages (a MsgId is only unique per sender); sender +
-    CreateTime (+ event) for events, as WeChat advises."""
+    """Sender + MsgId for messages (a MsgId is only unique per sender). For events,
+    sender + CreateTime + Event + EventKey (+ MsgID, which template-job receipts carry):
+    CreateTime is in whole seconds, so two menu taps within a second differ only by
+    their EventKey, while WeChat's retry of an event repeats every one of these fields.
+    A key too long for the ledger keeps its sender and time and hashes the rest."""
     if message.type != "event" and message.id:
         return f"m:{message.source}:{message.id}"
     created = int(message.create_time.timestamp()) if message.create_time else 0
-    return f"e:{message.source}:{created}:{getattr(message, 'event', '')}"
+    head = f"e:{message.source}:{created}:"
+    tail = f"{getattr(message, 'event', '')}:{getattr(message, 'key', None) or ''}"
+    if message.id:
+        tail += f":{message.id}"
+    if len(head) + len(tail) > _KEY_LIMIT:
+        tail = "#" + hashlib.sha256(tail.encode()).hexdigest()
+    return head + tail
 
 
 # Fields read as plain text: each must be a leaf without attributes (xmltodict would

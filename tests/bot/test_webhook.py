@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto
 
 from bot.app import create_app
-from bot.models import AskedQuestion, Follower
+from bot.models import AskedQuestion, Follower, HandledMessage
 from bot.webhook import sign
 from content import FAQ_DIR, MENU_FILE
 from huimin.db import Database
@@ -598,6 +598,54 @@ async def test_retried_subscribe_after_unsubscribe_changes_nothing(client, setti
     assert essence(retry.body) == essence(welcome.body)
     [row] = await follower(settings, "flip")
     assert row.following is False
+
+
+async def test_two_clicks_in_the_same_second_get_their_own_replies(client, settings):
+    """Two different menu taps within one second (the same CreateTime) are two events;
+    WeChat's retry of one (every field repeated) is answered once, with the same reply."""
+    created = int(time.time())
+    reminders = await say(client, event_xml("CLICK", openid="tapper", key="PAYOUT_REMINDERS",
+                                            created=created))
+    topic = await say(client, event_xml("CLICK", openid="tapper", key="TOPIC_DIBAO",
+                                        created=created))
+    assert topic != reminders
+    assert "什么是低保？" in numbered(topic).values()
+    off = await say(client, event_xml("CLICK", openid="switcher", key="REMINDERS_OFF",
+                                      created=created))
+    menu = await say(client, event_xml("CLICK", openid="switcher", key="MENU", created=created))
+    assert all(line in menu for line in menu_lines())
+    assert menu != off
+
+
+async def test_retried_click_is_answered_once_and_processed_once(client, settings):
+    created = int(time.time())
+    xml = event_xml("CLICK", openid="menu-retrier", key="TOPIC_DIBAO", created=created)
+    first, retry = await post(client, xml), await post(client, xml)
+    assert essence(first.body) == essence(retry.body)
+    assert "什么是低保？" in numbered(reply_text(first.body)).values()
+    second = await ask(client, "2", "menu-retrier")
+    assert second == await ask(client, numbered(reply_text(first.body))[2], "someone-else")
+    rows = await fetch(settings, select(HandledMessage.key)
+                       .where(HandledMessage.key.like("e:menu-retrier:%")))
+    assert len(rows) == (0 if TEST_REDIS_URL else 1)
+
+
+async def test_template_job_receipts_in_the_same_second_are_two_events(client, settings):
+    """Two TEMPLATESENDJOBFINISH events differ only by MsgID: neither is dropped."""
+    created = int(time.time())
+    replies = []
+    for msg_id in (200163836, 200163837):
+        xml = (f"<xml><ToUserName>{cdata(ACCOUNT)}</ToUserName>"
+               f"<FromUserName>{cdata('receipt-user')}</FromUserName>"
+               f"<CreateTime>{created}</CreateTime><MsgType>{cdata('event')}</MsgType>"
+               f"<Event>{cdata('TEMPLATESENDJOBFINISH')}</Event><MsgID>{msg_id}</MsgID>"
+               f"<Status>{cdata('success')}</Status></xml>")
+        replies.append(await post(client, xml))
+    assert [r.body for r in replies] == ["success", "success"]
+    if not TEST_REDIS_URL:
+        rows = await fetch(settings, select(HandledMessage.key)
+                           .where(HandledMessage.key.like("e:receipt-user:%")))
+        assert len(rows) == 2
 
 
 # ----- 7. conversation state across processes --------------------------------
