@@ -246,6 +246,8 @@ class Bot:
             return self.say("menu.j2")
         if "topic" in action:
             return await self.show_topic(openid, int(action["topic"]))
+        if "topics" in action:
+            return await self.show_topics(openid, [int(n) for n in action["topics"]])
         if "faq" in action:
             return await self.give_answer(openid, str(action["faq"]))
         if "reminders" in action:
@@ -334,6 +336,22 @@ class Bot:
         await self.conversations.put(openid, {"choices": ids, "kind": "topic"})
         return self.say("topic.j2", topic=topic,
                         questions=[self.snapshot.questions[i] for i in ids])
+
+    async def show_topics(self, openid: str, numbers: list[int]) -> str:
+        """Several menu topics as one numbered list, under their names (one custom-menu
+        button for two groups, e.g. 儿童和养老)."""
+        ids: list[str] = []
+        groups = []
+        for number in numbers:
+            topic = self.guide.topics[number - 1]
+            listed = []
+            for faq_id in topic.faq_ids:
+                if faq_id in self.snapshot.answers and faq_id not in ids:
+                    ids.append(faq_id)
+                    listed.append((len(ids), self.snapshot.questions[faq_id]))
+            groups.append({"name": topic.name, "questions": listed})
+        await self.conversations.put(openid, {"choices": ids, "kind": "topic"})
+        return self.say("topics.j2", groups=[g for g in groups if g["questions"]])
 
     async def give_answer(self, openid: str, faq_id: str) -> str:
         answer = self.snapshot.answers.get(faq_id)

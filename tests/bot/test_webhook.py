@@ -499,6 +499,39 @@ async def test_click_topic_lists_questions_and_number_picks_one(client):
     assert second not in reply
 
 
+def custom_menu_keys() -> list[str]:
+    """Every CLICK key of the WeChat custom menu (buttons and sub-buttons)."""
+    keys = []
+    for button in MENU["wechat_menu"]["button"]:
+        for item in [button, *button.get("sub_button", ())]:
+            if item.get("type") == "click":
+                keys.append(item["key"])
+    return keys
+
+
+async def test_children_and_elderly_topics_are_reachable_from_the_custom_menu(client):
+    """Every question of the children's and the elderly topics can be reached by tapping
+    the custom menu, and the 儿童和养老 button lists both groups."""
+    reached: dict[str, set[str]] = {}
+    for key in custom_menu_keys():
+        reply = await say(client, event_xml("CLICK", openid=f"tapper-{key}", key=key))
+        reached[key] = set(numbered(reply).values())
+    everything = set().union(*reached.values())
+    questions = {faq_id: q for q, faq_id in FAQ_IDS.items()}
+    topics = {t["name"]: t["faq"] for t in MENU["topics"]}
+    wanted = topics["孤儿和困境儿童"] + topics["养老服务和公墓"]
+    assert {questions[i] for i in wanted} <= everything
+    [button] = [item for b in MENU["wechat_menu"]["button"] for item in b.get("sub_button", ())
+                if item["name"] == "儿童和养老"]
+    listed = reached[button["key"]]
+    assert {questions[i] for i in wanted} <= listed
+    reply = await say(client, event_xml("CLICK", openid="grandson", key=button["key"]))
+    assert "孤儿和困境儿童" in reply and "养老服务和公墓" in reply
+    choices = numbered(reply)
+    last = max(choices)
+    assert await ask(client, str(last), "grandson") == await ask(client, choices[last], "other")
+
+
 async def test_click_contact_gives_hotline(client):
     reply = await say(client, event_xml("CLICK", openid="clicker", key="CONTACT"))
     assert county()["hotline"] in reply
