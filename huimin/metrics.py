@@ -34,6 +34,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from huimin.logs import ChinaTimeFormatter
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 MESSAGES = Counter("huimin_messages", "WeChat messages handled, by message kind and band "
@@ -176,8 +178,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, request id, worker pid."""
+class JsonFormatter(ChinaTimeFormatter):
+    """One JSON object a line: time (China time, with the offset), level, logger,
+    message, request id, worker pid."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
