@@ -32,6 +32,7 @@ from admin.views import (
     payouts,
     registry,
     reminders,
+    situations,
     transfer,
     users,
 )
@@ -82,6 +83,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/dictionary/change", dictionary.dictionary_change, "dictionary_change",
           CONTENT),
     Route("POST", "/dictionary/remove", dictionary.dictionary_remove, "dictionary_remove",
+          CONTENT),
+    Route("GET", "/situations", situations.situations_page, "situations", CONTENT),
+    Route("POST", "/situations/add", situations.situation_add, "situation_add", CONTENT),
+    Route("POST", "/situations/remove", situations.situation_remove, "situation_remove",
           CONTENT),
     Route("GET", "/import", transfer.import_page, "transfer", CONTENT),
     Route("POST", "/import", transfer.import_preview, "import_preview", CONTENT),

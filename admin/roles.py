@@ -61,6 +61,7 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("问答内容", CONTENT, "faq_list"),
     NavItem("未答问题", INBOX, "inbox"),
     NavItem("方言词典", CONTENT, "dictionary"),
+    NavItem("生活情况", CONTENT, "situations"),
     NavItem("试一试", CONTENT, "try_out"),
     NavItem("导入导出", CONTENT, "transfer"),
     NavItem("救助对象", REGISTRY, "registry",

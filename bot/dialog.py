@@ -6,6 +6,7 @@ Knows nothing of HTTP or crypto (see ``bot.webhook``); tests call
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping
@@ -111,10 +112,14 @@ class Guide:
         )
 
     def matcher(self, content: PublishedContent) -> Matcher:
-        """A matcher for ``content`` with this guide's domain words."""
+        """A matcher for ``content`` with this guide's domain words (and the
+        situations staff keep in the database, when it has them)."""
+        guidance = self.guidance
+        if content.situations is not None:
+            guidance = dataclasses.replace(guidance, situations=content.situations)
         return Matcher([entry for _, entry in content.entries], content.dictionary,
                        self.other_departments, self.domain_terms, self.programmes,
-                       tuning=load_tuning(), guidance=self.guidance,
+                       tuning=load_tuning(), guidance=guidance,
                        answer_first=self.answer_first, second_when=self.second_when)
 
 

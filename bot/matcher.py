@@ -103,6 +103,7 @@ class Tuning:
     answer_min_grams: float = 0.2
     clear_margin: float = 12.0  # this far ahead, a long message's few known syllables do
     cross_margin: float = 12.0  # margin needed when the two best are different programmes'
+    inferred_margin: float = 12.0  # margin needed when the programme was inferred, not named
     choices_at: float = 30.0
     choices_within: float = 15.0
     off_domain_answer_at: float = 90.0
@@ -165,6 +166,7 @@ class Reading:
     situations: tuple[int, ...]  # the situations whose cues it contains
     hardship: bool  # it tells of plain hardship
     clauses: tuple[str, ...] = ()  # its asking clauses that name something, when 2+
+    inferred: bool = False  # programme words were added to the asking part (not named in it)
 
 
 def _terms_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
@@ -193,17 +195,18 @@ class _Postings:
 
     def overlap(self, symbols: Iterable[str]) -> tuple[np.ndarray, float]:
         """IDF mass each row shares with ``symbols``, and the symbols' own mass."""
-        hits, weights, total = [], [], 0.0
+        hits, weights, sizes, total = [], [], [], 0.0
         for symbol in symbols:
             weight = self.idf.get(symbol, self.unknown_idf)
             total += weight
             rows = self.rows.get(symbol)
             if rows is not None:
                 hits.append(rows)
-                weights.append(np.full(len(rows), weight))
+                weights.append(weight)
+                sizes.append(len(rows))
         if not hits:
             return np.zeros(self.n_rows), total
-        shared = np.bincount(np.concatenate(hits), weights=np.concatenate(weights),
+        shared = np.bincount(np.concatenate(hits), weights=np.repeat(weights, sizes),
                              minlength=self.n_rows)
         return shared, total
 
@@ -225,11 +228,16 @@ class _CharCounts:
 
     def ratio_bound(self, query: str) -> np.ndarray:
         """For each string, a value >= fuzz.ratio(query, string) / 100."""
-        shared = np.zeros(len(self.lengths))
+        hits, counts = [], []
         for char, wanted in Counter(query).items():
             rows = self.rows.get(char)
             if rows is not None:
-                shared[rows] += np.minimum(self.counts[char], wanted)
+                hits.append(rows)
+                counts.append(np.minimum(self.counts[char], wanted))
+        if not hits:
+            return np.zeros(len(self.lengths))
+        shared = np.bincount(np.concatenate(hits), weights=np.concatenate(counts),
+                             minlength=len(self.lengths))
         return 2 * shared / np.maximum(self.lengths + len(query), 1)
 
 
@@ -381,6 +389,7 @@ class Matcher:
         self._entry_grams = _Postings(entry_grams, n, identity)
         self._keyword_entries = {k: np.array(v, dtype=np.intp)
                                  for k, v in keyword_entries.items()}
+        self._longest_keyword = max(map(len, self._keyword_entries), default=0)
         self._ends = np.append(self._starts[1:], len(sounds)) if n else self._starts
         self._prune = len(sounds) > self.PRUNE_ABOVE
         if self._prune:
@@ -401,9 +410,8 @@ class Matcher:
         shared_phrase, _ = self._phrase_grams.overlap(grams)
         dice = 2 * shared_phrase / (gram_mass + self._phrase_grams.mass)
         keywords = np.zeros(n)
-        for code, owners in self._keyword_entries.items():
-            if code in norm.sound:
-                keywords[owners] += 1
+        for code in self._keywords_in(norm.sound):
+            keywords[self._keyword_entries[code]] += 1
         situation = np.zeros(n)
         for number in situations:
             situation[self._situation_offers[number]] = 1.0
@@ -424,6 +432,14 @@ class Matcher:
             self._word_chars.ratio_bound(norm.word_string), self._starts)
         self._refine(norm, signals, np.zeros(n) if penalty is None else penalty)
         return signals
+
+    def _keywords_in(self, sound: str) -> set[str]:
+        """The keyword codes ``sound`` contains (each once), by looking up its
+        substrings rather than scanning every keyword."""
+        longest = min(self._longest_keyword, len(sound))
+        return {sound[i:i + size] for size in range(1, longest + 1)
+                for i in range(len(sound) - size + 1)
+                if sound[i:i + size] in self._keyword_entries}
 
     def _ratios(self, query: str, choices: list[str]) -> np.ndarray:
         scores = process.cdist([query], choices, scorer=fuzz.ratio, dtype=np.float32,
@@ -502,7 +518,7 @@ class Matcher:
         focus_text = self._with_implied(focus, text, situations)
         focused = norm if focus_text == text else self.normalise(focus_text)
         return Reading(norm, focused, focus, tuple(situations), hardship,
-                       tuple(asking) if len(asking) > 1 else ())
+                       tuple(asking) if len(asking) > 1 else (), focus_text != focus)
 
     def _with_implied(self, focus: str, text: str, situations: Iterable[int]) -> str:
         """``focus`` and, when it names no programme, the programmes the rest of the
@@ -569,8 +585,10 @@ class Matcher:
         return self._combine(signals, named) - penalty, signals, named
 
     def _confident(self, combined: np.ndarray, signals: dict[str, np.ndarray],
-                   answer_at: float) -> int | None:
-        """The entry to answer with, when one is clearly ahead."""
+                   answer_at: float, inferred: bool = False) -> int | None:
+        """The entry to answer with, when one is clearly ahead: further ahead when
+        the two best are different programmes' or the programme was only inferred
+        (from a situation or the story), since a wrong programme is the worst answer."""
         t = self.tuning
         order = np.argsort(-combined, kind="stable")[:2]
         top = combined[order[0]]
@@ -579,6 +597,8 @@ class Matcher:
             wanted = max(t.answer_margin, t.cross_margin)  # a wrong programme is the worst
         else:
             wanted = t.answer_margin
+        if inferred:
+            wanted = max(wanted, t.inferred_margin)
         if (top >= answer_at and margin >= wanted
                 and (signals["grams"][order[0]] >= t.answer_min_grams
                      or margin >= t.clear_margin)):
@@ -609,12 +629,12 @@ class Matcher:
             office, in_bureau = referral
             return Match(Band.UNKNOWN, candidates, norm, referral=office,
                          reason="in_bureau" if in_bureau else "referral")
-        in_domain = (any(code in norm.sound for code in self._anchors)
+        in_domain = (bool(self._anchor_re and self._anchor_re.search(norm.sound))
                      or bool(reading.situations) or reading.hardship)
         answer_at = t.answer_at if in_domain else t.off_domain_answer_at
         if reading.hardship and not reading.situations and not named:
             answer_at = max(answer_at, t.hardship_answer_at)  # a told hardship, no more
-        best = self._confident(combined, signals, answer_at)
+        best = self._confident(combined, signals, answer_at, reading.inferred)
         compares = len(named) > 1 and all(self._programme_entries[g][order[0]] for g in named)
         if in_domain and reading.clauses and not compares:
             # (one entry about every programme named answers "啥样的人吃五保 啥样的人吃低保")

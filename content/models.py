@@ -51,3 +51,21 @@ class ContentRevision(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     note: Mapped[str] = mapped_column(String(200))
+
+
+class SituationRow(Base):
+    """A life situation people describe instead of naming a programme (see
+    content/situations.yaml): the words that tell it, the programme words it stands
+    for and the FAQ entries to offer. Staff add and remove them in admin."""
+
+    __tablename__ = "situations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    cues: Mapped[list[str]] = mapped_column(JSON)
+    means: Mapped[list[str]] = mapped_column(JSON)
+    offer: Mapped[list[str]] = mapped_column(JSON)
+    # Removed by staff: kept (so `huimin init` does not bring a shipped one back).
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+    edited_by_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

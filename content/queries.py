@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from content.models import ContentRevision, DictionaryRow, FaqEntryRow
+from content.guidance import Situation, load_guidance
+from content.models import ContentRevision, DictionaryRow, FaqEntryRow, SituationRow
 from content.schema import Dictionary, FaqEntry
 from huimin.db import utcnow
 
@@ -19,6 +20,8 @@ class PublishedContent:
     entries: tuple[tuple[str, FaqEntry], ...]
     dictionary: Dictionary
     revision: int
+    # Life situations from the database; None: none loaded, use content/situations.yaml.
+    situations: tuple[Situation, ...] | None = None
 
 
 def _row_to_entry(row: FaqEntryRow) -> FaqEntry:
@@ -51,15 +54,19 @@ async def load_published(session: AsyncSession) -> PublishedContent:
         replacements={t.term: t.replacement or "" for t in terms if t.kind == "replacement"},
         fillers=tuple(t.term for t in terms if t.kind == "filler"),
     )
+    situations = (await session.scalars(select(SituationRow).order_by(SituationRow.id))).all()
     return PublishedContent(
         entries=tuple((row.file, _row_to_entry(row)) for row in rows),
         dictionary=dictionary,
         revision=await current_revision(session),
+        situations=tuple(Situation(s.name, tuple(s.cues), tuple(s.means), tuple(s.offer))
+                         for s in situations if not s.removed) if situations else None,
     )
 
 
 async def sync_shipped_content(
-    session: AsyncSession, entries: list[tuple[str, FaqEntry]], dictionary: Dictionary
+    session: AsyncSession, entries: list[tuple[str, FaqEntry]], dictionary: Dictionary,
+    situations: tuple[Situation, ...] | None = None,
 ) -> dict[str, int]:
     """Bring the shipped files into the database without touching admin edits.
 
@@ -94,7 +101,32 @@ async def sync_shipped_content(
         elif not row.edited_by_admin and row.replacement != replacement:
             row.replacement = replacement
             counts["dictionary_updated"] += 1
-    if any(counts[k] for k in ("added", "updated", "dictionary_added", "dictionary_updated")):
+    counts.update(await _sync_situations(session, situations))
+    if any(counts[k] for k in ("added", "updated", "dictionary_added", "dictionary_updated",
+                               "situations_added", "situations_updated")):
         session.add(ContentRevision(note="shipped content loaded"))
     await session.flush()
+    return counts
+
+
+async def _sync_situations(session: AsyncSession,
+                           situations: tuple[Situation, ...] | None) -> dict[str, int]:
+    """The shipped situations (``content/situations.yaml`` unless given): new ones
+    added, changed ones updated unless staff edited or removed them."""
+    if situations is None:
+        situations = load_guidance().situations
+    counts = {"situations_added": 0, "situations_updated": 0}
+    rows = {r.name: r for r in (await session.scalars(select(SituationRow))).all()}
+    for situation in situations:
+        values = {"cues": list(situation.cues), "means": list(situation.means),
+                  "offer": list(situation.offer)}
+        row = rows.get(situation.name)
+        if row is None:
+            session.add(SituationRow(name=situation.name, **values))
+            counts["situations_added"] += 1
+        elif not row.edited_by_admin and any(getattr(row, k) != v for k, v in values.items()):
+            for key, value in values.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            counts["situations_updated"] += 1
     return counts

@@ -23,7 +23,8 @@ VOLATILE_TABLES = ("asked_questions", "followers", "handled_messages", "conversa
                    "status_changes", "applications", "beneficiaries", "guess_counters",
                    "outbox", "payouts", "opt_outs", "delivery_events", "wechat_tokens",
                    "admin_users", "admin_sessions", "admin_audit", "faq_drafts",
-                   "faq_versions", "inbox_resolutions", "question_tally", "import_jobs")
+                   "faq_versions", "inbox_resolutions", "question_tally", "import_jobs",
+                   "situations")
 SECRET_KEY = "test-secret-key-0123456789"
 
 

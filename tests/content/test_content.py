@@ -129,7 +129,7 @@ async def test_init_is_idempotent_and_keeps_admin_edits(database_url: str) -> No
     settings = Settings(database_url=database_url)
     again = await initialise(settings)
     assert again == {"added": 0, "updated": 0, "kept_admin_edits": 0, "dictionary_added": 0,
-                     "dictionary_updated": 0}
+                     "dictionary_updated": 0, "situations_added": 0, "situations_updated": 0}
     db = Database(database_url)
     try:
         async with db.session() as session:
