@@ -64,6 +64,17 @@ def mask_typed(text: str) -> str:
     return " ".join(text.split())
 
 
+_NUMBER_SPACING = re.compile(r"[\s\-]")
+
+
+def carries_personal_number(text: str) -> bool:
+    """Whether a message has an ID number, a phone number or another run of 7+ digits
+    in it (also written with spaces or dashes, or in full-width digits). Such a message
+    is never stored for the inbox: the name next to the number would be kept in clear."""
+    compact = _NUMBER_SPACING.sub("", unicodedata.normalize("NFKC", text))
+    return mask_text(compact) != compact or _TYPED_DIGITS.search(compact) is not None
+
+
 @dataclass(frozen=True)
 class Topic:
     name: str
@@ -367,6 +378,10 @@ class Bot:
 
     # ----- records ---------------------------------------------------------
     async def _record_asked(self, match: Match, typed: str = "") -> int | None:
+        """Store an unanswered question for the inbox (None when it is not stored:
+        a message carrying an ID or phone number never is)."""
+        if carries_personal_number(typed) or carries_personal_number(match.normalised.text):
+            return None
         async with self.db.engine.begin() as conn:
             return await conn.scalar(insert(AskedQuestion).values(
                 asked_at=utcnow(),

@@ -37,8 +37,14 @@ log = logging.getLogger(__name__)
 CODE_TTL = timedelta(minutes=5)
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 _ID_IN_MESSAGE = re.compile(r"\d{17}[\dXx]|\d{15,19}[Xx]?")
+# An 18-character ID number anywhere in a message (spaces and dashes between its
+# digits allowed): the message is a status lookup, with or without 查进度 first.
+_ID_ANYWHERE = re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])")
+_ID_SPACING = re.compile(r"[\s\-－]")
 _LABELS = re.compile(r"身份证号码|身份证号|身份证|号码|姓名|名字|我叫|我是|本人|是")
 _NAME = re.compile(r"^[\u3400-\u9fff·]{2,6}$")
+# Words that are not a name ("我的身份证是…", "帮我查查…"): characters no name has.
+_NOT_NAME = re.compile(r"[我你您的吗呢吧啊呀]|申请|进度|查询|一下")
 _CODE = re.compile(r"^\d{6}$")
 _INVITE = re.compile(r"^(?:绑定|邀请码)\s*([A-Za-z0-9]{8})$")
 INVITE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -51,6 +57,11 @@ COMMANDS = {
 }
 
 
+def carries_id_number(text: str) -> bool:
+    """Whether the message has an 18-character ID number in it."""
+    return _ID_ANYWHERE.search(_ID_SPACING.sub("", text)) is not None
+
+
 def split_identity(text: str) -> tuple[str | None, str | None]:
     """Pull an ID number and a name out of one message (either may be missing)."""
     compact = re.sub(r"[\s,，.。:：;；、/|]+", " ", text).strip()
@@ -60,7 +71,7 @@ def split_identity(text: str) -> tuple[str | None, str | None]:
     if id_part:
         rest = rest.replace(" ", "").replace(id_part, " ")
     rest = _LABELS.sub(" ", rest)
-    names = [w for w in rest.split() if _NAME.match(w)]
+    names = [w for w in rest.split() if _NAME.match(w) and not _NOT_NAME.search(w)]
     return id_part, (names[0] if len(names) == 1 else None)
 
 
@@ -101,8 +112,9 @@ class StatusDesk:
     async def handle(self, openid: str, text: str, cleaned: str,
                      state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """The reply and the new state, or None when this is not about status."""
+        id_typed = carries_id_number(text)
         if self.vault is None:
-            if self.command_of(cleaned) or state.get("flow") == "bind":
+            if self.command_of(cleaned) or state.get("flow") == "bind" or id_typed:
                 log.error("HUIMIN_SECRET_KEY is not set: status lookup is unavailable")
                 return self.say("status_unavailable.j2"), {}
             return None
@@ -118,6 +130,10 @@ class StatusDesk:
             return await self.revoke_delegates(openid), {}
         if invite:
             return await self.redeem(openid, invite.group(1).upper()), {}
+        if id_typed and not (state.get("flow") == "bind" and state.get("step") == "identity"):
+            # An ID number without 查进度 first (or after a code was sent): the lookup,
+            # as if 查进度 had come just before, whoever is asking.
+            state = {"flow": "bind", "step": "identity"}
         if state.get("flow") == "bind":
             return await self.continue_binding(openid, text, state)
         return None

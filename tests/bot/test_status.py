@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bot.models import AskedQuestion
 from bot.status import lock_time_text
 from huimin.db import Database, utcnow
 from huimin.personal import Vault, id_check_digit
@@ -365,6 +366,39 @@ async def test_menu_click_starts_the_lookup(client, registry: Settings) -> None:
     response = await client.post("/wechat", params=signed_query(),
                                  data=event_xml("CLICK", key="MY_APPLICATION"))
     assert "身份证号和姓名" in reply_text(await response.text())
+
+
+async def test_an_id_number_without_the_command_starts_the_lookup(
+        client, registry: Settings, clock: Clock) -> None:
+    """"张桂兰 34132319620817004x" sent straight away is the lookup, with the same
+    identical reply whether or not the ID and name match a record."""
+    replies = [await say(client, identity, openid) for openid, identity in (
+        ("straight", f"张桂兰 {ID.lower()}"), ("unknown", f"张桂兰 {OTHER_VALID_ID}"),
+        ("wrong-name", f"李四 {ID}"))]
+    clock.advance(minutes=1)  # the phone's next turn
+    replies.append(await say(client, f"帮我查一下我的申请，身份证{ID}，张桂兰", "wordy"))
+    assert set(replies) == {"如信息正确，验证码已发送到您登记的手机，请在5分钟内回复6位验证码。"}
+    sms = await sms_lines(registry, 2)
+    await asyncio.sleep(0.2)
+    assert len(await sms_lines(registry, 2, wait=0)) == 2  # only the two real matches
+    assert "验证成功" in await say(client, code_in(sms[1]), "wordy")
+    # The ID alone asks for the name, as after 查进度.
+    assert "姓名" in await say(client, f"我的身份证是{ID}", "id-only")
+    assert "验证码已发送" in await say(client, "张桂兰", "id-only")
+
+
+async def test_messages_with_personal_numbers_never_reach_the_inbox(
+        client, registry: Settings) -> None:
+    """Whatever the bot makes of them, messages carrying an ID or phone number (and so
+    a name next to one) are not stored among the unanswered questions."""
+    for text in (f"张桂兰 {ID.lower()}", f"我叫张桂兰，电话{PHONE}，明天会下雨吗",
+                 "张桂兰 138 0013 8000 明天会下雨吗", f"张桂兰{PHONE}", "明天会下雨吗"):
+        await say(client, text, "talker")
+    db = Database(registry.database_url)
+    async with db.session() as session:
+        rows = (await session.scalars(select(AskedQuestion))).all()
+    await db.dispose()
+    assert [row.typed for row in rows] == ["明天会下雨吗"]  # the control question only
 
 
 async def test_a_question_during_the_flow_is_still_answered(client, registry: Settings) -> None:
