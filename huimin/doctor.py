@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 from huimin.settings import (
@@ -109,11 +110,17 @@ def check_settings(environ: Any = None) -> tuple[list[Finding], Settings | None]
 async def check_schema(settings: Settings) -> Finding:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import make_url
 
     from huimin.db import Database
     from huimin.migrate import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    url = make_url(settings.database_url)
+    if (url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+            and not Path(str(url.database)).is_file()):  # connecting would create it
+        return Finding("数据库结构", False, f"没有数据库文件 {url.database}",
+                       "运行 huimin init（或把 HUIMIN_DATABASE_URL 指向已有的数据库）")
     db = Database(settings.database_url)
     try:
         async with db.engine.connect() as conn:

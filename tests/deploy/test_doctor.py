@@ -95,3 +95,12 @@ async def test_doctor_reports_missing_templates_and_bad_settings(database_url, f
     code, out = await _doctor({**env, "HUIMIN_QUIET_HOURS": "late"})
     assert code == 1
     assert "✗ 设置：HUIMIN_QUIET_HOURS must look like 21:00-08:00" in out
+
+
+async def test_doctor_creates_no_database_file(tmp_path, fake_wechat):
+    missing = tmp_path / "nowhere.db"
+    code, out = await _doctor(_environment(f"sqlite+aiosqlite:///{missing}",
+                                           fake_wechat.base_url))
+    assert code == 1
+    assert f"✗ 数据库结构：没有数据库文件 {missing}" in out and "运行 huimin init" in out
+    assert not missing.exists()
