@@ -129,3 +129,16 @@ class SendRate(Base):
 
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     next_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ProviderStatus(Base):
+    """An SMS provider a worker has set aside: why and until when. Every worker reads it
+    (so none calls a provider another found unusable) and so does the staff UI."""
+
+    __tablename__ = "sms_provider_status"
+
+    provider: Mapped[str] = mapped_column(String(24), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # notify.sms.FailureKind
+    reason: Mapped[str] = mapped_column(String(200))  # the provider's code and message
+    set_aside_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    aside_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +61,7 @@ class SmsResult:
     message_id: str | None = None
     error: str | None = None
     permanent: bool = False  # a permanent error is never retried (bad number, opted out)
+    kind: FailureKind | None = None  # why it was not accepted, as the provider's code says
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,46 @@ class SentRecord:
     error: str | None = None
 
 
-class ProviderUnavailable(Exception):
-    """The whole call failed (network, auth, throttling): try later or another provider."""
+class FailureKind(StrEnum):
+    """Why a provider did not take a message, decided by the provider from its own error
+    code (never by reading the text): what the notifier does next depends on it alone.
 
-    def __init__(self, provider: str, reason: str, *, retry_after: float | None = None) -> None:
+    * ``THROTTLED``: we called too fast (API call frequency); slow down and ask again,
+      the provider is fine.
+    * ``DAILY_QUOTA``: the account's daily sending limit is spent; nothing goes through
+      this provider until the limit resets at midnight, China time.
+    * ``ACCOUNT``: the account cannot send (balance or package used up, arrears,
+      suspended service, missing permission, unknown key, monthly limit); nothing goes
+      through until someone fixes it in the provider's console.
+    * ``UNREACHABLE``: no usable answer (network, timeout, HTTP 5xx, internal error).
+    * ``REFUSED``: about this message only (a bad or blacklisted number, the per-number
+      frequency limits, the template); other messages are not affected.
+    """
+
+    THROTTLED = "throttled"
+    DAILY_QUOTA = "daily_quota"
+    ACCOUNT = "account"
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+
+
+# The kinds that make the whole provider unusable for a while (it is set aside).
+ACCOUNT_KINDS = frozenset({FailureKind.DAILY_QUOTA, FailureKind.ACCOUNT})
+
+
+class ProviderUnavailable(Exception):
+    """The whole call failed: ``kind`` says why (see :class:`FailureKind`); try later or
+    another provider. ``code`` is the provider's error code when it gave one."""
+
+    def __init__(self, provider: str, reason: str, *,
+                 kind: FailureKind = FailureKind.UNREACHABLE,
+                 retry_after: float | None = None, code: str | None = None) -> None:
         super().__init__(f"{provider}: {reason}")
         self.provider = provider
         self.reason = reason
+        self.kind = kind
         self.retry_after = retry_after
+        self.code = code
 
 
 class SmsProvider(Protocol):

@@ -27,6 +27,14 @@ message of the call:
   HTTP 5xx, timeouts, network errors, an answer that is not JSON:
   :class:`ProviderUnavailable`.
 
+Every failure carries a :class:`FailureKind` read from the code
+(:func:`failure_kind`): the gateway's ``Throttling`` codes (API calls too
+frequent) are "too fast"; ``isv.DAY_LIMIT_CONTROL`` (the daily total set in the
+console) spends the day; balance, suspended service (``isv.OUT_OF_SERVICE``),
+the monthly total, unknown accounts and keys and RAM permissions are account
+trouble; ``isv.BUSINESS_LIMIT_CONTROL`` is the per-number limit (one number,
+per minute, hour or day), about that message only.
+
 After a crash, :meth:`AliyunSms.find_sent` asks ``QuerySendDetails`` (same signing)
 for the number's messages of the day and matches ours by ``OutId`` and template.
 
@@ -59,7 +67,7 @@ from notify.providers import (
     scrub,
     send_grouped,
 )
-from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsResult
+from notify.sms import FailureKind, ProviderUnavailable, SentRecord, SmsMessage, SmsResult
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +99,12 @@ CALL_CODES = frozenset({
 # About one of the numbers: permanent for a single number; otherwise resend one by one.
 PHONE_CODES = frozenset({"isv.MOBILE_NUMBER_ILLEGAL", "isv.BUSINESS_LIMIT_CONTROL"})
 PERMANENT_CODES = CALL_CODES | {"isv.MOBILE_NUMBER_ILLEGAL"}
+# The daily total set in the console is spent: until midnight, China time.
+DAILY_QUOTA_CODES = frozenset({"isv.DAY_LIMIT_CONTROL"})
 # The account cannot send at all just now: let the notifier try another provider.
 ACCOUNT_CODES = frozenset({
     "isv.AMOUNT_NOT_ENOUGH",
     "isv.OUT_OF_SERVICE",
-    "isv.DAY_LIMIT_CONTROL",
     "isv.MONTH_LIMIT_CONTROL",
     "isv.ACCOUNT_NOT_EXISTS",
     "isv.ACCOUNT_ABNORMAL",
@@ -103,7 +112,26 @@ ACCOUNT_CODES = frozenset({
     "isv.PRODUCT_UNSUBSCRIBE",
     "isv.DENY_IP_RANGE",
     "isp.RAM_PERMISSION_DENY",
+    # Gateway answers about the key itself.
+    "InvalidAccessKeyId.NotFound",
+    "InvalidAccessKeyId.Inactive",
 })
+
+
+ACCOUNT_WIDE_CODES = DAILY_QUOTA_CODES | ACCOUNT_CODES
+
+
+def failure_kind(code: str) -> FailureKind:
+    """What an Alibaba Cloud error code means for the notifier."""
+    if code.startswith("Throttling"):  # the API gateway's flow control: calls too frequent
+        return FailureKind.THROTTLED
+    if code in DAILY_QUOTA_CODES:
+        return FailureKind.DAILY_QUOTA
+    if code in ACCOUNT_CODES:
+        return FailureKind.ACCOUNT
+    if code in PERMANENT_CODES or code in PHONE_CODES:
+        return FailureKind.REFUSED
+    return FailureKind.UNREACHABLE
 
 
 # --- RPC signature -------------------------------------------------------------------------
@@ -206,15 +234,16 @@ class AliyunSms(HttpSmsProvider):
             log.warning("aliyun: call of %d numbers refused with %s; resending one by one",
                         len(batch), code)
             return await send_grouped(self.name, batch, self._send_batch, max_batch=1)
-        if code in ACCOUNT_CODES or not code.startswith(("isv.", "isp.")):
+        kind = failure_kind(code)
+        if code in ACCOUNT_WIDE_CODES or not code.startswith(("isv.", "isp.")):
             log.warning("aliyun: call failed with %s (request %s)", code or "no code", request_id)
-            raise ProviderUnavailable(self.name, reason)
+            raise ProviderUnavailable(self.name, reason, kind=kind, code=code or None)
         permanent = code in PERMANENT_CODES
         who = masked(batch[0]) if len(batch) == 1 else f"{len(batch)} numbers"
         log.warning("aliyun: %s for %s (%s)", code, who,
                     "permanent" if permanent else "will retry")
-        return [SmsResult(accepted=False, provider=self.name, error=reason, permanent=permanent)
-                for _ in batch]
+        return [SmsResult(accepted=False, provider=self.name, error=reason, permanent=permanent,
+                          kind=kind) for _ in batch]
 
     async def find_sent(self, message: SmsMessage, since: datetime,
                         until: datetime) -> SentRecord | None:
@@ -233,7 +262,8 @@ class AliyunSms(HttpSmsProvider):
                 "PageSize": str(LOOKUP_PAGE), "CurrentPage": "1"})
             code = str(answer.get("Code", ""))
             if code != "OK":
-                raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: {code or 'no code'}")
+                raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: {code or 'no code'}",
+                                          kind=failure_kind(code), code=code or None)
             details = answer.get("SmsSendDetailDTOs") or {}
             records = details.get("SmsSendDetailDTO") if isinstance(details, dict) else None
             for record in records if isinstance(records, list) else []:
@@ -272,6 +302,10 @@ class AliyunSms(HttpSmsProvider):
         if not isinstance(answer, dict):
             raise ProviderUnavailable(self.name, f"answer is not a JSON object (HTTP {status})")
         if status != 200 and not str(answer.get("Code", "")).startswith(("isv.", "isp.")):
-            code = answer.get("Code") or f"HTTP {status}"
-            raise ProviderUnavailable(self.name, f"{code}: {scrub(str(answer.get('Message', '')))}")
+            code = str(answer.get("Code") or "")
+            kind = failure_kind(code) if code else (
+                FailureKind.THROTTLED if status == 429 else FailureKind.UNREACHABLE)
+            raise ProviderUnavailable(
+                self.name, f"{code or f'HTTP {status}'}: {scrub(str(answer.get('Message', '')))}",
+                kind=kind, code=code or None)
         return answer

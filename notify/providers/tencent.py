@@ -16,16 +16,25 @@ are read:
 * "Ok": accepted, ``SerialNo`` is the message id;
 * a bad or opted-out number, or a template / signature / parameter the
   provider will never accept: permanent (never retried);
-* account-wide trouble (package balance used up, arrears, daily limit of the
-  app) reported for every number of a call with nothing accepted: the provider
-  is unavailable, so the notifier tries the next one;
-* anything else per number (frequency limits, internal errors): not accepted,
-  retry later;
+* account-wide trouble (package balance used up, arrears, the app's daily
+  limit) reported for every number of a call with nothing accepted: the provider
+  is unavailable (kind ``DAILY_QUOTA`` or ``ACCOUNT``), so the notifier sets it
+  aside and tries the next one; reported for only some numbers (the limit ran out
+  in the middle of a call), those results carry the same kind;
+* anything else per number (the per-number frequency limits, internal errors):
+  not accepted, retry later;
 * a whole-call ``Error`` (AuthFailure.*, RequestLimitExceeded, InternalError,
   ...), HTTP 5xx, a timeout, a network error or an answer that is not JSON:
   :class:`ProviderUnavailable`. A whole-call error naming one bad number is
   permanent for a single-number call; a call of several numbers is then
   resent number by number so that the bad one can be told from the others.
+
+Every failure carries a :class:`FailureKind` read from the code
+(:func:`failure_kind`): ``RequestLimitExceeded`` and its sub-codes (API calls
+too frequent; SendSms allows 3000 a second) are "too fast"; the app's daily
+limits (``LimitExceeded.AppDailyLimit`` and the like, the "日下发条数" set in the
+console) spend the day; the per-number limits (``LimitExceeded.PhoneNumber*``,
+``LimitExceeded.DeliveryFrequencyLimit``) concern one message only.
 
 After a crash, :meth:`TencentSms.find_sent` asks ``DescribeSendRecordList`` (same
 signing, same endpoint) whether a message went out: Tencent keeps no reference of
@@ -57,7 +66,14 @@ from notify.providers import (
     scrub,
     send_grouped,
 )
-from notify.sms import ProviderUnavailable, SentRecord, SmsMessage, SmsResult
+from notify.sms import (
+    ACCOUNT_KINDS,
+    FailureKind,
+    ProviderUnavailable,
+    SentRecord,
+    SmsMessage,
+    SmsResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +110,15 @@ CALL_CODES = frozenset({
     "InvalidParameterValue.ContentLengthLimit",
 })
 PERMANENT_CODES = PHONE_CODES | CALL_CODES
+# The app's daily sending limits (set in the console): spent until midnight, China time.
+DAILY_QUOTA_CODES = frozenset({
+    "LimitExceeded.AppDailyLimit",
+    "LimitExceeded.DailyLimit",
+    "LimitExceeded.AppMainlandChinaDailyLimit",
+    "LimitExceeded.AppGlobalDailyLimit",
+})
 # Trouble with the account rather than the message: when every number of a call
-# reports one of these, the provider as a whole is unavailable.
+# reports one of these (or a daily limit), the provider as a whole is unavailable.
 ACCOUNT_CODES = frozenset({
     "FailedOperation.InsufficientBalanceInSmsPackage",
     "UnauthorizedOperation.SerivceSuspendDueToArrears",
@@ -104,9 +127,33 @@ ACCOUNT_CODES = frozenset({
     "UnauthorizedOperation.RequestIpNotInWhitelist",
     "UnauthorizedOperation.RequestPermissionDeny",
     "InvalidParameterValue.SdkAppIdNotExist",
-    "LimitExceeded.AppDailyLimit",
-    "LimitExceeded.DailyLimit",
+    # Whole-call errors about the key itself.
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure.InvalidSecretId",
+    "AuthFailure.UnauthorizedOperation",
 })
+ACCOUNT_WIDE_CODES = DAILY_QUOTA_CODES | ACCOUNT_CODES
+# One number got too many messages (per 30 s, hour, day, or the console's frequency rule).
+NUMBER_LIMIT_CODES = frozenset({
+    "LimitExceeded.PhoneNumberThirtySecondLimit",
+    "LimitExceeded.PhoneNumberOneHourLimit",
+    "LimitExceeded.PhoneNumberDailyLimit",
+    "LimitExceeded.PhoneNumberSameContentDailyLimit",
+    "LimitExceeded.DeliveryFrequencyLimit",
+})
+
+
+def failure_kind(code: str) -> FailureKind:
+    """What a Tencent error code means for the notifier."""
+    if code.startswith("RequestLimitExceeded"):  # API call frequency (and its sub-codes)
+        return FailureKind.THROTTLED
+    if code in DAILY_QUOTA_CODES:
+        return FailureKind.DAILY_QUOTA
+    if code in ACCOUNT_CODES:
+        return FailureKind.ACCOUNT
+    if code in PERMANENT_CODES or code in NUMBER_LIMIT_CODES:
+        return FailureKind.REFUSED
+    return FailureKind.UNREACHABLE
 
 
 # --- TC3-HMAC-SHA256 ------------------------------------------------------------------------
@@ -232,10 +279,11 @@ class TencentSms(HttpSmsProvider):
                     by_number[number] = entry
         entries = [by_number.get(n) for n in numbers]
         codes = [str(e.get("Code", "")) if e else "" for e in entries]
-        if all(code in ACCOUNT_CODES for code in codes):
+        if all(code in ACCOUNT_WIDE_CODES for code in codes):
             entry = entries[0] or {}
             raise ProviderUnavailable(
-                self.name, f"{codes[0]}: {scrub(str(entry.get('Message', '')))}")
+                self.name, f"{codes[0]}: {scrub(str(entry.get('Message', '')))}",
+                kind=failure_kind(codes[0]), code=codes[0])
         results = [self._result(message, entry) for message, entry in zip(batch, entries,
                                                                             strict=True)]
         log.info("tencent: template %s to %d number(s): %d accepted (request %s)",
@@ -253,9 +301,11 @@ class TencentSms(HttpSmsProvider):
             return SmsResult(accepted=True, provider=self.name,
                              message_id=str(entry.get("SerialNo") or "") or None)
         permanent = code in PERMANENT_CODES
+        kind = failure_kind(code)
         log.warning("tencent: %s for %s (%s)", code, masked(message),
-                    "permanent" if permanent else "will retry")
-        return SmsResult(accepted=False, provider=self.name, permanent=permanent,
+                    "permanent" if permanent else
+                    "account-wide" if kind in ACCOUNT_KINDS else "will retry")
+        return SmsResult(accepted=False, provider=self.name, permanent=permanent, kind=kind,
                          error=f"{code}: {scrub(str(entry.get('Message', '')))}")
 
     async def _whole_call_error(self, batch: Sequence[SmsMessage], error: Any,
@@ -267,14 +317,14 @@ class TencentSms(HttpSmsProvider):
         if code in CALL_CODES or (code in PHONE_CODES and len(batch) == 1):
             log.warning("tencent: call refused with %s for %d number(s) (request %s)",
                         code, len(batch), request_id)
-            return [SmsResult(accepted=False, provider=self.name, error=reason, permanent=True)
-                    for _ in batch]
+            return [SmsResult(accepted=False, provider=self.name, error=reason, permanent=True,
+                              kind=FailureKind.REFUSED) for _ in batch]
         if code in PHONE_CODES:
             log.warning("tencent: call of %d numbers refused with %s; resending one by one",
                         len(batch), code)
             return await send_grouped(self.name, batch, self._send_batch, max_batch=1)
         log.warning("tencent: call failed with %s (request %s)", code, request_id)
-        raise ProviderUnavailable(self.name, reason)
+        raise ProviderUnavailable(self.name, reason, kind=failure_kind(code), code=code)
 
     async def find_sent(self, message: SmsMessage, since: datetime,
                         until: datetime) -> SentRecord | None:
@@ -295,7 +345,8 @@ class TencentSms(HttpSmsProvider):
         error = response.get("Error")
         if error is not None:
             code = str(error.get("Code", "")) if isinstance(error, dict) else ""
-            raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: {code or 'error'}")
+            raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: {code or 'error'}",
+                                      kind=failure_kind(code), code=code or None)
         records = response.get("SendRecordSet")
         if not isinstance(records, list):
             raise ProviderUnavailable(self.name, f"{LOOKUP_ACTION}: answer without "
@@ -339,7 +390,11 @@ class TencentSms(HttpSmsProvider):
             raise ProviderUnavailable(
                 self.name, f"network error: {type(exc).__name__}: {scrub(str(exc))}") from None
         if status >= 500 or status == 429:
-            raise ProviderUnavailable(self.name, f"HTTP {status}", retry_after=retry_after)
+            # 429, or a busy gateway naming when to come back: too fast, not broken.
+            too_fast = status == 429 or retry_after is not None
+            raise ProviderUnavailable(
+                self.name, f"HTTP {status}", retry_after=retry_after,
+                kind=FailureKind.THROTTLED if too_fast else FailureKind.UNREACHABLE)
         try:
             data = json.loads(raw)
         except ValueError:
