@@ -83,6 +83,30 @@ class Topic:
 
 
 @dataclass(frozen=True)
+class MyStatusAsk:
+    """"我的申请到哪一步了": a person asking for their own application's status, told
+    apart from asking how to look it up (``my_status`` in content/intents.yaml)."""
+
+    faq_id: str
+    asks: tuple[str, ...]
+    how_to: tuple[str, ...]
+
+    @classmethod
+    def from_yaml(cls, data: Mapping[str, Any] | None) -> MyStatusAsk | None:
+        if not data:
+            return None
+        return cls(str(data["faq"]), tuple(str(w) for w in data.get("asks") or ()),
+                   tuple(str(w) for w in data.get("how_to") or ()))
+
+    def asked(self, cleaned: str, match: Match) -> bool:
+        """The matcher would answer with the how-to, and the (cleaned) message asks
+        where the application is, not how to find out."""
+        return (match.band is Band.ANSWER and match.candidates[0].faq_id == self.faq_id
+                and any(w in cleaned for w in self.asks)
+                and not any(w in cleaned for w in self.how_to))
+
+
+@dataclass(frozen=True)
 class Guide:
     """The fixed parts of the conversation: menu topics, menu clicks and intents."""
 
@@ -96,6 +120,7 @@ class Guide:
     guidance: Guidance = field(default_factory=Guidance)
     answer_first: tuple[tuple[str, ...], ...] = ()
     second_when: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    my_status: MyStatusAsk | None = None
 
     @classmethod
     def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE,
@@ -121,6 +146,7 @@ class Guide:
                                for p in intents.get("answer_first") or ()),
             second_when={p["pair"][1]: tuple(p.get("second_when") or ())
                          for p in intents.get("answer_first") or () if isinstance(p, dict)},
+            my_status=MyStatusAsk.from_yaml(intents.get("my_status")),
         )
 
     def matcher(self, content: PublishedContent) -> Matcher:
@@ -301,6 +327,13 @@ class Bot:
             detail = self.snapshot.details.get(str(state.get("last_faq")))
             return detail or self.say("no_details.j2")
         match = matcher.match(text)
+        asks = self.guide.my_status
+        if (asks is not None and self.status is not None and self.status.vault is not None
+                and asks.asked(cleaned, match)):
+            self.answered.add()
+            reply, new_state = await self.status.start(openid)
+            await self.conversations.put(openid, new_state)
+            return reply
         return await self.answer_match(openid, match, text)
 
     async def answer_match(self, openid: str, match: Match, typed: str = "") -> str:

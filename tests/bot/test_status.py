@@ -401,6 +401,22 @@ async def test_messages_with_personal_numbers_never_reach_the_inbox(
     assert [row.typed for row in rows] == ["明天会下雨吗"]  # the control question only
 
 
+async def test_asking_where_my_application_is_starts_the_lookup(
+        client, registry: Settings, clock: Clock) -> None:
+    """"我的申请到哪一步了" asks for this person's own status: the lookup starts (unbound)
+    or the status is shown (bound); asking how to look it up still gets the how-to."""
+    for openid, question in (("a", "我的申请到哪一步了"), ("b", "审批到哪了"),
+                             ("c", "我的低保批下来没有"), ("d", "俺的低保批下来了吗？")):
+        assert "要先核对身份" in await say(client, question, openid), question
+    assert "验证码已发送" in await say(client, f"{ID} 张桂兰", "a")
+    assert "查申请进度这样做" in await say(client, "怎么查我的申请进度", "e")
+    assert "查申请进度这样做" in await say(client, "在手机上能查低保审批到哪了吗", "e")
+    clock.advance(minutes=1)  # the phone's next turn
+    await bind_self(client, registry, "bound")
+    reply = await say(client, "审批到哪了", "bound")
+    assert "【低保】" in reply and "乡镇政府正在审核" in reply
+
+
 async def test_a_question_during_the_flow_is_still_answered(client, registry: Settings) -> None:
     await say(client, "查进度")
     await say(client, f"{ID} 张桂兰")
