@@ -22,7 +22,13 @@ row go back to the queue unconfirmed, with a warning.
 Rules at send time: quiet hours hold non-urgent messages until morning; opt-outs
 are checked now, not only when planned; each phone gets at most one SMS per 30 s
 and ten a day; each provider is held to a rate; a provider that keeps failing is
-set aside for a while and the next one takes over. Urgent messages (verification
+set aside for a while and the next one takes over. What to do about a failed call
+is decided by the :class:`~notify.sms.FailureKind` the provider gives it, never by
+its text: "too fast" is paced and asked again; a spent daily limit sets the
+provider aside until midnight China time, account trouble (balance, permissions)
+for an hour; set-asides are kept in ``sms_provider_status`` for every worker and
+the staff UI, and messages that no provider can take meanwhile wait for the first
+to come back without spending an attempt. Urgent messages (verification
 codes) go first, at any hour, past the per-phone caps, by SMS only, and lapse at
 their ``expires_at``.
 """
@@ -44,7 +50,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import and_, bindparam, delete, or_, select, update
 
-from huimin.db import Database, utcnow
+from huimin.db import Database, upsert, utcnow
 from huimin.metrics import SENDS
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary, Binding
@@ -58,11 +64,14 @@ from notify.models import (
     LateReply,
     OptOut,
     OutboxMessage,
+    ProviderStatus,
 )
 from notify.plan import SEALED_KINDS, VERIFICATION
 from notify.render import sms_for, wechat_data
-from notify.rules import QuietHours, RateLimiter, SharedRateLimiter, wait_until
+from notify.rules import LOCAL, QuietHours, RateLimiter, SharedRateLimiter, wait_until
 from notify.sms import (
+    ACCOUNT_KINDS,
+    FailureKind,
     ProviderUnavailable,
     SentRecord,
     SmsLookup,
@@ -86,27 +95,80 @@ class RetryPolicy:
         return min(self.cap, self.base * (2 ** max(attempts - 1, 0)))
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A provider not to be called before ``until``, and why."""
+
+    kind: FailureKind
+    reason: str
+    until: datetime
+
+
 @dataclass
 class ProviderHealth:
-    """Sets a provider aside after ``threshold`` whole-call failures in a row."""
+    """Which SMS providers may be called now.
+
+    A provider is set aside after ``threshold`` unreachable calls in a row, for
+    ``cooldown``; at once when it says its account cannot send: until the next
+    midnight China time for a spent daily limit (the limit resets then), for
+    ``account_pause`` for other account trouble (someone has to top up or fix a
+    permission; it is tried again after that). "Too fast" never sets it aside.
+    Times come from ``clock`` (the worker's).
+    """
 
     threshold: int = 3
-    cooldown: float = 60.0
+    cooldown: timedelta = timedelta(seconds=60)
+    account_pause: timedelta = timedelta(hours=1)
+    clock: Callable[[], datetime] = utcnow
     failures: dict[str, int] = field(default_factory=dict)
-    aside_until: dict[str, float] = field(default_factory=dict)
+    aside: dict[str, SetAside] = field(default_factory=dict)
 
     def usable(self, name: str) -> bool:
-        return self.aside_until.get(name, 0.0) <= time.monotonic()
+        entry = self.aside.get(name)
+        return entry is None or entry.until <= self.clock()
 
-    def failed(self, name: str) -> None:
+    def failed(self, name: str, reason: str = "") -> SetAside | None:
+        """One more unreachable call; the set-aside when that makes ``threshold``."""
         self.failures[name] = self.failures.get(name, 0) + 1
-        if self.failures[name] >= self.threshold:
-            self.aside_until[name] = time.monotonic() + self.cooldown
-            self.failures[name] = 0
-            log.warning("SMS provider %s set aside for %.0f s", name, self.cooldown)
+        if self.failures[name] < self.threshold:
+            return None
+        self.failures[name] = 0
+        return self.set_aside(name, FailureKind.UNREACHABLE,
+                              f"{self.threshold} calls in a row failed: {reason}")
+
+    def set_aside(self, name: str, kind: FailureKind, reason: str) -> SetAside:
+        now = self.clock()
+        if kind is FailureKind.DAILY_QUOTA:
+            until = next_china_midnight(now)
+        elif kind is FailureKind.ACCOUNT:
+            until = now + self.account_pause
+        else:
+            until = now + self.cooldown
+        entry = SetAside(kind, reason[:200], until)
+        self.aside[name] = entry
+        self.failures[name] = 0
+        shown = until.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
+        if kind is FailureKind.DAILY_QUOTA:
+            log.warning("SMS provider %s set aside until %s China time: its daily sending "
+                        "limit is spent (%s)", name, shown, reason)
+        elif kind is FailureKind.ACCOUNT:
+            log.error("SMS provider %s set aside until %s China time: its account cannot "
+                      "send (%s). Fix it in the provider's console (balance, package, "
+                      "permissions, keys); it is tried again then", name, shown, reason)
+        else:
+            log.warning("SMS provider %s set aside until %s China time: %s", name, shown,
+                        reason)
+        return entry
 
     def worked(self, name: str) -> None:
         self.failures[name] = 0
+
+    def back_at(self, names: Sequence[str]) -> datetime | None:
+        """When the first of ``names`` may be called again (now if one may), or None
+        when there are none."""
+        now = self.clock()
+        times = [now if self.usable(n) else self.aside[n].until for n in names]
+        return min(times) if times else None
 
 
 @dataclass(frozen=True)
@@ -218,7 +280,8 @@ class Worker:
         self._calls = asyncio.Semaphore(concurrency)  # provider and WeChat calls in flight
         self.stale_after = stale_after
         self.retry = retry or RetryPolicy()
-        self.health = ProviderHealth()
+        self.health = ProviderHealth(clock=clock)
+        self._health_read = -HEALTH_REFRESH  # monotonic time the set-asides were last read
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.summary = RunSummary()
         self.clock = clock  # tests and benchmarks pass a fixed clock
@@ -461,6 +524,7 @@ class Worker:
                    if isinstance(d, SmsMessage)]
         sent: dict[int, Outcome] = {}
         if pending:
+            await self._read_health()
             # Book the provider's rate for the whole batch first (one round trip to the
             # shared schedule), then mark the rows and send, each call at its turn.
             preferred = next((p for p in self.sms if self.health.usable(p.name)), None)
@@ -621,6 +685,9 @@ class Worker:
         outcomes: dict[int, Outcome] = {}
         remaining = list(group)
         errors: dict[int, str] = {}
+        # Messages that failed for a reason of their own or a provider's passing trouble
+        # (the others only met providers whose account cannot send just now).
+        tried: set[int] = set()
         throttled = False
         for provider in self.sms:
             if not remaining:
@@ -632,13 +699,24 @@ class Worker:
                 results = await self._send_paced(provider, [sms for _, sms in remaining],
                                                  turn=turn if paid else None)
             except ProviderUnavailable as exc:
-                throttled = _throttled(exc)
-                if not throttled:  # too fast is our fault, not the provider's health
-                    self.health.failed(provider.name)
+                throttled = exc.kind is FailureKind.THROTTLED
+                if exc.kind in ACCOUNT_KINDS:
+                    await self._set_aside(provider.name, exc.kind, exc.reason)
+                else:
+                    tried.update(m.id for m, _ in remaining)
+                    if not throttled:  # too fast is our fault, not the provider's health
+                        entry = self.health.failed(provider.name, exc.reason)
+                        if entry is not None:
+                            await self._save_aside(provider.name, entry)
                 errors.update({m.id: f"{provider.name}: {exc.reason}" for m, _ in remaining})
                 continue
             throttled = False
             self.health.worked(provider.name)
+            spent = next((r for r in results if not r.accepted and r.kind in ACCOUNT_KINDS),
+                         None)
+            if spent is not None:  # the limit ran out part way through the call
+                assert spent.kind is not None
+                await self._set_aside(provider.name, spent.kind, spent.error or spent.kind)
             still = []
             for (message, sms), result in zip(remaining, results, strict=True):
                 if result.accepted:
@@ -651,17 +729,57 @@ class Worker:
                                                    error=result.error or "rejected")
                 else:
                     errors[message.id] = f"{provider.name}: {result.error}"
+                    if result.kind not in ACCOUNT_KINDS:
+                        tried.add(message.id)
                     still.append((message, sms))
             remaining = still
+        back = self.health.back_at([p.name for p in self.sms])
         for message, _ in remaining:
             error = errors.get(message.id, "no SMS provider available")
             if throttled:
                 outcomes[message.id] = Outcome(
                     state=None, channel="sms", error=error[:200], counts_as_attempt=False,
                     not_before=self.clock() + THROTTLED_PAUSE)
+            elif message.id not in tried and back is not None and back > self.clock():
+                # Every provider is set aside: wait for the first to come back. Not the
+                # message's fault, so no attempt is spent (a daily limit can last hours).
+                outcomes[message.id] = Outcome(
+                    state=None, channel="sms", error=error[:200], counts_as_attempt=False,
+                    not_before=back)
             else:
                 outcomes[message.id] = self._retry_later(message, error, channel="sms")
         return outcomes
+
+    async def _set_aside(self, name: str, kind: FailureKind, reason: str) -> None:
+        await self._save_aside(name, self.health.set_aside(name, kind, reason))
+
+    async def _save_aside(self, name: str, entry: SetAside) -> None:
+        """Keep a set-aside where every worker and the staff UI see it."""
+        async with self.db.session() as session:
+            await upsert(session, ProviderStatus, {
+                "provider": name, "kind": str(entry.kind), "reason": entry.reason,
+                "set_aside_at": self.clock(), "aside_until": entry.until}, key="provider")
+
+    async def _read_health(self) -> None:
+        """Take up the set-asides other workers recorded (every few seconds at most)."""
+        if time.monotonic() - self._health_read < HEALTH_REFRESH:
+            return
+        self._health_read = time.monotonic()
+        names = [p.name for p in self.sms]
+        async with self.db.session() as session:
+            rows = (await session.execute(
+                select(ProviderStatus.provider, ProviderStatus.kind, ProviderStatus.reason,
+                       ProviderStatus.aside_until)
+                .where(ProviderStatus.provider.in_(names)))).all()
+        for name, kind, reason, until in rows:
+            until = _aware(until)
+            mine = self.health.aside.get(name)
+            if mine is None or mine.until < until:
+                try:
+                    failure = FailureKind(kind)
+                except ValueError:
+                    failure = FailureKind.UNREACHABLE
+                self.health.aside[name] = SetAside(failure, reason, until)
 
     async def _send_paced(self, provider: SmsProvider, messages: Sequence[SmsMessage],
                           turn: float | None = None) -> list[SmsResult]:
@@ -765,6 +883,7 @@ _CLAIMED_COLUMNS = (OutboxMessage.id, OutboxMessage.key, OutboxMessage.kind,
 LOOKUP_SLACK = timedelta(minutes=1)
 THROTTLE_TRIES = 3  # calls of one group while the provider says "too fast"
 THROTTLED_PAUSE = timedelta(seconds=5)  # then the group waits this long, no attempt counted
+HEALTH_REFRESH = 5.0  # seconds between reads of the providers set aside by other workers
 LOOKUP_SPAN = timedelta(minutes=10)
 
 
@@ -782,14 +901,13 @@ async def _until_not_throttled(attempt: Callable[[int], Awaitable[T]],
         try:
             return await attempt(number)
         except ProviderUnavailable as exc:
-            if number == THROTTLE_TRIES or not _throttled(exc):
+            if number == THROTTLE_TRIES or exc.kind is not FailureKind.THROTTLED:
                 raise
             await asyncio.sleep(exc.retry_after or pause(number))
     raise AssertionError("unreachable")
 
 
-def _throttled(exc: ProviderUnavailable) -> bool:
-    """The provider refused because we sent too fast (not because it is broken)."""
-    reason = exc.reason
-    return (exc.retry_after is not None or "LimitExceeded" in reason or "HTTP 429" in reason
-            or "Throttling" in reason or "BUSINESS_LIMIT_CONTROL" in reason)
+def next_china_midnight(now: datetime) -> datetime:
+    """The next 00:00 in China (when providers' daily limits reset), in UTC."""
+    day = now.astimezone(LOCAL).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=LOCAL).astimezone(UTC)

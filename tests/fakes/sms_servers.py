@@ -16,6 +16,9 @@ signature code (written from the providers' documentation, independent of
   under 512 bytes);
 * answers each number from :attr:`TencentFake.codes` (number -> Code, default "Ok")
   in ``SendStatusSet``;
+* with :attr:`TencentFake.daily_limit` set, accepts that many numbers in all and
+  answers every later number ``LimitExceeded.AppDailyLimit`` (the app's daily limit
+  set in the console is spent; ``0``: spent already);
 * answers ``DescribeSendRecordList`` (one number's send records between
   ``BeginTime`` and ``EndTime``, newest first, ``Limit`` / ``Offset``) from what it
   accepted, with the content a person received (template text from
@@ -32,6 +35,8 @@ signature code (written from the providers' documentation, independent of
 * answers the call from :attr:`AliyunFake.codes`: the first number (in
   ``PhoneNumbers`` order) with a code other than "OK" decides the whole call, as
   Aliyun answers a call as a whole;
+* with :attr:`AliyunFake.daily_limit` set, answers ``isv.DAY_LIMIT_CONTROL`` to a
+  call that would take the numbers accepted past it (``0``: spent already);
 * answers ``QuerySendDetails`` (one number's messages of one ``SendDate``, China
   time, paged) from what it accepted, each with its ``OutId`` and ``TemplateCode``.
 
@@ -96,6 +101,8 @@ TENCENT_MESSAGES = {
     "FailedOperation.PhoneNumberOnBlacklist": "phone number on blacklist",
     "LimitExceeded.PhoneNumberDailyLimit": "phone number daily limit exceeded",
     "FailedOperation.InsufficientBalanceInSmsPackage": "insufficient balance in SMS package",
+    "LimitExceeded.AppDailyLimit": "the number of SMS messages sent from the app per day "
+                                   "exceeds the upper limit",
 }
 ALIYUN_MESSAGES = {
     "OK": "OK",
@@ -104,6 +111,7 @@ ALIYUN_MESSAGES = {
     "isv.AMOUNT_NOT_ENOUGH": "账户余额不足",
     "isv.SMS_TEMPLATE_ILLEGAL": "模板不合法(不存在或被拉黑)",
     "isv.SMS_SIGNATURE_ILLEGAL": "签名不合法(不存在或被拉黑)",
+    "isv.DAY_LIMIT_CONTROL": "触发日发送限额",
 }
 
 
@@ -219,6 +227,12 @@ class TencentFake(_FakeBase):
     max_skew: float = 300.0
     reverse_statuses: bool = False  # answer SendStatusSet in reverse order (no order promised)
     template_texts: dict[str, str] = field(default_factory=dict)  # TemplateId -> "…{1}…"
+    daily_limit: int | None = None  # numbers accepted in all before AppDailyLimit
+
+    @property
+    def send_calls(self) -> list[TencentCall]:
+        """The SendSms calls received (lookups left out)."""
+        return [c for c in self.calls if c.headers.get("x-tc-action") == "SendSms"]
 
     def __post_init__(self) -> None:
         self._serial = itertools.count(1)
@@ -384,6 +398,8 @@ class TencentFake(_FakeBase):
             code = self.codes.get(phone) or self.codes.get(bare) or "Ok"
             if not _E164.match(phone):
                 code = "InvalidParameterValue.IncorrectPhoneNumber"
+            elif self.daily_limit is not None and len(self.delivered) >= self.daily_limit:
+                code = "LimitExceeded.AppDailyLimit"
             ok = code == "Ok"
             serial = f"2433:{next(self._serial):012d}" if ok else ""
             statuses.append({
@@ -435,6 +451,12 @@ class AliyunFake(_FakeBase):
     delivered: list[dict[str, Any]] = field(default_factory=list)  # one per accepted number
     max_skew: float = 900.0
     template_texts: dict[str, str] = field(default_factory=dict)  # TemplateCode -> "…${name}…"
+    daily_limit: int | None = None  # numbers accepted in all before DAY_LIMIT_CONTROL
+
+    @property
+    def send_calls(self) -> list[AliyunCall]:
+        """The SendSms calls received (lookups left out)."""
+        return [c for c in self.calls if c.params.get("Action") == "SendSms"]
 
     def __post_init__(self) -> None:
         self._nonces: set[str] = set()
@@ -577,6 +599,8 @@ class AliyunFake(_FakeBase):
             code = self.codes.get(number, "OK")
             if code != "OK":
                 return self._error(code, ALIYUN_MESSAGES.get(code, code))
+        if self.daily_limit is not None and len(self.delivered) + len(bare) > self.daily_limit:
+            return self._error("isv.DAY_LIMIT_CONTROL", ALIYUN_MESSAGES["isv.DAY_LIMIT_CONTROL"])
         biz_id = f"{next(self._biz)}^0"
         sent = datetime.now(_CHINA)
         for number in bare:
