@@ -178,18 +178,20 @@ def blind_test_figures() -> dict[str, dict[str, float]]:
 def test_accuracy_floors_on_the_blind_test_split(
         blind_test_figures: dict[str, dict[str, float]]) -> None:
     f = blind_test_figures
-    # Measured when written (issue 10; before the work: 0.69 / 0.74 / 11 of 106 /
-    # pinyin 0.28 / long 0.37 / situation 0.35 / voice 0.99 / plain 1.00):
-    # in scope 0.854 (78 % right), off-topic 0.943 with 1 confident answer in 106,
-    # pinyin 0.96, long story 0.80, situation 0.63, voice 0.97, plain 1.00.
-    assert f["in scope"]["score"] >= 0.83
-    assert f["in scope"].get("right", 0) / f["in scope"]["n"] >= 0.75
-    assert f["in scope"].get("wrong", 0) / f["in scope"]["n"] <= 0.04
+    # Measured (issue 10, round 2; round 1 in brackets): in scope 0.871 (0.854), 81 % right
+    # (78 %), 9 confident wrong answers of 424 (11); off-topic 0.943 with 1 confident
+    # answer in 106; pinyin 0.96, long story 0.84 (0.80), situation 0.63, voice 0.97,
+    # plain 1.00, dialect 0.84, two in one 0.91 (0.84), relative 0.87 (0.83), numbers 0.84
+    # (0.82). The floors leave a little room; wrong answers have a ceiling of their own.
+    in_scope = f["in scope"]
+    assert in_scope["score"] >= 0.85
+    assert in_scope.get("right", 0) / in_scope["n"] >= 0.78
+    assert in_scope.get("wrong", 0) <= 10
     assert f["off-topic"]["score"] >= 0.92
     assert f["off-topic"].get("wrong", 0) * 40 / f["off-topic"]["n"] <= 1.0
-    for kind, floor in (("pinyin", 0.92), ("long_story", 0.76), ("situation", 0.60),
+    for kind, floor in (("pinyin", 0.93), ("long_story", 0.80), ("situation", 0.60),
                         ("voice", 0.94), ("plain", 0.97), ("dialect", 0.82),
-                        ("two_in_one", 0.80), ("relative", 0.79), ("numbers", 0.78)):
+                        ("two_in_one", 0.87), ("relative", 0.84), ("numbers", 0.80)):
         assert f[kind]["score"] >= floor, kind
 
 
