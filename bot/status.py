@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,12 @@ COMMANDS = {
     "invite": {"授权家人", "邀请家人", "添加家人", "家人代查"},
     "revoke_delegates": {"取消授权", "收回授权"},
 }
+
+
+def code_typed(text: str) -> str | None:
+    """The 6-digit code a message is (full-width digits and spaces allowed), or None."""
+    compact = re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+    return compact if _CODE.match(compact) and compact.isascii() else None
 
 
 def carries_id_number(text: str) -> bool:
@@ -113,8 +120,10 @@ class StatusDesk:
                      state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """The reply and the new state, or None when this is not about status."""
         id_typed = carries_id_number(text)
+        code = code_typed(text)
         if self.vault is None:
-            if self.command_of(cleaned) or state.get("flow") == "bind" or id_typed:
+            if (self.command_of(cleaned) or state.get("flow") == "bind" or id_typed
+                    or code is not None):
                 log.error("HUIMIN_SECRET_KEY is not set: status lookup is unavailable")
                 return self.say("status_unavailable.j2"), {}
             return None
@@ -130,6 +139,10 @@ class StatusDesk:
             return await self.revoke_delegates(openid), {}
         if invite:
             return await self.redeem(openid, invite.group(1).upper()), {}
+        if code is not None:
+            # Six digits are a code, in the flow or not (after a wrong or lapsed code the
+            # flow has ended): checked, and never taken for a question.
+            return await self.check_code(openid, code, state), {}
         if id_typed and not (state.get("flow") == "bind" and state.get("step") == "identity"):
             # An ID number without 查进度 first (or after a code was sent): the lookup,
             # as if 查进度 had come just before, whoever is asking.
@@ -149,9 +162,7 @@ class StatusDesk:
     async def continue_binding(self, openid: str, text: str,
                                state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         if state.get("step") == "code":
-            if _CODE.match(text.strip()):
-                return await self.check_code(openid, text.strip(), state), {}
-            return None  # anything else leaves the flow and is answered normally
+            return None  # not a code: leaves the flow and is answered normally
         id_part, name = split_identity(text)
         if id_part is None and name is None:
             return None

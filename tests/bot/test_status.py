@@ -168,6 +168,33 @@ async def test_wrong_and_expired_codes(client, registry: Settings, clock: Clock)
     assert await count(registry, Binding) == 0
 
 
+async def test_codes_after_a_wrong_or_expired_one_are_still_codes(
+        client, registry: Settings, clock: Clock) -> None:
+    """After a wrong code the next 6-digit message is a code again: the right one binds,
+    a wrong or lapsed one says so and how to get a new one. None is an inbox question."""
+    await say(client, "查进度")
+    await say(client, f"{ID} 张桂兰")
+    code = code_in((await sms_lines(registry, 1))[0])
+    wrong = "000000" if code != "000000" else "111111"
+    assert "验证码不对" in await say(client, wrong)
+    again = await say(client, wrong)
+    assert "验证码不对或已经过期" in again and "查进度" in again
+    assert "验证成功" in await say(client, code)
+    # A lapsed code, typed twice.
+    clock.advance(minutes=1)
+    await say(client, "查进度", "late")
+    await say(client, f"{ID} 张桂兰", "late")
+    late = code_in((await sms_lines(registry, 2))[-1])
+    clock.advance(minutes=5, seconds=1)
+    for _ in range(2):
+        reply = await say(client, late, "late")
+        assert "验证码不对或已经过期" in reply and "回复“查进度”" in reply
+    # Six digits from someone who never asked for a code.
+    assert "验证码不对或已经过期" in await say(client, "246810", "stranger")
+    assert await count(registry, Binding) == 1
+    assert await count(registry, AskedQuestion) == 0
+
+
 async def test_tries_from_one_account_lock_it_briefly_and_longer_each_time(
         client, registry: Settings, clock: Clock) -> None:
     for _ in range(5):
