@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -20,7 +20,8 @@ from admin.registry import mask_openid
 from admin.stats import day_range, local_day, to_date
 from huimin.db import utcnow
 from huimin.registry.models import Application, Beneficiary, Binding
-from notify.models import FAILED, QUEUED, OptOut, OutboxMessage
+from notify.models import FAILED, QUEUED, OptOut, OutboxMessage, ProviderStatus
+from notify.rules import LOCAL
 
 PER_PAGE = 50
 
@@ -244,6 +245,61 @@ async def retry_reason(session: AsyncSession, reason: str) -> list[int]:
             .returning(OutboxMessage.id))
         done.extend(row[0] for row in result.all())
     return done
+
+
+# ----- SMS providers set aside ---------------------------------------------------------
+PROVIDER_LABELS = {"tencent": "腾讯云短信", "aliyun": "阿里云短信", "console": "演示短信（不真发）"}
+_ASIDE_WORDS = {
+    "daily_quota": "今天的短信发送量已经到了在短信平台设定的每天上限",
+    "account": "短信账户现在发不出短信（余额或套餐用完、欠费停用、没有权限或密钥不对等）",
+    "unreachable": "接连几次连不上短信平台",
+}
+
+
+def _china_time(moment: datetime) -> str:
+    local = moment.astimezone(LOCAL)
+    return f"{local.month}月{local.day}日 {local:%H:%M}"
+
+
+@dataclass(frozen=True)
+class ProviderAside:
+    """An SMS provider the notifier is not using for now, in staff's words."""
+
+    provider: str
+    kind: str
+    reason: str  # the provider's own code and message
+    until: datetime
+
+    @property
+    def label(self) -> str:
+        return PROVIDER_LABELS.get(self.provider, self.provider)
+
+    @property
+    def words(self) -> str:
+        return _ASIDE_WORDS.get(self.kind, "短信平台出了问题")
+
+    @property
+    def then(self) -> str:
+        when = _china_time(self.until)
+        if self.kind == "daily_quota":
+            return f"每天的上限到夜里12点重新计算，{when}起自动恢复使用。"
+        if self.kind == "account":
+            return (f"请登录这家短信平台的网站处理（充值、续费或开通权限）；{when}以后发送程序"
+                    "会再试，处理好了就恢复使用，没处理好就再停一段时间。")
+        return f"{when}以后发送程序会再试。"
+
+
+async def providers_set_aside(session: AsyncSession, now: datetime | None = None
+                              ) -> list[ProviderAside]:
+    """The providers set aside now (see notify.worker.ProviderHealth), soonest back first."""
+    now = now or utcnow()
+    rows = (await session.scalars(select(ProviderStatus))).all()
+    result = []
+    for row in rows:
+        until = row.aside_until if row.aside_until.tzinfo else row.aside_until.replace(tzinfo=UTC)
+        if until > now:
+            result.append(ProviderAside(row.provider, row.kind, row.reason, until))
+    return sorted(result, key=lambda p: (p.until, p.provider))
 
 
 # ----- quiet hours ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ async def reminders_page(request: web.Request) -> web.Response:
         daily = await reminders.daily(session)
         failures = await reminders.failure_groups(session)
         held = await reminders.held_for_quiet_hours(session)
+        set_aside = await reminders.providers_set_aside(session)
     totals = {label: sum(values) for label, values in daily.series.items()}
     summary = (f"最近30天：新排队 {number(totals['新排队'])} 条，发出 {number(totals['发出'])} 条，"
                f"确认送达 {number(totals['送达'])} 条。")
@@ -40,7 +41,8 @@ async def reminders_page(request: web.Request) -> web.Response:
         [Series(label, values, COLOURS.get(label)) for label, values in daily.series.items()],
         y_label="条数", x_label="日期", table_labels=[day_words(d) for d in daily.days])
     return await render(request, "reminders.html", counts=counts, chart=chart,
-                        failures=failures, held=held, states=reminders.STATE_ORDER)
+                        failures=failures, held=held, states=reminders.STATE_ORDER,
+                        set_aside=set_aside)
 
 
 def _reason_arg(raw: str | None) -> str | None:

@@ -81,6 +81,61 @@ async def test_reminders_page_counts_failures_and_quiet_hours(admin_client: Any,
     assert "到账提醒" in html and "不发送" in html
 
 
+async def test_the_page_says_which_sms_provider_is_set_aside_why_and_until_when(
+        admin_client: Any, settings: Any, aiohttp_server: Any) -> None:
+    """A real worker meets Tencent's spent daily limit (through the protocol-checking
+    fake): the reminders page names Tencent, the reason in plain words and the time it
+    comes back, China time; a set-aside that has ended is not shown."""
+    from content.load import load_county
+    from huimin.settings import DEFAULT_COUNTY_FILE
+    from notify.models import ProviderStatus
+    from notify.rules import DatabasePhoneLimiter, PhoneCaps
+    from notify.worker import Worker
+    from tests.fakes.sms_servers import TencentFake
+    from tests.notify.test_sms_providers import make_tencent
+
+    await load_demo(settings)
+    person = await person_of(settings, "LZ-2026-0017")
+    fake = TencentFake(daily_limit=0)
+    await fake.start(aiohttp_server)
+    tencent = make_tencent(fake.base_url, templates={"payout": "1000001"})
+    # 10:00 China time today: the limit resets at the coming midnight.
+    now = utcnow().replace(hour=2, minute=0, second=0, microsecond=0)
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            session.add(OutboxMessage(key="p", kind="payout", beneficiary_id=person,
+                                      params={"programme": "低保", "month": "11月",
+                                              "amount": "625.00"}, not_before=now))
+            session.add(ProviderStatus(provider="aliyun", kind="account", reason="old",
+                                       aside_until=now - timedelta(hours=1)))
+        worker = Worker(db, Vault(settings.secret_key or ""),
+                        load_county(DEFAULT_COUNTY_FILE), [tencent],
+                        DatabasePhoneLimiter(db, PhoneCaps()), clock=lambda: now)
+        assert (await worker.run(once=True)).sent == 0
+    finally:
+        await tencent.close()
+        await db.dispose()
+    assert len(fake.send_calls) == 1
+    await signed_in(admin_client, settings, "caseworker")
+    html = await (await admin_client.get("/admin/reminders")).text()
+    assert "短信通道暂停使用" in html
+    assert "<strong>腾讯云短信</strong>暂停使用" in html
+    assert "今天的短信发送量已经到了在短信平台设定的每天上限" in html
+    tomorrow = now + timedelta(days=1)
+    assert f"{tomorrow.month}月{tomorrow.day}日 00:00起自动恢复使用" in html
+    assert "LimitExceeded.AppDailyLimit" in html
+    assert "阿里云短信" not in html  # its set-aside has ended
+    assert_no_clear_numbers(html)
+
+
+async def test_no_provider_notice_when_none_is_set_aside(admin_client: Any,
+                                                        settings: Any) -> None:
+    await signed_in(admin_client, settings, "caseworker")
+    html = await (await admin_client.get("/admin/reminders")).text()
+    assert "短信通道暂停使用" not in html
+
+
 async def test_retry_one_failed_message(admin_client: Any, settings: Any) -> None:
     await load_demo(settings)
     ids = await add_messages(settings, await person_of(settings, "LZ-2026-0017"))
