@@ -16,6 +16,7 @@ from bot.models import AskedQuestion
 from bot.status import lock_time_text
 from huimin.db import Database, utcnow
 from huimin.personal import Vault, id_check_digit
+from huimin.registry import STAGE_WORDS
 from huimin.registry.models import AccessLogEntry, Binding, VerificationCode
 from huimin.registry.queries import ApplicationRecord, save_application
 from huimin.settings import Settings
@@ -116,7 +117,7 @@ async def test_binding_end_to_end_shows_the_application(client, registry: Settin
     assert sms["text"].startswith("【示例县民政局】") and len(sms["text"]) <= 70
     reply = await say(client, code_in(sms))
     assert "验证成功" in reply
-    assert "【低保】" in reply and "审核" in reply and "乡镇政府正在审核" in reply
+    assert "【低保】" in reply and f"现在：{STAGE_WORDS['审核']}（" in reply
     assert f"{STAGE_DATE.year}年{STAGE_DATE.month}月{STAGE_DATE.day}日" in reply
     assert "公示7天" in reply
     assert "张*兰" in reply and "张桂兰" not in reply
@@ -441,7 +442,7 @@ async def test_asking_where_my_application_is_starts_the_lookup(
     clock.advance(minutes=1)  # the phone's next turn
     await bind_self(client, registry, "bound")
     reply = await say(client, "审批到哪了", "bound")
-    assert "【低保】" in reply and "乡镇政府正在审核" in reply
+    assert "【低保】" in reply and STAGE_WORDS["审核"] in reply
 
 
 async def test_a_question_during_the_flow_is_still_answered(client, registry: Settings) -> None:
