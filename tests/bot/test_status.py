@@ -437,6 +437,7 @@ async def test_asking_where_my_application_is_starts_the_lookup(
                              ("c", "我的低保批下来没有"), ("d", "俺的低保批下来了吗？")):
         assert "要先核对身份" in await say(client, question, openid), question
     assert "验证码已发送" in await say(client, f"{ID} 张桂兰", "a")
+    assert len(await sms_lines(registry, 1)) == 1  # sent before bind_self counts them
     assert "查申请进度这样做" in await say(client, "怎么查我的申请进度", "e")
     assert "查申请进度这样做" in await say(client, "在手机上能查低保审批到哪了吗", "e")
     clock.advance(minutes=1)  # the phone's next turn
