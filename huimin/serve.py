@@ -1,6 +1,6 @@
 """``huimin serve --workers N``: N bot processes on one port under a small supervisor.
 
-Each worker is an ordinary ``huimin serve`` process (``python -m huimin.serve N``) that
+Each worker is an ordinary ``huimin serve`` process (``python -m bot.serve N``) that
 listens with ``SO_REUSEPORT`` on the same host and port: the kernel spreads new
 connections over the workers, with no accept lock and no shared listening socket.
 The supervisor (this module's :class:`Supervisor`) only starts the workers, restarts
@@ -101,7 +101,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         # Its own session: a Ctrl+C on the terminal reaches the supervisor only, which
         # passes one SIGTERM on (a second signal would cut a worker's cleanup short).
-        child = subprocess.Popen([sys.executable, "-m", "huimin.serve", str(index)],
+        child = subprocess.Popen([sys.executable, "-m", "bot.serve", str(index)],
                                  env=self._environment(), start_new_session=True)
         self.children[index] = (child, time.monotonic())
         log.info("worker %d started (pid %d)", index, child.pid)
@@ -175,44 +175,3 @@ def serve_workers(settings: Settings, workers: int, banner: str | None = None) -
     if banner:
         print(banner, flush=True)
     return supervisor.run()
-
-
-def run_worker(index: int) -> int:
-    """One worker (started by the supervisor, settings from the environment)."""
-    from aiohttp import web
-
-    from bot.app import WORKER, ContentMissing, create_app
-    from huimin.cli import _configure_logging
-    from huimin.metrics import install_log_format
-    from huimin.settings import load_settings
-
-    try:
-        settings = load_settings()
-        _configure_logging(settings)
-        install_log_format(settings.extra)
-        app = create_app(settings)
-    except SettingsError as exc:
-        print(f"huimin: {exc}", file=sys.stderr)
-        return 2
-    app[WORKER] = index
-
-    async def announce(_app: web.Application) -> None:
-        log.info("worker %d (pid %d) listening on %s:%d", index, os.getpid(), settings.host,
-                 settings.port)
-
-    app.on_startup.append(announce)
-    try:
-        web.run_app(app, host=settings.host, port=settings.port, reuse_port=True,
-                    print=None, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-    except ContentMissing as exc:
-        print(f"huimin: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"huimin: cannot listen on {settings.host}:{settings.port}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_worker(int(sys.argv[1])))

@@ -1,0 +1,55 @@
+"""One bot worker of ``huimin serve --workers N`` (started by :mod:`huimin.serve`'s
+supervisor as ``python -m bot.serve INDEX``; settings from the environment): the same
+server as a single ``huimin serve``, listening with ``SO_REUSEPORT`` beside the others."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from huimin.serve import SHUTDOWN_TIMEOUT
+from huimin.settings import SettingsError
+
+log = logging.getLogger("huimin.serve")
+
+
+def run_worker(index: int) -> int:
+    """One worker (started by the supervisor, settings from the environment)."""
+    from aiohttp import web
+
+    from bot.app import WORKER, ContentMissing, create_app
+    from huimin.cli import _configure_logging
+    from huimin.metrics import install_log_format
+    from huimin.settings import load_settings
+
+    try:
+        settings = load_settings()
+        _configure_logging(settings)
+        install_log_format(settings.extra)
+        app = create_app(settings)
+    except SettingsError as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+    app[WORKER] = index
+
+    async def announce(_app: web.Application) -> None:
+        log.info("worker %d (pid %d) listening on %s:%d", index, os.getpid(), settings.host,
+                 settings.port)
+
+    app.on_startup.append(announce)
+    try:
+        web.run_app(app, host=settings.host, port=settings.port, reuse_port=True,
+                    print=None, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    except ContentMissing as exc:
+        print(f"huimin: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"huimin: cannot listen on {settings.host}:{settings.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_worker(int(sys.argv[1])))
