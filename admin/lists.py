@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from huimin.personal import Vault
-from huimin.registry.importer import MAX_KEPT_ERRORS, CheckedList, check_list
+from huimin.registry.importer import CheckedList, RowErrors, check_list
 from huimin.registry.models import Beneficiary
 
 CHUNK = 500  # values per IN (...) list
@@ -23,14 +23,13 @@ Record = TypeVar("Record")
 Row = TypeVar("Row")
 
 
-@dataclass
-class ListPreview(Generic[Row]):
-    """An uploaded list checked and compared with what is stored; nothing saved yet."""
+@dataclass(kw_only=True)
+class ListPreview(RowErrors, Generic[Row]):
+    """An uploaded list checked and compared with what is stored; nothing saved yet. Bad
+    rows are kept as an import keeps them (``RowErrors``: the first ones, then a count)."""
 
     filename: str
     rows: list[Row] = field(default_factory=list)  # new and changed rows, in order
-    errors: list[tuple[int, str]] = field(default_factory=list)  # the first ones
-    more_errors: int = 0  # bad rows beyond those kept in ``errors``
     file_error: str | None = None
     counts: dict[str, int] = field(default_factory=lambda: {"new": 0, "changed": 0,
                                                             "same": 0})
@@ -39,17 +38,6 @@ class ListPreview(Generic[Row]):
     def ok(self) -> bool:
         """Something can be imported."""
         return self.file_error is None and (self.counts["new"] + self.counts["changed"]) > 0
-
-    @property
-    def failed(self) -> int:
-        """How many rows have a problem."""
-        return len(self.errors) + self.more_errors
-
-    def fail(self, line: int, reason: str) -> None:
-        if len(self.errors) < MAX_KEPT_ERRORS:
-            self.errors.append((line, reason))
-        else:
-            self.more_errors += 1
 
     @property
     def listed(self) -> list[Row]:
