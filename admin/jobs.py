@@ -87,6 +87,9 @@ class ImportJob(Base):
     # The first rows that failed: [[line, reason], ...] (at most MAX_KEPT_ERRORS).
     errors: Mapped[list[Any] | None] = mapped_column(JSON)
     message: Mapped[str | None] = mapped_column(String(500))  # why it did not finish
+    # Rows staff confirmed in the preview although they move a stage backwards or
+    # overwrite a change made in the UI: {application number: its stage when shown}.
+    confirmed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     user_id: Mapped[int | None] = mapped_column(Integer)
     username: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))

@@ -56,6 +56,10 @@ class Application(Base):
     recheck_due: Mapped[date | None] = mapped_column(Date)
     monthly_amount: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Who set the current values: an import's source ("import", "import:staff:<user>")
+    # or "staff:<user>" for the staff UI's stage form. An import holds back a row that
+    # would overwrite a change made in the UI until staff confirm it.
+    changed_by: Mapped[str | None] = mapped_column(String(40))
 
 
 class StatusChange(Base):
@@ -120,6 +124,23 @@ class DelegateInvitation(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     used_by: Mapped[str | None] = mapped_column(String(80))
+
+
+class GrantCode(Base):
+    """A short code a family member asks the bot for (我的授权码) and reads to a clerk,
+    who types it in the staff UI to let that WeChat account see a beneficiary's status
+    (instead of an openid nobody can see). Stored hashed; single use; valid a day."""
+
+    __tablename__ = "grant_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_by: Mapped[str | None] = mapped_column(String(80))  # "staff:<user>"
+    beneficiary_id: Mapped[int | None] = mapped_column(ForeignKey("beneficiaries.id"))
 
 
 class AccessLogEntry(Base):
