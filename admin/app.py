@@ -98,6 +98,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/inbox/dismiss", inbox.dismiss, "inbox_dismiss", INBOX),
     # beneficiaries and applications
     Route("GET", "/registry", registry.registry_list, "registry", REGISTRY),
+    Route("POST", "/registry", registry.registry_search, "registry_search", REGISTRY),
     Route("GET", "/registry/import", registry.import_page, "registry_import", REGISTRY),
     Route("POST", "/registry/import", registry.import_preview, "registry_preview", REGISTRY),
     Route("POST", "/registry/import/confirm", registry.import_confirm, "registry_confirm",

@@ -3,7 +3,7 @@ of a beneficiary's personal data, with who, when, from where, and before/after."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -45,6 +45,7 @@ ACTIONS: dict[str, str] = {
     "inbox_new_entry": "未答问题：新建条目",
     "inbox_dismiss": "未答问题：忽略",
     "personal_view": "查看个人信息",
+    "registry_search": "查找救助对象",
     "registry_import": "导入申请名单",
     "registry_stage": "修改办理环节",
     "delegate_grant": "授权家人查看",
@@ -118,6 +119,20 @@ def record_personal_view(session: AsyncSession, actor: Actor, beneficiary_id: in
     """For the registry pages: call whenever a page shows a beneficiary's personal data."""
     record(session, actor, "personal_view", "beneficiary", str(beneficiary_id),
            after={"fields": fields, "reason": reason})
+
+
+def record_list_view(session: AsyncSession, actor: Actor, beneficiary_ids: Iterable[int],
+                     fields: list[str], reason: str, shown: list[str] | None = None) -> None:
+    """For a page listing many beneficiaries: one entry for the page view, naming every
+    beneficiary shown (and ``shown``: the records, such as application numbers), rather
+    than one entry per person. Nothing is written for a page that shows nobody."""
+    people = list(dict.fromkeys(beneficiary_ids))
+    if not people:
+        return
+    after: dict[str, Any] = {"fields": fields, "reason": reason, "beneficiaries": people}
+    if shown is not None:
+        after["records"] = shown
+    record(session, actor, "personal_view", "beneficiary", f"{len(people)}人", after=after)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.lists import ListPreview, check_file, chunks, people_by_id_number
 from huimin.db import utcnow
-from huimin.personal import Vault, mask_id, mask_name, mask_phone
+from huimin.personal import (
+    PersonalDataError,
+    Vault,
+    mask_id,
+    mask_name,
+    mask_phone,
+    mask_text,
+    normalise_id,
+    normalise_phone,
+)
 from huimin.registry import ALL_STAGES, PROGRAMMES
 from huimin.registry.importer import ImportFileError, checked_rows
 from huimin.registry.models import Application, Beneficiary, Binding, StatusChange
@@ -163,6 +172,17 @@ def _changes(vault: Vault, record: ApplicationRecord, person: Beneficiary | None
 
 
 # ----- the list -------------------------------------------------------------------------
+# What a search box entry is: a full ID number or mobile number is looked up through its
+# keyed hash (the only way the registry holds them); anything else is matched against
+# the name, the application number and the township.
+BY_ID, BY_PHONE, BY_TEXT = "id", "phone", "text"
+SEARCH_WORDS = {BY_ID: "身份证号", BY_PHONE: "手机号", BY_TEXT: "姓名、申请编号或乡镇"}
+_ID_LIKE = re.compile(r"\d{17}[\dXx]|\d{15}")
+_PHONE_LIKE = re.compile(r"(?:\+86)?1\d{10}")
+_CJK_NAME = re.compile(r"[\u3400-\u9fff·]{1,8}")
+_LONG_DIGITS = re.compile(r"\d{7,}")
+
+
 @dataclass(frozen=True)
 class ListFilter:
     q: str = ""
@@ -177,8 +197,47 @@ class ListFilter:
         return cls(q=q, programme=programme if programme in PROGRAMMES else "",
                    stage=stage if stage in ALL_STAGES else "")
 
+    @property
+    def compact(self) -> str:
+        return re.sub(r"[\s\-－]", "", self.q)
+
+    @property
+    def kind(self) -> str:
+        """BY_ID, BY_PHONE or BY_TEXT."""
+        if _ID_LIKE.fullmatch(self.compact):
+            return BY_ID
+        if _PHONE_LIKE.fullmatch(self.compact):
+            return BY_PHONE
+        return BY_TEXT
+
+    @property
+    def problem(self) -> str:
+        """Why a typed ID or phone number cannot be anyone's (plain Chinese), or ""."""
+        try:
+            if self.kind == BY_ID:
+                normalise_id(self.compact)
+            elif self.kind == BY_PHONE:
+                normalise_phone(self.compact)
+        except PersonalDataError as exc:
+            return str(exc)
+        return ""
+
+    @property
+    def masked_q(self) -> str:
+        """The search as it may be shown and audited: never a number in clear."""
+        if self.kind == BY_ID:
+            return mask_id(self.compact.upper()) if len(self.compact) == 18 else "*" * 15
+        if self.kind == BY_PHONE:
+            return mask_phone(self.compact[-11:])
+        if _CJK_NAME.fullmatch(self.q):
+            return mask_name(self.q)
+        return _LONG_DIGITS.sub(lambda m: "*" * len(m.group(0)), mask_text(self.q))
+
     def as_query(self) -> dict[str, str]:
-        return {"q": self.q, "programme": self.programme, "stage": self.stage}
+        """For links to other pages of the same search: an ID or phone number never goes
+        into a link (its search finds one person's applications, one page)."""
+        return {"q": self.q if self.kind == BY_TEXT else "", "programme": self.programme,
+                "stage": self.stage}
 
 
 def _like(text: str) -> str:
@@ -197,14 +256,30 @@ class ListRow:
 
 
 async def search_applications(session: AsyncSession, filters: ListFilter, page: int,
-                              per_page: int = PER_PAGE) -> tuple[list[ListRow], int]:
-    """One page of applications (newest stage date first) and how many match."""
+                              per_page: int = PER_PAGE, vault: Vault | None = None
+                              ) -> tuple[list[ListRow], int]:
+    """One page of applications (newest stage date first) and how many match. A full ID
+    or phone number is found through its keyed hashes (``vault`` needed); other text
+    matches the name, the application number or the township."""
     query = select(Application, Beneficiary).join(
         Beneficiary, Beneficiary.id == Application.beneficiary_id)
     if filters.q:
-        pattern = _like(filters.q)
-        query = query.where(or_(Application.number.ilike(pattern, escape="\\"),
-                                Application.township.ilike(pattern, escape="\\")))
+        kind = filters.kind
+        if kind != BY_TEXT and (filters.problem or vault is None):
+            return [], 0
+        if kind == BY_ID:
+            assert vault is not None
+            query = query.where(Beneficiary.id_hash.in_(
+                vault.lookup_hashes(normalise_id(filters.compact))))
+        elif kind == BY_PHONE:
+            assert vault is not None
+            query = query.where(Beneficiary.phone_hash.in_(
+                vault.lookup_hashes(normalise_phone(filters.compact))))
+        else:
+            pattern = _like(filters.q)
+            query = query.where(or_(Application.number.ilike(pattern, escape="\\"),
+                                    Application.township.ilike(pattern, escape="\\"),
+                                    Beneficiary.name.like(pattern, escape="\\")))
     if filters.programme:
         query = query.where(Application.programme == filters.programme)
     if filters.stage:

@@ -9,7 +9,7 @@ from math import ceil
 from aiohttp import web
 
 from admin import jobs, payouts
-from admin.audit import record, record_personal_view
+from admin.audit import record, record_list_view
 from admin.reminders import kind_label
 from admin.uploads import GONE
 from admin.views.registry import receive_upload, start_job, upload_owner
@@ -107,9 +107,8 @@ async def month_page(request: web.Request) -> web.Response:
     async with state(request).db.session() as session:
         rows, total = await payouts.month_lines(session, month, page)
         totals = await payouts.programme_totals(session, month)
-        for person_id in dict.fromkeys(row.person.id for row in rows):
-            record_personal_view(session, who, person_id, LINE_FIELDS,
-                                 reason=f"{month} 发放名单第{page}页")
+        record_list_view(session, who, (row.person.id for row in rows), LINE_FIELDS,
+                         reason=f"{month} 发放名单第{page}页")
     if not total:
         raise web.HTTPNotFound()
     pages = max(1, ceil(total / payouts.LINES_PER_PAGE))

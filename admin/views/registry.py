@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from admin import jobs, registry
-from admin.audit import LOCAL_TZ, record, record_personal_view
+from admin.audit import LOCAL_TZ, record, record_list_view, record_personal_view
 from admin.registry import BindingError, ListFilter
 from admin.uploads import GONE, Upload, UploadError
 from admin.web import (
@@ -51,18 +51,36 @@ def _username(request: web.Request) -> str:
 
 # ----- list ------------------------------------------------------------------------------
 async def registry_list(request: web.Request) -> web.Response:
-    filters = ListFilter.from_query(request.query)
-    page = page_number(request)
+    return await _list(request, ListFilter.from_query(request.query), page_number(request))
+
+
+async def registry_search(request: web.Request) -> web.Response:
+    """The search form is sent by POST, so a typed ID or phone number never lands in a
+    URL (browser history, proxy logs); the results are the answer."""
+    form = await request.post()
+    return await _list(request, ListFilter.from_query(form), 1)
+
+
+async def _list(request: web.Request, filters: ListFilter, page: int) -> web.Response:
     who = actor(request)
-    async with state(request).db.session() as session:
-        rows, total = await registry.search_applications(session, filters, page)
-        for person_id in dict.fromkeys(row.person.id for row in rows):
-            record_personal_view(session, who, person_id, LIST_FIELDS,
-                                 reason=f"救助对象列表第{page}页")
+    st = state(request)
+    vault = st.vault if filters.q and filters.kind != registry.BY_TEXT else None
+    async with st.db.session() as session:
+        rows, total = await registry.search_applications(session, filters, page, vault=vault)
+        reason = f"救助对象列表第{page}页"
+        if filters.q:
+            reason += f"（按{registry.SEARCH_WORDS[filters.kind]}查找 {filters.masked_q}）"
+            record(session, who, "registry_search", "beneficiary", None, after={
+                "by": registry.SEARCH_WORDS[filters.kind], "searched": filters.masked_q,
+                "programme": filters.programme, "stage": filters.stage, "found": total,
+                "page": page})
+        record_list_view(session, who, (row.person.id for row in rows), LIST_FIELDS,
+                         reason=reason, shown=[row.application.number for row in rows])
     pages = max(1, ceil(total / registry.PER_PAGE))
     return await render(request, "registry_list.html", rows=rows, total=total, page=page,
                         pages=pages, filters=filters, query=filters.as_query(),
-                        programmes=PROGRAMMES, stages=ALL_STAGES)
+                        programmes=PROGRAMMES, stages=ALL_STAGES,
+                        search_words=registry.SEARCH_WORDS)
 
 
 # ----- import ------------------------------------------------------------------------------

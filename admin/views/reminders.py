@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import and_, select
 
 from admin import reminders
-from admin.audit import record, record_personal_view
+from admin.audit import record, record_list_view
 from admin.charts import GOOD, NEUTRAL, WARN, Series, day_label, day_words, line_chart, number
 from admin.registry import staff
 from admin.web import actor, flash, form_text, page_number, redirect, render, signed_in, state
@@ -105,9 +105,8 @@ async def optouts_page(request: web.Request, status: int = 200, error: str = "",
     who = actor(request)
     async with state(request).db.session() as session:
         rows, total = await reminders.opt_outs(session, page)
-        for person_id in dict.fromkeys(i for row in rows for i in row.beneficiary_ids):
-            record_personal_view(session, who, person_id, OPTOUT_FIELDS,
-                                 reason=f"退订名单第{page}页")
+        record_list_view(session, who, (i for row in rows for i in row.beneficiary_ids),
+                         OPTOUT_FIELDS, reason=f"退订名单第{page}页")
     pages = max(1, ceil(total / reminders.PER_PAGE))
     return await render(request, "optouts.html", status=status, rows=rows, total=total,
                         page=page, pages=pages, error=error, number_typed=number_typed,

@@ -103,7 +103,9 @@ async def test_month_page_lists_masked_lines_and_records_the_views(
     assert_no_clear_numbers(html)
     views = await rows_of(settings, select(AuditEntry).where(
         AuditEntry.action == "personal_view"))
-    assert len(views) == 3 and "2026-11 发放名单" in views[0].after["reason"]
+    # one entry for the page, naming the three people on it
+    assert len(views) == 1 and "2026-11 发放名单" in views[0].after["reason"]
+    assert len(views[0].after["beneficiaries"]) == 3
     for missing in ("2026-13", "2025-01", "latest"):
         assert (await admin_client.get(f"/admin/payouts/{missing}")).status == 404
 

@@ -194,10 +194,18 @@ async def test_list_shows_only_masked_numbers_and_records_the_views(
     assert "共 10 份申请" in html
     assert "张桂兰" not in html  # the list shows masked names only
     assert_no_clear_numbers(html)
+    # One entry for the page view, naming the ten people and applications shown (it was
+    # one entry per person: ten in the same second).
+    (view,) = await audit(settings, "personal_view")
+    assert view.username == "caseworker" and view.target_type == "beneficiary"
+    assert view.after["reason"] == "救助对象列表第1页"
+    assert len(view.after["beneficiaries"]) == 10
+    assert "LZ-2026-0017" in view.after["records"] and len(view.after["records"]) == 10
+    await admin_client.get("/admin/registry?stage=已批准")
     views = await audit(settings, "personal_view")
-    assert len(views) == 10 and {v.target_type for v in views} == {"beneficiary"}
-    assert all(v.username == "caseworker" for v in views)
-    assert "救助对象列表" in views[0].after["reason"]
+    assert len(views) == 2 and len(views[1].after["beneficiaries"]) == 3
+    await admin_client.get("/admin/registry?q=没有这个人")
+    assert len(await audit(settings, "personal_view")) == 2  # nobody shown, nothing seen
 
 
 async def test_list_search_and_filters(admin_client: Any, settings: Settings) -> None:
@@ -211,6 +219,52 @@ async def test_list_search_and_filters(admin_client: Any, settings: Settings) ->
     assert "共 1 份申请" in html and "LZ-2026-0009" in html
     html = await (await admin_client.get("/admin/registry?q=100%25")).text()
     assert "没有符合条件的申请" in html
+
+
+async def test_a_clerk_finds_the_person_who_phones_in(admin_client: Any,
+                                                     settings: Settings) -> None:
+    """By name, by the full ID number (any case of the X, with spaces) or by the phone
+    number: the numbers through their keyed hashes. The search is sent by POST (no
+    number in a URL) and audited with the searched value masked."""
+    await load_demo(settings)
+    token = await signed_in(admin_client, settings, "caseworker")
+
+    async def search(q: str) -> str:
+        response = await post(admin_client, "/admin/registry", token, q=q)
+        assert response.status == 200
+        html = await response.text()
+        assert_no_clear_numbers(html)
+        return html
+
+    for typed in ("张桂兰", "桂兰", DEMO_ID, DEMO_ID.lower(), "341323 19620817 004x",
+                  "13800138000", "138-0013-8000"):
+        html = await search(typed)
+        assert "共 1 份申请" in html and "LZ-2026-0017" in html, typed
+    html = await search("王德福")
+    assert "共 1 份申请" in html and "LZ-2026-0009" in html and "LZ-2026-0017" not in html
+    html = await search("341323195503120033")  # a wrong check digit
+    assert "共 0 份申请" in html and "校验位不对" in html
+    html = await search("13900000000")  # nobody's phone
+    assert "共 0 份申请" in html and "要输入完整的号码" in html
+    html = await search("娄庄")  # townships and application numbers as before
+    assert "共 4 份申请" in html
+    # a search by ID number shows the number masked, never in the box or a link
+    html = await search(DEMO_ID)
+    assert "按身份证号查找“3413**********004X”" in html
+
+    searches = await audit(settings, "registry_search")
+    assert [s.after["by"] for s in searches[:3]] == ["姓名、申请编号或乡镇"] * 2 + ["身份证号"]
+    assert searches[0].after["searched"] == "张*兰" and searches[0].after["found"] == 1
+    assert searches[2].after["searched"] == "3413**********004X"
+    assert searches[5].after["by"] == "手机号"
+    assert searches[5].after["searched"] == "138****8000"
+    stored = json.dumps([[s.before, s.after] for s in await rows_of(
+        settings, select(AuditEntry))], ensure_ascii=False)
+    for secret in ("张桂兰", "桂兰", DEMO_ID, DEMO_ID.lower(), "13800138000", "0013-8000",
+                   "341323195503120033"):
+        assert secret not in stored, secret
+    views = await audit(settings, "personal_view")
+    assert "按身份证号查找 3413**********004X" in views[2].after["reason"]
 
 
 # ----- one application --------------------------------------------------------------------

@@ -201,7 +201,7 @@ async def test_caseworker_opts_a_phone_out_and_in_again(admin_client: Any,
     assert "138****8000" in listing and "经办人员办理" in listing
     assert_no_clear_numbers(listing)
     views = await audit(settings, "personal_view")  # the page after the add, and this one
-    assert [v.target_id for v in views] == [str(person)] * 2
+    assert [v.after["beneficiaries"] for v in views] == [[person]] * 2
 
     again = await follow(admin_client, await post(admin_client, "/admin/reminders/optouts/add",
                                                   token, number="LZ-2026-0017"))
