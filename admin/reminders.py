@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.registry import mask_openid
 from admin.stats import day_range, local_day, to_date
 from huimin.db import utcnow
 from huimin.registry.models import Application, Beneficiary, Binding
-from notify.models import FAILED, QUEUED, OptOut, OutboxMessage, ProviderStatus
+from notify.models import FAILED, QUEUED, SKIPPED, OptOut, OutboxMessage, ProviderStatus
 from notify.rules import LOCAL
 
 PER_PAGE = 50
@@ -42,6 +42,9 @@ STATE_LABELS = {
 }
 STATE_ORDER = ("queued", "sending", "sent", "delivered", "failed", "skipped")
 CHANNEL_LABELS = {"wechat": "微信", "sms": "短信", None: "还没发", "": "还没发"}
+# A skipped message was never given a channel; in the counts it is shown by why it was
+# skipped instead ("skipped:opted out"), never as "还没发".
+SKIPPED_CHANNEL = "skipped:"
 SOURCE_LABELS = {
     "sms_reply": "短信回复退订",
     "wechat_menu": "公众号里关闭",
@@ -56,6 +59,7 @@ _REASONS = {
     "no such beneficiary": "名单里已经没有这个人",
     "no SMS provider available": "没有能用的短信通道",
     "rejected": "短信平台拒收",
+    "expired": "过了时效，不再发",
 }
 
 
@@ -72,6 +76,14 @@ def reason_text(error: str | None) -> str:
     if error.startswith("failed:") or error.startswith("failed"):
         return "微信报告没有送达"
     return "短信平台报告发送失败"
+
+
+def channel_label(channel: str | None) -> str:
+    """The counts table's channel column: 微信, 短信, 还没发 (queued, channel not chosen
+    yet), or for a skipped message what happened: 没有发（本人已退订提醒）."""
+    if channel and channel.startswith(SKIPPED_CHANNEL):
+        return f"没有发（{reason_text(channel.removeprefix(SKIPPED_CHANNEL) or None)}）"
+    return CHANNEL_LABELS.get(channel, channel or "")
 
 
 def kind_label(kind: str) -> str:
@@ -104,11 +116,19 @@ class Counts:
 
 
 async def counts(session: AsyncSession) -> Counts:
+    """Messages by kind, channel and state; a skipped message without a channel is
+    counted under why it was skipped (``SKIPPED_CHANNEL`` + the notifier's reason)."""
+    why = case((and_(OutboxMessage.state == SKIPPED, OutboxMessage.channel.is_(None)),
+                OutboxMessage.last_error), else_=None)
     rows = (await session.execute(
-        select(OutboxMessage.kind, OutboxMessage.channel, OutboxMessage.state, func.count())
-        .group_by(OutboxMessage.kind, OutboxMessage.channel, OutboxMessage.state))).all()
+        select(OutboxMessage.kind, OutboxMessage.channel, OutboxMessage.state, why,
+               func.count())
+        .group_by(OutboxMessage.kind, OutboxMessage.channel, OutboxMessage.state,
+                  why))).all()
     result = Counts()
-    for kind, channel, state, n in rows:
+    for kind, channel, state, reason, n in rows:
+        if state == SKIPPED and not channel:
+            channel = SKIPPED_CHANNEL + (reason or "")
         result.cells[(kind, channel or "", state)] += int(n)
     return result
 

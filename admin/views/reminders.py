@@ -42,7 +42,7 @@ async def reminders_page(request: web.Request) -> web.Response:
         y_label="条数", x_label="日期", table_labels=[day_words(d) for d in daily.days])
     return await render(request, "reminders.html", counts=counts, chart=chart,
                         failures=failures, held=held, states=reminders.STATE_ORDER,
-                        set_aside=set_aside)
+                        set_aside=set_aside, channel_label=reminders.channel_label)
 
 
 def _reason_arg(raw: str | None) -> str | None:

@@ -30,6 +30,35 @@ BAD_ROWS = (
 )
 
 
+async def test_with_nothing_imported_there_is_no_plan_button(admin_client: Any,
+                                                              settings: Any) -> None:
+    """No payout list yet: an empty-state message, not "all reminders planned" beside a
+    button that would plan nothing."""
+    await load_demo(settings)
+    await signed_in(admin_client, settings, "caseworker")
+    html = await (await admin_client.get("/admin/payouts")).text()
+    assert "还没有导入过发放名单，所以还没有到账提醒可以排" in html
+    assert "都已经排过了" not in html and "都排过了" not in html
+    assert 'action="/admin/payouts/plan"' not in html
+    await load_demo_payouts(settings)
+    html = await (await admin_client.get("/admin/payouts")).text()
+    assert 'action="/admin/payouts/plan"' in html and "条发放记录还没有排提醒" in html
+
+
+async def load_demo_payouts(settings: Any) -> None:
+    from huimin.db import Database
+    from huimin.personal import Vault
+    from notify.payouts import import_payouts
+
+    db = Database(settings.database_url)
+    try:
+        report = await import_payouts(db, Vault(settings.secret_key or ""),
+                                      DEMO / "payouts.csv")
+        assert not report.errors
+    finally:
+        await db.dispose()
+
+
 def payouts_csv(extra: str = "") -> bytes:
     return ((DEMO / "payouts.csv").read_text(encoding="utf-8") + extra).encode()
 

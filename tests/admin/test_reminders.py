@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -79,6 +80,11 @@ async def test_reminders_page_counts_failures_and_quiet_hours(admin_client: Any,
     assert "已取消关注公众号，又没有手机号" in html
     assert "夜间暂缓的提醒" in html and "复核提醒" in html
     assert "到账提醒" in html and "不发送" in html
+    # the skipped payout reminder (never given a channel) says what happened, not 还没发
+    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", html)
+    assert ("到账提醒", "没有发（本人已退订提醒）") in rows
+    assert ("复核提醒", "还没发") in rows  # the queued one has no channel yet
+    assert ("到账提醒", "还没发") not in rows
 
 
 async def test_the_page_says_which_sms_provider_is_set_aside_why_and_until_when(
