@@ -161,27 +161,28 @@ def validate(settings: Settings) -> None:
             raise SettingsError("HUIMIN_SECRET_KEY_PREVIOUS must differ from "
                                 "HUIMIN_SECRET_KEY (the previous key is the one being "
                                 "replaced)")
-    providers = [p.strip() for p in settings.sms_provider.split(",") if p.strip()]
-    if not providers or set(providers) - {"console", "tencent", "aliyun"}:
-        raise SettingsError("HUIMIN_SMS_PROVIDER must list console, tencent and/or aliyun, "
-                            "comma separated")
-    for name, url in (("HUIMIN_WECHAT_API_BASE", settings.wechat_api_base),
-                      ("HUIMIN_SMS_TENCENT_ENDPOINT", settings.sms_tencent_endpoint),
-                      ("HUIMIN_SMS_ALIYUN_ENDPOINT", settings.sms_aliyun_endpoint)):
+    from notify.providers import PROVIDERS, unknown_provider_error  # names only, light
+
+    providers = sms_providers(settings)
+    if not providers or set(providers) - set(PROVIDERS):
+        raise SettingsError(unknown_provider_error())
+    urls = [(f.name, getattr(settings, f.name)) for f in fields(Settings)
+            if f.name == "wechat_api_base" or f.name.endswith("_endpoint")]
+    for name, url in urls:
         if not url.startswith(("http://", "https://")):
-            raise SettingsError(f"{name} must be an http:// or https:// URL")
+            raise SettingsError(f"{PREFIX}{name.upper()} must be an http:// or https:// URL")
     if not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", settings.quiet_hours):
         raise SettingsError("HUIMIN_QUIET_HOURS must look like 21:00-08:00")
     if not re.fullmatch(r"\d{1,3}(,\d{1,3})*", settings.recheck_days.replace(" ", "")):
         raise SettingsError("HUIMIN_RECHECK_DAYS must be days before the recheck, like 14,3")
-    for name, value in (("HUIMIN_SMS_TENCENT_TEMPLATES", settings.sms_tencent_templates),
-                        ("HUIMIN_SMS_ALIYUN_TEMPLATES", settings.sms_aliyun_templates),
-                        ("HUIMIN_WECHAT_TEMPLATES", settings.wechat_templates)):
+    for f in fields(Settings):  # the SMS providers' template maps, then WeChat's
+        value = getattr(settings, f.name) if f.name.endswith("_templates") else None
         if value:
             try:
                 parse_pairs(value)
             except ValueError:
-                raise SettingsError(f"{name} must look like name=id,name=id") from None
+                raise SettingsError(f"{PREFIX}{f.name.upper()} must look like "
+                                    "name=id,name=id") from None
     if not settings.county_file or not settings.county_file.is_file():
         raise SettingsError(f"HUIMIN_COUNTY_FILE: no such file {str(settings.county_file)!r}")
     admin_forwarded_hops(settings)

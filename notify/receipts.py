@@ -1,10 +1,10 @@
 """Delivery receipts and replies from providers, and opt-outs.
 
 * WeChat: ``TEMPLATESENDJOBFINISH`` events arrive through the bot's webhook.
-* Tencent Cloud SMS: status reports (a JSON array, ``sid`` = our message id) and
-  replies (one JSON object) POSTed to ``/notify/callbacks/tencent/{status,reply}``.
-* Alibaba Cloud SMS: batch pushes of status reports (``biz_id``) and replies
-  (``SmsUp``) to ``/notify/callbacks/aliyun/{status,reply}``.
+* SMS providers POST status reports and replies to
+  ``/notify/callbacks/<provider>/{status,reply}``; how each provider's pushes read is
+  its own folder's ``receipts`` module (see :mod:`notify.providers`). A provider that
+  pushes nothing (the console) or no provider of that name: 404.
 
 Callback URLs carry ``?token=`` (``HUIMIN_CALLBACK_TOKEN``), compared in constant
 time: providers do not sign these pushes. Without the setting the callbacks are
@@ -28,6 +28,8 @@ from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phon
 from huimin.registry.models import Beneficiary
 from huimin.registry.queries import registered_phone_hashes
 from notify.models import DELIVERED, FAILED, SENT, DeliveryEvent, OptOut, OutboxMessage
+from notify.providers import callback_format
+from notify.providers.plugin import CallbackFormat
 
 log = logging.getLogger(__name__)
 STOP_WORDS = {"td", "t", "n", "退订", "退定", "取消", "不要发了", "别发了", "停止"}
@@ -141,7 +143,8 @@ class ProviderCallbacks:
 
     async def handle(self, request: web.Request) -> web.Response:
         provider, kind = request.match_info["provider"], request.match_info["kind"]
-        if provider not in {"tencent", "aliyun"} or kind not in {"status", "reply"}:
+        pushes = callback_format(provider)
+        if pushes is None or kind not in {"status", "reply"}:
             raise web.HTTPNotFound()
         payload = await self._payload(request)
         items = payload if isinstance(payload, list) else [payload]
@@ -149,30 +152,26 @@ class ProviderCallbacks:
             raise web.HTTPBadRequest(text="expected JSON objects")
         for item in items:
             if kind == "status":
-                await self._status(provider, item)
+                await self._status(provider, pushes, item)
             else:
-                await self._reply(provider, item)
-        if provider == "tencent":
-            return web.json_response({"result": 0, "errmsg": "OK"})
-        return web.json_response({"code": 0, "msg": "成功"})
+                await self._reply(provider, pushes, item)
+        return web.json_response(dict(pushes.ack))
 
-    async def _status(self, provider: str, item: dict[str, Any]) -> None:
-        if provider == "tencent":
-            message_id = str(item.get("sid", ""))
-            delivered = str(item.get("report_status", "")).upper() == "SUCCESS"
-            detail = {"error": _short(item.get("errmsg")), "phone": _masked(item)}
-            await mark(self.db, provider, message_id, delivered, detail)
+    async def _status(self, provider: str, pushes: CallbackFormat,
+                      item: dict[str, Any]) -> None:
+        report = pushes.status(item)
+        detail = {"error": _short(report.error), "phone": _masked(report.phone)}
+        if not report.by_phone:
+            await mark(self.db, provider, report.message_id, report.delivered, detail)
             return
-        delivered = item.get("success") in (True, "true", "True")
-        detail = {"error": _short(item.get("err_code")), "phone": _masked(item)}
-        phone_hash = self._phone_hash(str(item.get("phone_number", "")))
+        phone_hash = self._phone_hash(report.phone)
         if phone_hash is None:  # cannot tell which of the call's numbers it is about
             async with self.db.session() as session:
                 session.add(DeliveryEvent(provider=provider, kind="receipt", outbox_id=None,
                                           detail=detail, note="no readable phone number"))
             return
-        await mark(self.db, provider, str(item.get("biz_id") or ""), delivered, detail,
-                   phone_hash=phone_hash, reference=str(item.get("out_id") or "") or None)
+        await mark(self.db, provider, report.message_id, report.delivered, detail,
+                   phone_hash=phone_hash, reference=report.reference)
 
     def _phone_hash(self, raw: str) -> tuple[str, ...] | None:
         if self.vault is None:
@@ -182,9 +181,10 @@ class ProviderCallbacks:
         except PersonalDataError:
             return None
 
-    async def _reply(self, provider: str, item: dict[str, Any]) -> None:
-        text = str(item.get("text" if provider == "tencent" else "content", ""))
-        phone_raw = str(item.get("mobile" if provider == "tencent" else "phone_number", ""))
+    async def _reply(self, provider: str, pushes: CallbackFormat,
+                     item: dict[str, Any]) -> None:
+        reply = pushes.reply(item)
+        text, phone_raw = reply.text, reply.phone
         note = None
         if is_stop_reply(text) and self.vault is not None:
             try:
@@ -199,9 +199,9 @@ class ProviderCallbacks:
                 note = "opted out"
         async with self.db.session() as session:
             session.add(DeliveryEvent(provider=provider, kind="reply", outbox_id=None,
-                                      detail={"phone": _masked(item), "text": text[:200]},
+                                      detail={"phone": _masked(phone_raw), "text": text[:200]},
                                       note=note))
-        log.info("SMS reply via %s from %s: %s", provider, _masked(item), note or "kept")
+        log.info("SMS reply via %s from %s: %s", provider, _masked(phone_raw), note or "kept")
 
 
 def _short(value: Any) -> str | None:
@@ -209,8 +209,7 @@ def _short(value: Any) -> str | None:
     return None if value is None else str(value)[:200]
 
 
-def _masked(item: dict[str, Any]) -> str:
-    raw = str(item.get("mobile") or item.get("phone_number") or "")
+def _masked(raw: str) -> str:
     try:
         return mask_phone(normalise_phone(raw))
     except PersonalDataError:

@@ -13,7 +13,8 @@ import pytest
 from content.load import load_county
 from huimin.settings import Settings, SettingsError, load_settings, require_sms_choice
 from notify.providers import build_sms_providers
-from notify.sms import ConsoleSms, sms_message
+from notify.providers.console import ConsoleSms
+from notify.sms import sms_message
 from tests.test_cli import huimin
 
 SECRET = "test-secret-key-0123456789"

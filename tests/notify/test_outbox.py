@@ -21,9 +21,9 @@ from huimin.registry.queries import ApplicationRecord, bind, save_application
 from huimin.settings import DEFAULT_COUNTY_FILE, Settings
 from notify.models import LateReply, OptOut, OutboxMessage, PayoutLine
 from notify.plan import plan
+from notify.providers.console import ConsoleSms
 from notify.receipts import opt_out
 from notify.rules import DatabasePhoneLimiter, PhoneCaps
-from notify.sms import ConsoleSms
 from notify.wechat import DatabaseTokenStore, WeChatApi
 from notify.worker import Worker
 from tests.conftest import SECRET_KEY

@@ -27,6 +27,7 @@ from notify.providers.aliyun import (
     rpc_signature,
     rpc_string_to_sign,
 )
+from notify.providers.console import ConsoleSms
 from notify.providers.tencent import (
     TencentSms,
     tc3_authorization,
@@ -34,7 +35,7 @@ from notify.providers.tencent import (
     tc3_signature,
     tc3_string_to_sign,
 )
-from notify.sms import ConsoleSms, ProviderUnavailable, SmsMessage
+from notify.sms import ProviderUnavailable, SmsMessage
 from tests.fakes.sms_servers import (
     ALIYUN_ACCESS_KEY_ID,
     ALIYUN_ACCESS_KEY_SECRET,
