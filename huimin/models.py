@@ -7,6 +7,7 @@ owning package's models directly.
 from admin import jobs as admin_jobs  # noqa: F401
 from admin import models as admin_models  # noqa: F401
 from bot import models as bot_models  # noqa: F401
+from casework import models as casework_models  # noqa: F401
 from content import models as content_models  # noqa: F401
 from huimin.db import Base
 from huimin.registry import models as registry_models  # noqa: F401

@@ -24,7 +24,8 @@ VOLATILE_TABLES = ("asked_questions", "followers", "handled_messages", "conversa
                    "outbox", "payouts", "opt_outs", "delivery_events", "wechat_tokens",
                    "admin_users", "admin_sessions", "admin_audit", "faq_drafts",
                    "faq_versions", "inbox_resolutions", "question_tally", "import_jobs",
-                   "situations", "sms_provider_status", "grant_codes")
+                   "situations", "sms_provider_status", "grant_codes",
+                   "case_messages", "cases", "case_routes", "question_askers")
 SECRET_KEY = "test-secret-key-0123456789"
 
 
