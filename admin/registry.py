@@ -33,9 +33,9 @@ from huimin.personal import (
     normalise_id,
     normalise_phone,
 )
-from huimin.registry import ALL_STAGES, PROGRAMMES
+from huimin.registry import ALL_STAGES, PROGRAMMES, grants
 from huimin.registry.importer import ImportFileError, checked_rows
-from huimin.registry.models import Application, Beneficiary, Binding, StatusChange
+from huimin.registry.models import Application, Beneficiary, Binding, GrantCode, StatusChange
 from huimin.registry.queries import ApplicationRecord, bind, log_access
 from notify.models import OutboxMessage
 
@@ -431,7 +431,8 @@ def check_openid(raw: str) -> str:
 
 
 async def grant_delegate(session: AsyncSession, person: Beneficiary, openid: str,
-                         username: str) -> tuple[Binding, list[Binding]]:
+                         username: str, by_code: int | None = None
+                         ) -> tuple[Binding, list[Binding]]:
     """Let ``openid`` (a family member or village assistant) see ``person``'s status and
     get the reminders, replacing any earlier delegate. Returns the new binding and the
     bindings it replaced. Refuses an openid bound to someone else, or the person's own."""
@@ -451,8 +452,39 @@ async def grant_delegate(session: AsyncSession, person: Beneficiary, openid: str
     binding = await bind(session, openid, person.id, "delegate", staff(username))
     await log_access(session, staff(username), person.id, "delegate_granted",
                      openid=mask_openid(openid), binding=binding.id,
-                     replaced=[b["id"] for b in replaced_views])
+                     replaced=[b["id"] for b in replaced_views], grant_code=by_code)
     return binding, replaced
+
+
+BAD_GRANT_CODE = ("授权码不对，或者已经过期、用过了（授权码24小时内有效，只能用一次）。"
+                  "请家人在公众号里重新发“我的授权码”，把新的告诉您。")
+TOO_MANY_WRONG = "这一小时里输错的授权码太多了，请过一小时再试，或请管理员帮忙。"
+
+
+async def grant_by_code(session: AsyncSession, vault: Vault, person: Beneficiary, code: str,
+                        username: str) -> tuple[Binding, list[Binding], GrantCode]:
+    """Let the WeChat account that asked the bot for ``code`` (我的授权码) see
+    ``person``'s status, as ``grant_delegate`` does for a typed openid. The code is used
+    up only when the grant is saved (the caller's transaction). Raises BindingError for a
+    wrong, used or lapsed code (the caller records it: ``record_wrong_code``)."""
+    if await grants.wrong_codes(session, staff(username)) >= grants.WRONG_PER_HOUR:
+        raise BindingError(TOO_MANY_WRONG)
+    grant = await grants.redeem(session, vault, code, staff(username))
+    if grant is None:
+        raise WrongGrantCode(BAD_GRANT_CODE)
+    binding, replaced = await grant_delegate(session, person, grant.openid, username,
+                                             by_code=grant.id)
+    grant.beneficiary_id = person.id
+    return binding, replaced, grant
+
+
+class WrongGrantCode(BindingError):
+    """No open grant code matches what was typed."""
+
+
+async def record_wrong_code(session: AsyncSession, person: Beneficiary, username: str) -> None:
+    """A wrong grant code typed for ``person`` (counted towards WRONG_PER_HOUR)."""
+    await log_access(session, staff(username), person.id, "grant_code_wrong")
 
 
 async def revoke_binding(session: AsyncSession, person: Beneficiary, binding_id: int,

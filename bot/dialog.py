@@ -19,6 +19,7 @@ import jinja2
 import yaml
 from sqlalchemy import insert, update
 
+from bot import grants
 from bot.matcher import Band, Match, Matcher, load_tuning
 from bot.models import AskedQuestion, Follower
 from bot.status import StatusDesk
@@ -305,6 +306,9 @@ class Bot:
         matcher = self.snapshot.matcher
         cleaned = matcher.normalise.clean(text)
         state = await self.conversations.get(openid)
+        if self.status is not None and grants.asks_for_code(text):  # 我的授权码
+            return await grants.reply(self.db, self.status.vault, openid, self.say,
+                                      self.status.clock())
         if self.status is not None:
             handled = await self.status.handle(openid, text, cleaned, state)
             if handled is not None:

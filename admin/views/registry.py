@@ -30,7 +30,7 @@ from admin.web import (
     state,
 )
 from huimin.db import utcnow
-from huimin.registry import ALL_STAGES, PROGRAMMES, STAGE_WORDS
+from huimin.registry import ALL_STAGES, PROGRAMMES, STAGE_WORDS, grants
 from huimin.registry.models import Application, Beneficiary
 from huimin.registry.queries import log_access
 
@@ -260,21 +260,42 @@ async def _person(session: Any, app_id: int) -> tuple[Application, Beneficiary]:
 
 
 async def grant_delegate(request: web.Request) -> web.Response:
+    """Grant a family member access: by the code they got from the bot (我的授权码), or
+    by their openid when an administrator looked it up."""
     form = await request.post()
     app_id = _app_id(request)
+    typed = form_text(form, "code", 100) or form_text(form, "openid", 100)
+    code = grants.typed_code(typed)
+    username = _username(request)
     try:
-        openid = registry.check_openid(form_text(form, "openid", 100))
+        openid = None if code is not None else registry.check_openid(typed)
         async with state(request).db.session() as session:
             app, person = await _person(session, app_id)
-            binding, replaced = await registry.grant_delegate(session, person, openid,
-                                                              _username(request))
+            grant_id = None
+            if code is not None:
+                binding, replaced, grant = await registry.grant_by_code(
+                    session, state(request).vault, person, code, username)
+                grant_id = grant.id
+            else:
+                assert openid is not None
+                binding, replaced = await registry.grant_delegate(session, person, openid,
+                                                                  username)
             record(session, actor(request), "delegate_grant", "beneficiary", str(person.id),
                    before={"delegates": [registry.binding_view(b) for b in replaced]},
                    after={"delegates": [registry.binding_view(binding)],
-                          "application": app.number})
+                          "application": app.number,
+                          "by": "授权码" if grant_id else "微信号", "grant_code": grant_id})
+            shown = registry.mask_openid(binding.openid)
+    except registry.WrongGrantCode as exc:
+        async with state(request).db.session() as session:
+            _, person = await _person(session, app_id)
+            await registry.record_wrong_code(session, person, username)
+        return await _application(request, 400, delegate_error=str(exc))
     except BindingError as exc:
         return await _application(request, 400, delegate_error=str(exc))
-    text = f"已授权微信号 {registry.mask_openid(openid)} 查看进度并接收提醒。"
+    text = f"已授权微信号 {shown} 查看进度并接收提醒。"
+    if grant_id:
+        text = f"授权码对上了。{text}请告诉家人：在公众号里回复“查进度”就能看到。"
     if replaced:
         text += "原来授权的家人已经取消（每人只能授权一位家人）。"
     await flash(request, "ok", text)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 from datetime import time as clock
@@ -401,6 +402,58 @@ async def test_grant_and_revoke_a_delegate(admin_client: Any, settings: Settings
         "staff:caseworker"
     everything = json.dumps([g.after for g in grants] + [revoke.before], ensure_ascii=False)
     assert DELEGATE not in everything and OTHER not in everything
+
+
+async def test_a_family_member_is_granted_by_the_code_the_bot_gave_them(
+        admin_client: Any, aiohttp_client: Any, settings: Settings) -> None:
+    """The family member sends 我的授权码 to the bot and reads the code to the clerk, who
+    types it (any case, with a space) instead of an openid; then 查进度 from their WeChat
+    shows the application. The code is single use; wrong codes are refused, counted and
+    limited; the grant is audited with the openid masked."""
+    from bot.app import create_app
+    from huimin.registry import grants as grant_codes
+    from tests.wechat import reply_text, signed_query, text_xml
+
+    ids = await load_demo(settings)
+    base = f"/admin/registry/applications/{ids['LZ-2026-0017']}"
+    bot = await aiohttp_client(create_app(settings))
+
+    async def say(text: str) -> str:
+        response = await bot.post("/wechat", params=signed_query(),
+                                  data=text_xml(text, openid=DELEGATE))
+        return reply_text(await response.text())
+
+    code = re.search(r"您的授权码：(\w+)", await say("我的授权码")).group(1)  # type: ignore[union-attr]
+    token = await signed_in(admin_client, settings, "caseworker")
+    form = await (await admin_client.get(base)).text()
+    assert 'name="code"' in form and "我的授权码" in form
+    typed = f"{code[:3].lower()} {code[3:]}"
+    page = await follow(admin_client, await post(admin_client, base + "/delegate", token,
+                                                 code=typed))
+    assert "授权码对上了" in page and "已授权微信号 o****abcd" in page
+    assert DELEGATE not in page
+    (binding,) = await rows_of(settings, select(Binding))
+    assert (binding.openid, binding.role, binding.granted_by) == (
+        DELEGATE, "delegate", "staff:caseworker")
+    assert "【低保】" in await say("查进度")
+    (grant,) = await audit(settings, "delegate_grant")
+    assert grant.after["by"] == "授权码" and grant.after["grant_code"] is not None
+    assert DELEGATE not in json.dumps(grant.after) and code not in json.dumps(grant.after)
+
+    # used once: typing it again (for another person) is refused
+    other = f"/admin/registry/applications/{ids['LZ-2026-0009']}/delegate"
+    refused = await post(admin_client, other, token, code=code)
+    assert refused.status == 400 and "授权码不对，或者已经过期、用过了" in await refused.text()
+    assert len(await rows_of(settings, select(Binding))) == 1
+    # wrong codes are counted; after WRONG_PER_HOUR of them even a right one waits
+    fresh = re.search(r"您的授权码：(\w+)", await say("授权码")).group(1)  # type: ignore[union-attr]
+    for _ in range(grant_codes.WRONG_PER_HOUR - 1):
+        await post(admin_client, other, token, code="2345AB")
+    held = await post(admin_client, other, token, code=fresh)
+    assert held.status == 400 and "输错的授权码太多了" in await held.text()
+    wrong = await rows_of(settings, select(AccessLogEntry).where(
+        AccessLogEntry.action == "grant_code_wrong"))
+    assert len(wrong) == grant_codes.WRONG_PER_HOUR
 
 
 async def test_a_binding_of_another_person_cannot_be_revoked_here(
