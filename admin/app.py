@@ -19,12 +19,13 @@ from aiohttp import web
 from admin.accounts import LOGIN_POLICY, LoginGuard, LoginPolicy
 from admin.jobs import RUNNER as IMPORT_RUNNER
 from admin.jobs import ImportRunner
-from admin.roles import AUDIT, CONTENT, INBOX, REGISTRY, SIGNED_IN, USERS
+from admin.roles import AUDIT, CASES, CONTENT, INBOX, REGISTRY, SIGNED_IN, USERS
 from admin.tryout import TryOut
 from admin.uploads import UploadStore
 from admin.views import (
     audit_log,
     auth,
+    cases,
     dictionary,
     faq,
     home,
@@ -135,6 +136,17 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/reminders/optouts/add", reminders.optout_add, "optout_add", REGISTRY),
     Route("POST", "/reminders/optouts/remove", reminders.optout_remove, "optout_remove",
           REGISTRY),
+    # messages left for caseworkers (经办留言) and who gets which (经办分工)
+    Route("GET", "/cases", cases.cases_page, "cases", CASES),
+    Route("GET", "/cases/routes", cases.routes_page, "case_routes", USERS),
+    Route("POST", "/cases/routes/add", cases.route_add, "case_route_add", USERS),
+    Route("POST", "/cases/routes/remove", cases.route_remove, "case_route_remove", USERS),
+    Route("GET", "/cases/{case_id}", cases.case_page, "case", CASES),
+    Route("POST", "/cases/{case_id}/reply", cases.reply, "case_reply", CASES),
+    Route("POST", "/cases/{case_id}/resend", cases.resend, "case_resend", CASES),
+    Route("POST", "/cases/{case_id}/phoned", cases.phoned, "case_phoned", CASES),
+    Route("POST", "/cases/{case_id}/close", cases.close, "case_close", CASES),
+    Route("POST", "/cases/{case_id}/phone", cases.show_phone, "case_phone", CASES),
     # accounts and audit
     Route("GET", "/users", users.users_page, "users", USERS),
     Route("POST", "/users", users.create, "users_create", USERS),

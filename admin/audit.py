@@ -55,6 +55,15 @@ ACTIONS: dict[str, str] = {
     "reminder_retry": "重发提醒",
     "optout_add": "退订短信提醒",
     "optout_remove": "恢复提醒",
+    "case_view": "查看留言",
+    "case_reply": "回复留言",
+    "case_resend": "重发留言回复",
+    "case_phoned": "留言：已电话联系",
+    "case_close": "关闭留言",
+    "case_phone_view": "查看留言人的完整电话号码",
+    "case_route_add": "经办分工：新增",
+    "case_route_remove": "经办分工：删除",
+    "askers_told": "告诉问过的群众：现在有答案了",
 }
 
 TARGETS: dict[str, str] = {
@@ -70,6 +79,8 @@ TARGETS: dict[str, str] = {
     "reminder": "提醒",
     "opt_out": "退订",
     "address": "来源地址",
+    "case": "留言",
+    "case_route": "经办分工",
 }
 
 # Stands for a typed account name that names no account (it may be a password typed into

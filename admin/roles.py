@@ -21,11 +21,12 @@ INBOX = "inbox"  # unanswered questions
 REGISTRY = "registry"  # beneficiaries, applications, payouts, reminders
 USERS = "users"  # staff accounts
 AUDIT = "audit"  # the audit log
+CASES = "cases"  # messages people left for a caseworker (only those routed to them)
 
 CAPABILITIES: dict[str, frozenset[str]] = {
-    "admin": frozenset({SIGNED_IN, CONTENT, INBOX, REGISTRY, USERS, AUDIT}),
+    "admin": frozenset({SIGNED_IN, CONTENT, INBOX, REGISTRY, USERS, AUDIT, CASES}),
     "editor": frozenset({SIGNED_IN, CONTENT, INBOX}),
-    "caseworker": frozenset({SIGNED_IN, REGISTRY}),
+    "caseworker": frozenset({SIGNED_IN, REGISTRY, CASES}),
 }
 
 
@@ -70,6 +71,8 @@ NAVIGATION: tuple[NavItem, ...] = (
     NavItem("发放记录", REGISTRY, "payouts",
             ("payouts_preview", "payouts_confirm", "payouts_month")),
     NavItem("提醒", REGISTRY, "reminders", ("reminders_failed", "optouts", "optout_add")),
+    NavItem("经办留言", CASES, "cases", ("case", "case_phone")),
+    NavItem("经办分工", USERS, "case_routes"),
     NavItem("账号管理", USERS, "users"),
     NavItem("操作记录", AUDIT, "audit"),
 )

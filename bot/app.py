@@ -16,6 +16,7 @@ from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
 from bot.dialog import Bot, Guide, Snapshot
+from bot.handoff import HandoffDesk
 from bot.status import LOCKOUT_PREFIXES, StatusDesk
 from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
 from bot.webhook import WeChatEndpoint
@@ -166,6 +167,8 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
         bot.status = StatusDesk(db=db, vault=vault, lockouts=lockouts, county=county,
                                 say=bot.say, courier=courier.wake if courier else None,
                                 clock=clock)
+        bot.handoff = HandoffDesk(db=db, county=county, say=bot.say,
+                                  conversations=conversations, clock=clock)
         app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
         if settings.demo and vault is not None:
             background.append(asyncio.create_task(_demo_notifier(settings, db, county, redis)))

@@ -242,6 +242,7 @@ class Bot:
     conversations: ConversationStore
     db: Database
     status: StatusDesk | None = None
+    handoff: Any = None  # bot.handoff.HandoffDesk: 留言给工作人员
     answered: AnswerCounter = field(default_factory=AnswerCounter)
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -250,7 +251,19 @@ class Bot:
 
     # ----- entry point -----------------------------------------------------
     async def reply_for(self, message: Any) -> str | None:
-        """The reply text for a parsed wechatpy message, or None for no reply."""
+        """The reply text for a parsed wechatpy message, or None for no reply (with any
+        caseworker reply waiting for this person shown first)."""
+        reply = await self._reply_for(message)
+        if self.handoff is not None and message.type in {"text", "voice", "event"}:
+            said = (message.content if message.type == "text" else
+                    message.recognition if message.type == "voice" else
+                    f"（点了菜单：{message.key}）" if (message.event or "").lower() == "click"
+                    else None)
+            if said is not None:
+                reply = await self.handoff.after_reply(str(message.source), said or "", reply)
+        return reply
+
+    async def _reply_for(self, message: Any) -> str | None:
         kind = message.type
         self.stats[kind] = self.stats.get(kind, 0) + 1
         openid = str(message.source)
@@ -296,6 +309,10 @@ class Bot:
             return await self.give_answer(openid, str(action["faq"]))
         if "reminders" in action:
             return await self.set_reminders(openid, action["reminders"] == "on")
+        if "handoff" in action and self.handoff is not None:
+            reply, state = await self.handoff.start(openid)
+            await self.conversations.put(openid, state)
+            return reply
         if "status" in action and self.status is not None:
             reply, state = await self.status.start(openid)
             await self.conversations.put(openid, state)
@@ -311,6 +328,12 @@ class Bot:
                                       self.status.clock())
         if self.status is not None:
             handled = await self.status.handle(openid, text, cleaned, state)
+            if handled is not None:
+                reply, new_state = handled
+                await self.conversations.put(openid, new_state)
+                return reply
+        if self.handoff is not None:
+            handled = await self.handoff.handle(openid, text, cleaned, state)
             if handled is not None:
                 reply, new_state = handled
                 await self.conversations.put(openid, new_state)
@@ -338,9 +361,10 @@ class Bot:
             reply, new_state = await self.status.start(openid)
             await self.conversations.put(openid, new_state)
             return reply
-        return await self.answer_match(openid, match, text)
+        return await self.answer_match(openid, match, text, state)
 
-    async def answer_match(self, openid: str, match: Match, typed: str = "") -> str:
+    async def answer_match(self, openid: str, match: Match, typed: str = "",
+                           previous: dict[str, Any] | None = None) -> str:
         if match.band is Band.ANSWER:
             self.answered.add()
             answer = await self.give_answer(openid, match.candidates[0].faq_id)
@@ -351,12 +375,18 @@ class Bot:
                 return reply_to_match(match, self.snapshot, self.county, self.guide)
             return answer
         asked_id = await self._record_asked(match, typed)
+        if asked_id is not None and self.handoff is not None:
+            await self.handoff.remember_asker(asked_id, openid)
+        offer = False
         if match.band is Band.CHOICES:
             state = {"choices": match.choices, "asked": asked_id, "kind": "did_you_mean"}
+        elif self.handoff is not None and not match.referral:  # "I don't know"
+            state, offer = self.handoff.after_unknown(previous or {})
         else:
             state = {}
         await self.conversations.put(openid, state)
-        return reply_to_match(match, self.snapshot, self.county, self.guide)
+        reply = reply_to_match(match, self.snapshot, self.county, self.guide)
+        return reply + "\n" + self.handoff.offer() if offer else reply
 
     async def set_reminders(self, openid: str, wanted: bool) -> str:
         """关闭提醒 / 开启提醒: this WeChat user's reminders (checked again at send time)."""
@@ -372,7 +402,8 @@ class Bot:
             if state.get("kind") == "did_you_mean" and number == 0:
                 await self._record_choice(state.get("asked"), "0")
                 await self.conversations.put(openid, {})
-                return self.say("none_of_these.j2")
+                offer = "\n" + self.handoff.offer() if self.handoff is not None else ""
+                return self.say("none_of_these.j2") + offer
             if 1 <= number <= len(choices):
                 chosen = str(choices[number - 1])
                 if state.get("kind") == "did_you_mean":

@@ -1,0 +1,198 @@
+"""留言给工作人员: the bot's side of the hand-off to a caseworker.
+
+* 转人工 / 找工作人员 / 人工 … (``content/handoff.yaml``) or the menu button start it;
+  the bot offers it after two "I don't know" replies in a row and after "none of
+  these" in a "did you mean" list.
+* Every message (text, or voice as recognised) then joins the person's case (one open
+  case per person, see ``casework.cases``) until they say 好了 (or 算了 before leaving
+  anything); the first reply says honestly when staff read messages (``working_hours``
+  in county.yaml) and gives the hotline.
+* The last few exchanges (masked) are kept with the conversation state, for 30 minutes,
+  so a case carries the conversation that led to it.
+* A reply announced by a template message is shown with the next reply to the person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import yaml
+
+from bot.store import ConversationStore
+from casework.cases import (
+    CHINA,
+    DAILY_CASES,
+    RECENT_TURNS,
+    leave_message,
+    open_case_of,
+    recent_turn,
+)
+from casework.delivery import waiting_replies
+from casework.loop import remember_asker
+from content import CONTENT_DIR
+from huimin.db import Database, utcnow
+
+HANDOFF_FILE = CONTENT_DIR / "handoff.yaml"
+FLOW = "handoff"
+UNKNOWN_BEFORE_OFFER = 2  # "I don't know" replies in a row before the offer
+MAX_COMBINED = 600  # characters: a shown staff reply and the answer in one reply
+WEEKDAYS = "一二三四五六日"
+
+
+@dataclass(frozen=True)
+class WorkingHours:
+    days: frozenset[int]  # 1 = Monday
+    periods: tuple[tuple[time, time], ...]
+
+    @classmethod
+    def from_county(cls, county: Mapping[str, Any]) -> WorkingHours | None:
+        data = county.get("working_hours")
+        if not isinstance(data, Mapping):
+            return None
+        periods = []
+        for text in data.get("periods") or ():
+            start, _, end = str(text).partition("-")
+            periods.append((time.fromisoformat(start.strip().zfill(5)),
+                            time.fromisoformat(end.strip().zfill(5))))
+        return cls(frozenset(int(d) for d in data.get("days") or ()), tuple(sorted(periods)))
+
+    def next_opening(self, now: datetime) -> datetime | None:
+        """None while staff are at work; else when they next start (China time)."""
+        local = now.astimezone(CHINA)
+        for offset in range(0, 15):
+            day = local.date() + timedelta(days=offset)
+            if day.isoweekday() not in self.days:
+                continue
+            for start, end in self.periods:
+                opening = datetime.combine(day, start, tzinfo=CHINA)
+                closing = datetime.combine(day, end, tzinfo=CHINA)
+                if opening <= local < closing:
+                    return None
+                if local < opening:
+                    return opening
+        return None
+
+
+def when_text(hours: WorkingHours | None, now: datetime) -> str:
+    """What the first reply says about when staff will read the message."""
+    if hours is None or not hours.periods:
+        return "工作人员上班时间会看您的留言，"
+    opening = hours.next_opening(now)
+    if opening is None:
+        return "现在是上班时间，工作人员会尽快看您的留言，"
+    today = now.astimezone(CHINA).date()
+    return f"现在是下班时间，工作人员一般{_day_words(opening.date(), today)}" \
+           f"{_clock_words(opening.time())}上班后看您的留言，"
+
+
+def _day_words(day: date, today: date) -> str:
+    if day == today:
+        return "今天"
+    if day == today + timedelta(days=1):
+        return "明天"
+    return f"{day.month}月{day.day}日（周{WEEKDAYS[day.weekday()]}）"
+
+
+def _clock_words(moment: time) -> str:
+    part = "上午" if moment.hour < 12 else "下午"
+    return f"{part}{moment.hour}:{moment.minute:02d}"
+
+
+def _load_words() -> tuple[frozenset[str], frozenset[str]]:
+    data = yaml.safe_load(HANDOFF_FILE.read_text(encoding="utf-8")) or {}
+    return (frozenset(str(w) for w in data.get("start") or ()),
+            frozenset(str(w) for w in data.get("done") or ()))
+
+
+@dataclass
+class HandoffDesk:
+    """Starts hand-offs, takes the messages, offers it, keeps the recent exchanges and
+    shows waiting staff replies."""
+
+    db: Database
+    county: Mapping[str, Any]
+    say: Callable[..., str]
+    conversations: ConversationStore
+    clock: Callable[[], datetime] = utcnow
+    words: frozenset[str] = field(default_factory=frozenset)
+    done_words: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        if not self.words:
+            self.words, self.done_words = _load_words()
+        self.hours = WorkingHours.from_county(self.county)
+
+    def asks_for_a_person(self, text: str, cleaned: str) -> bool:
+        return text.strip() in self.words or cleaned in self.words
+
+    # ----- the flow -----------------------------------------------------------------
+    async def start(self, openid: str) -> tuple[str, dict[str, Any]]:
+        async with self.db.session() as session:
+            case = await open_case_of(session, openid=openid)
+        return (self.say("handoff_ask.j2", open_case=case is not None),
+                {"flow": FLOW, "left": False})
+
+    async def handle(self, openid: str, text: str, cleaned: str,
+                     state: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The reply and new state when the message starts or continues a hand-off;
+        None otherwise."""
+        if self.asks_for_a_person(text, cleaned):
+            return await self.start(openid)
+        if state.get("flow") != FLOW:
+            return None
+        if text.strip() in self.done_words or cleaned in self.done_words:
+            return self.say("handoff_done.j2" if state.get("left") else
+                            "handoff_cancelled.j2"), {}
+        now = self.clock()
+        left = await leave_message(self.db, openid, text, now,
+                                   recent=await self.recent(openid))
+        if left.refused == "daily_cap":
+            return self.say("handoff_cap.j2", count=DAILY_CASES), {}
+        if left.refused == "full":
+            return self.say("handoff_full.j2"), {}
+        if left.refused == "empty":
+            return self.say("handoff_ask.j2", open_case=False), state
+        if not state.get("left"):
+            return (self.say("handoff_left.j2", when=when_text(self.hours, now)),
+                    {"flow": FLOW, "left": True})
+        return self.say("handoff_added.j2"), {"flow": FLOW, "left": True}
+
+    def offer(self) -> str:
+        return self.say("handoff_offer.j2")
+
+    def after_unknown(self, previous: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The state after an "I don't know" reply, and whether to offer a person now."""
+        streak = int(previous.get("unknown") or 0) + 1
+        return {"unknown": streak}, streak >= UNKNOWN_BEFORE_OFFER
+
+    # ----- around every reply -------------------------------------------------------
+    @staticmethod
+    def _recent_key(openid: str) -> str:
+        key = "recent:" + openid
+        if len(key) <= 64:
+            return key
+        return "recent:" + hashlib.sha256(openid.encode()).hexdigest()[:40]
+
+    async def recent(self, openid: str) -> list[dict[str, str]]:
+        stored = await self.conversations.get(self._recent_key(openid))
+        return list(stored.get("turns") or [])
+
+    async def after_reply(self, openid: str, said: str, reply: str | None) -> str | None:
+        """Show staff replies waiting for this person, and keep this exchange."""
+        waiting = await waiting_replies(self.db, openid)
+        turns = (await self.recent(openid) + recent_turn(said, reply or ""))
+        await self.conversations.put(self._recent_key(openid),
+                                     {"turns": turns[-2 * RECENT_TURNS:]})
+        if not waiting:
+            return reply
+        shown = self.say("handoff_reply.j2", replies=waiting)
+        if reply and len(shown) + len(reply) <= MAX_COMBINED:
+            return shown + "\n\n" + reply
+        return shown
+
+    async def remember_asker(self, asked_question_id: int, openid: str) -> None:
+        await remember_asker(self.db, asked_question_id, openid, self.clock())
