@@ -84,7 +84,7 @@ async def askers_waiting(db: Database, asked_ids: Sequence[int], now: datetime) 
     if not asked_ids:
         return 0
     async with db.session() as session:
-        rows = (await session.scalars(select(QuestionAsker.openid.distinct()).where(and_(
+        rows = (await session.scalars(select(QuestionAsker.openid).distinct().where(and_(
             QuestionAsker.asked_question_id.in_(list(asked_ids)),
             QuestionAsker.told_at.is_(None),
             QuestionAsker.asked_at >= now - timedelta(hours=ASKER_HOURS))))).all()

@@ -8,7 +8,9 @@
 
 Callback URLs carry ``?token=`` (``HUIMIN_CALLBACK_TOKEN``), compared in constant
 time: providers do not sign these pushes. Without the setting the callbacks are
-off (404). A reply of 退订/TD/T/N opts that phone out of SMS reminders.
+off (404). A reply of 退订/TD/T/N opts that phone out of SMS reminders; any other reply
+from a registered phone becomes a '请回电' case for the person's caseworker
+(``casework.callbacks``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import and_, delete, or_, select, update
 
+from casework.callbacks import sms_reply_case
 from huimin.db import Database, utcnow
 from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phone
 from huimin.registry.models import Beneficiary
@@ -197,11 +200,26 @@ class ProviderCallbacks:
                 for address in addresses:
                     await opt_out(self.db, "sms", address, "sms_reply")
                 note = "opted out"
+        elif self.vault is not None:
+            note = await self._callback_case(phone_raw, text)
         async with self.db.session() as session:
             session.add(DeliveryEvent(provider=provider, kind="reply", outbox_id=None,
                                       detail={"phone": _masked(phone_raw), "text": text[:200]},
                                       note=note))
         log.info("SMS reply via %s from %s: %s", provider, _masked(phone_raw), note or "kept")
+
+    async def _callback_case(self, phone_raw: str, text: str) -> str | None:
+        """Any other reply from a registered phone: a '请回电' case for the person's
+        caseworker (``casework``); the note kept with the delivery event."""
+        assert self.vault is not None
+        try:
+            phone = normalise_phone(phone_raw)
+        except PersonalDataError:
+            return "reply from an unreadable number"
+        left = await sms_reply_case(self.db, self.vault, phone, text, utcnow())
+        if left is None:
+            return None
+        return f"callback case {left.case_id}" + (f" ({left.refused})" if left.refused else "")
 
 
 def _short(value: Any) -> str | None:

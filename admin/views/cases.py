@@ -7,14 +7,12 @@ showing and closing is in the audit log.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from aiohttp import web
 from sqlalchemy import and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from admin.answered import told_recently
 from admin.audit import Actor, record
-from admin.models import AdminUser, AuditEntry
+from admin.models import AdminUser
 from admin.web import actor, flash, form_text, redirect, render, signed_in, state
 from casework.cases import OUTCOMES, SCOPES, Routing, add_route, aware, open_cases, waiting_text
 from casework.delivery import (
@@ -73,19 +71,11 @@ async def cases_page(request: web.Request) -> web.Response:
     async with st.db.session() as session:
         routing = await Routing.load(session)
         rows = await open_cases(session, routing, user.role, user.username, now, state=which)
-        told = await _told_counts(session, now)
+        told = await told_recently(session, now)
     return await render(request, "cases.html", rows=rows, which=which, waiting=waiting_text,
                         kinds=KIND_LABELS, outcomes=OUTCOMES, told=told,
                         unrouted=user.role == "caseworker" and not any(
                             u == user.username for _, _, u in routing.routes))
-
-
-async def _told_counts(session: AsyncSession, now: datetime) -> int:
-    """People told in the last 30 days that their question now has an answer (from the
-    audit log: the askers themselves are kept only 48 hours)."""
-    rows = (await session.scalars(select(AuditEntry.after).where(and_(
-        AuditEntry.action == "askers_told", AuditEntry.at >= now - timedelta(days=30))))).all()
-    return sum(int((row or {}).get("told", 0)) for row in rows)
 
 
 async def case_page(request: web.Request, phone: str | None = None,

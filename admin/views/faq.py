@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin import faq, inbox
+from admin.answered import RESOLVED, tell_askers_of, told_text
 from admin.audit import record
 from admin.models import FaqDraft
 from admin.tryout import TryResult
@@ -116,10 +117,17 @@ async def _publish_draft(session: AsyncSession, request: web.Request,
     if outcome.ok:
         ids = list(draft.inbox_ids or [])
         await faq.drop_draft(session, draft.entry_id)
+        request[RESOLVED] = ids  # their askers are told once this is committed
         if ids and await inbox.resolve(session, ids, "new_entry", draft.entry_id, who):
             record(session, who, "inbox_new_entry", "inbox", draft.entry_id,
                    after={"asked_question_ids": ids})
     return outcome
+
+
+async def _tell_askers(request: web.Request, entry_id: str) -> str:
+    """After a publish that resolved inbox questions: tell who asked them."""
+    ids = request.get(RESOLVED) or []
+    return told_text(await tell_askers_of(state(request), actor(request), ids, entry_id))
 
 
 def _published_message(entry_id: str, version: int | None) -> str:
@@ -151,7 +159,8 @@ async def faq_save(request: web.Request) -> web.Response:
         raise redirect(request, "faq_edit", entry_id=entry_id)
     if not outcome.ok:
         return await _edit_page(request, entry_id, 400, outcome)
-    await flash(request, "ok", _published_message(entry_id, outcome.version))
+    await flash(request, "ok", _published_message(entry_id, outcome.version)
+                + await _tell_askers(request, entry_id))
     raise redirect(request, "faq_edit", entry_id=entry_id)
 
 
@@ -224,7 +233,8 @@ async def faq_create(request: web.Request) -> web.Response:
     if outcome is not None and not outcome.ok:
         return await _edit_page(request, entry_id, 400, outcome)
     if outcome is not None:
-        await flash(request, "ok", _published_message(entry_id, outcome.version))
+        await flash(request, "ok", _published_message(entry_id, outcome.version)
+                    + await _tell_askers(request, entry_id))
     else:
         await flash(request, "ok", "新条目已存为草稿。写好后点“发布”，公众号才会用它回答。")
     raise redirect(request, "faq_edit", entry_id=entry_id)

@@ -10,6 +10,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from admin import faq, inbox
+from admin.answered import tell_askers_of, told_recently, told_text
 from admin.audit import Actor, record
 from admin.web import AdminState, actor, flash, form_text, redirect, render, state
 from content.models import FaqEntryRow
@@ -30,6 +31,7 @@ async def inbox_page(request: web.Request) -> web.Response:
     async with state(request).db.session() as session:
         rows = await inbox.unresolved(session, since)
         entries = (await session.scalars(select(FaqEntryRow).order_by(FaqEntryRow.id))).all()
+        told = await told_recently(session, state(request).clock())
     groups = await asyncio.to_thread(inbox.group_questions, rows)
     questions = {e.id: e.question for e in entries}
     band_counts = Counter(row.band for row in rows)
@@ -38,7 +40,7 @@ async def inbox_page(request: web.Request) -> web.Response:
                         questions=questions, period=period, periods=PERIODS,
                         bands=inbox.BAND_LABELS, band_counts=band_counts,
                         referred=inbox.REFERRED, likeness=inbox.likeness,
-                        none_chosen=inbox.NONE_CHOSEN)
+                        none_chosen=inbox.NONE_CHOSEN, told=told)
 
 
 async def add_alternative(request: web.Request) -> web.Response:
@@ -55,13 +57,14 @@ async def add_alternative(request: web.Request) -> web.Response:
         await flash(request, "error", problem)
         raise redirect(request, "inbox")
     tried = st.tryout.run(await st.tryout.published(st.db), phrasing)
+    told = told_text(await tell_askers_of(st, who, ids, faq_id))
     if tried.answered_id == faq_id:
         await flash(request, "ok", f"已把“{phrasing}”加为 {faq_id} 的问法并发布。"
-                                   "现在这样问，公众号会直接回答这一条。")
+                                   "现在这样问，公众号会直接回答这一条。" + told)
     else:
         await flash(request, "error", f"已把“{phrasing}”加为 {faq_id} 的问法并发布，"
                                       f"但这样问还不能直接回答（{tried.band_label}）。"
-                                      "可能和别的条目太像，请到“试一试”里看看。")
+                                      "可能和别的条目太像，请到“试一试”里看看。" + told)
     raise redirect(request, "inbox")
 
 

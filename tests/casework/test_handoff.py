@@ -17,8 +17,11 @@ from sqlalchemy import select
 from admin.app import create_admin_app
 from admin.models import AuditEntry
 from bot.app import create_app
-from casework.models import Case, CaseMessage, CaseRoute
+from bot.models import AskedQuestion
+from casework.models import Case, CaseMessage, CaseRoute, QuestionAsker
 from content.load import load_county
+from content.models import FaqEntryRow
+from content.schema import render
 from huimin.db import Database
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary
@@ -348,3 +351,96 @@ async def test_phoned_and_closed_with_an_outcome(bot: Any, staff: Any, wired: Se
     # a new hand-off after closing opens a new case
     await leave(bot, "还有一件事")
     assert len(await rows(wired, select(Case))) == 2
+
+
+# ----- SMS replies -----------------------------------------------------------------------
+@pytest.fixture
+async def callbacks(aiohttp_client: Any, wired: Settings, clock: Clock) -> Any:
+    return await aiohttp_client(create_app(wired.with_overrides(callback_token="cbtoken"),
+                                           clock=clock))
+
+
+async def test_an_sms_reply_becomes_a_callback_case_for_the_caseworker(
+        callbacks: Any, staff: Any, wired: Settings) -> None:
+    await register(wired, openid=None)
+    await route(wired, "township", "娄庄镇", "louzhuang")
+    await route(wired, "township", "王集镇", "wangji")
+    stop = await callbacks.post("/notify/callbacks/tencent/reply", params={"token": "cbtoken"},
+                                json={"mobile": "+86" + PHONE, "text": "TD"})
+    assert stop.status == 200
+    assert await rows(wired, select(Case)) == []  # 退订 is an opt-out, not a case
+    for text in ("钱怎么还没到，请回电话", "我白天不在家"):
+        response = await callbacks.post("/notify/callbacks/tencent/reply",
+                                        params={"token": "cbtoken"},
+                                        json={"mobile": "+86" + PHONE, "text": text})
+        assert response.status == 200
+    stranger = await callbacks.post("/notify/callbacks/tencent/reply",
+                                    params={"token": "cbtoken"},
+                                    json={"mobile": "+8613900000000", "text": "你是谁"})
+    assert stranger.status == 200
+    cases = await rows(wired, select(Case))
+    assert [(c.kind, c.township, c.phone_masked) for c in cases] == [
+        ("callback", "娄庄镇", "138****8000")]
+    assert PHONE not in (cases[0].phone_encrypted or "")
+
+    await sign_in(staff, wired, "wangji", "caseworker")
+    assert (await staff.get(f"/admin/cases/{cases[0].id}")).status == 403
+    await staff.post("/admin/logout", data={"csrf": await csrf(staff)})
+
+    await sign_in(staff, wired, "admin", "admin")
+    page = await (await staff.get(f"/admin/cases/{cases[0].id}")).text()
+    assert "钱怎么还没到" in page and "我白天不在家" in page and "138****8000" in page
+    assert PHONE not in page and "显示完整号码" not in page  # caseworkers only
+    shown = await staff.post(f"/admin/cases/{cases[0].id}/phone", data={"csrf": await csrf(staff)})
+    assert shown.status == 403
+    await staff.post("/admin/logout", data={"csrf": await csrf(staff)})
+
+    token = await sign_in(staff, wired, "louzhuang", "caseworker")
+    page = await (await staff.get(f"/admin/cases/{cases[0].id}")).text()
+    assert PHONE not in page and "显示完整号码" in page
+    shown = await post(staff, f"/admin/cases/{cases[0].id}/phone", token)
+    assert shown.status == 200 and PHONE in await shown.text()
+    logged = await rows(wired, select(AuditEntry).where(AuditEntry.action == "case_phone_view"))
+    assert [(e.username, e.after["phone"]) for e in logged] == [("louzhuang", "138****8000")]
+    assert PHONE not in json.dumps([e.after for e in await rows(wired, select(AuditEntry))])
+
+
+# ----- closing the loop ------------------------------------------------------------------
+VAGUE = "低保可以办几年"
+
+
+async def _add_phrasing(staff: Any, token: str, text: str, faq_id: str) -> str:
+    page = await (await staff.get("/admin/inbox")).text()
+    ids = page.split('name="ids" value="')[1].split('"')[0]
+    return await follow(staff, await post(staff, "/admin/inbox/alternative", token, ids=ids,
+                                          text=text, faq_id=faq_id))
+
+
+async def test_askers_are_told_once_when_their_question_gets_an_answer(
+        bot: Any, staff: Any, wired: Settings, fake: FakeWeChat, clock: Clock) -> None:
+    early = "oEarlyAskerEarlyAskerEarly12"
+    assert "您是想问" in await say(bot, VAGUE, openid=early)
+    clock.now = WEDNESDAY + timedelta(hours=30)
+    for openid in (GRANDMA, STRANGER, GRANDMA):
+        assert "您是想问" in await say(bot, VAGUE, openid=openid)
+    clock.now = WEDNESDAY + timedelta(hours=50)  # the early asker asked 50 hours ago
+    token = await sign_in(staff, wired, "editor", "editor")
+    page = await _add_phrasing(staff, token, VAGUE, "dibao-recheck")
+    assert "已经告诉了2位问过这个问题的群众" in page
+    told = sorted((t["touser"], t["text"]["content"].split("：")[0]) for t in fake.texts)
+    assert told == sorted([(GRANDMA, f"您之前问的“{VAGUE}”，现在有答案了"),
+                           (STRANGER, f"您之前问的“{VAGUE}”，现在有答案了")])
+    answer = fake.texts[0]["text"]["content"].split("现在有答案了：\n")[1]
+    entry = (await rows(wired, select(FaqEntryRow).where(FaqEntryRow.id == "dibao-recheck")))[0]
+    assert answer == render(entry.answer, COUNTY)
+    # the same questions resolved once more (a second editor on a stale page): nobody
+    # is told twice
+    asked = ",".join(str(i) for i in await rows(wired, select(AskedQuestion.id)))
+    await follow(staff, await post(staff, "/admin/inbox/alternative", token, ids=asked,
+                                   text=VAGUE, faq_id="dibao-recheck"))
+    assert len(fake.texts) == 2
+    inbox = await (await staff.get("/admin/inbox")).text()
+    assert "有 <strong>2</strong> 位问过的群众收到了" in inbox
+    askers = await rows(wired, select(QuestionAsker).order_by(QuestionAsker.id))
+    assert [a.told_at is not None for a in askers] == [False, True, True, True]
+
