@@ -131,12 +131,16 @@ def _stale(now: datetime) -> Any:
     return and_(ImportJob.state.in_(RUNNING), ImportJob.heartbeat_at < now - STALE_AFTER)
 
 
-async def create_job(db: Database, kind: str, upload: Upload, who: Actor) -> int:
-    """Record a confirmed import (queued); returns its id."""
+async def create_job(db: Database, kind: str, upload: Upload, who: Actor,
+                     confirmed: dict[str, str] | None = None) -> int:
+    """Record a confirmed import (queued); returns its id. ``confirmed``: the rows staff
+    ticked although they move a stage backwards or overwrite a change made in the UI
+    ({application number: its stage when shown})."""
     async with db.session() as session:
         job = ImportJob(kind=kind, filename=upload.filename[:200], upload=upload.token,
                         state=QUEUED, user_id=who.user_id, username=who.username,
-                        ip=who.ip, created_at=utcnow(), heartbeat_at=utcnow())
+                        ip=who.ip, created_at=utcnow(), heartbeat_at=utcnow(),
+                        confirmed=confirmed or None)
         session.add(job)
         await session.flush()
         return job.id
@@ -280,8 +284,10 @@ class ImportRunner:
                 job = await session.get(ImportJob, job_id)
                 assert job is not None
                 source = f"import:staff:{job.username or ''}"[:40]
+                confirmed = {str(k): str(v) for k, v in (job.confirmed or {}).items()}
             report = await importer.save_applications(db, vault, checked, source,
-                                                      progress=progress, name=path.name)
+                                                      progress=progress, name=path.name,
+                                                      confirmed=confirmed)
         else:
             report = await payouts.save_payouts(db, vault, checked, progress=progress,
                                                 name=path.name)
@@ -333,6 +339,10 @@ class ImportRunner:
                 after.update(added=report.added, updated=report.updated,
                              unchanged=report.unchanged, failed=report.failed,
                              errors=report.error_lines()[:200])
+                if job.confirmed:
+                    after["confirmed"] = sorted(job.confirmed)
+                if report.held:
+                    after["held"] = report.held
             else:
                 after["message"] = message
             record(session, Actor(job.user_id, job.username, job.ip), action, target,

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin.lists import ListPreview, check_file, chunks, people_by_id_number
+from admin.lists import PREVIEW_ROWS, ListPreview, check_file, chunks, people_by_id_number
 from huimin.db import utcnow
 from huimin.personal import (
     PersonalDataError,
@@ -36,7 +36,7 @@ from huimin.personal import (
 from huimin.registry import ALL_STAGES, PROGRAMMES, grants
 from huimin.registry.importer import ImportFileError, checked_rows
 from huimin.registry.models import Application, Beneficiary, Binding, GrantCode, StatusChange
-from huimin.registry.queries import ApplicationRecord, bind, log_access
+from huimin.registry.queries import ApplicationRecord, bind, import_conflict, log_access
 from notify.models import OutboxMessage
 
 PER_PAGE = 50
@@ -99,13 +99,58 @@ class PreviewRow:
     programme: str
     stage: str
     stage_date: date
-    status: str  # "new", "changed", "same"
+    status: str  # "new", "changed", "same", "conflict"
     changes: list[str] = field(default_factory=list)
+    conflict: str = ""  # why importing this row needs confirming ("环节会从…退回…")
+    stored_stage: str = ""  # the application's stage now (what a confirmation is for)
+
+    @property
+    def confirm_value(self) -> str:
+        """The value of the row's 确认 checkbox: the stage it was shown at, and its
+        number (``parse_confirmed``)."""
+        return f"{self.stored_stage}:{self.number}"
 
 
 @dataclass
 class Preview(ListPreview[PreviewRow]):
-    """An application list, checked and compared with the registry."""
+    """An application list, checked and compared with the registry. Rows that would
+    move a stage backwards or overwrite a change made in the UI are "conflict" rows:
+    they are imported only when staff tick them."""
+
+    def __post_init__(self) -> None:
+        self.counts.setdefault("conflict", 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.file_error is None and (self.counts["new"] + self.counts["changed"]
+                                            + self.counts["conflict"]) > 0
+
+    @property
+    def conflicts(self) -> list[PreviewRow]:
+        return [row for row in self.rows if row.status == "conflict"]
+
+    @property
+    def listed(self) -> list[PreviewRow]:
+        """Rows to list (after the conflicts, which are always all listed)."""
+        return [row for row in self.rows if row.status != "conflict"][:PREVIEW_ROWS]
+
+    @property
+    def unlisted(self) -> int:
+        return self.counts["new"] + self.counts["changed"] - len(self.listed)
+
+
+def parse_confirmed(values: list[str]) -> dict[str, str]:
+    """The ticked conflict rows of a preview: {application number: the stage it was at
+    when shown}. Anything malformed is left out (that row stays held back)."""
+    confirmed: dict[str, str] = {}
+    for value in values[:MAX_CONFIRMED]:
+        stage, _, number = value.partition(":")
+        if stage in ALL_STAGES and 0 < len(number) <= 40:
+            confirmed[number] = stage
+    return confirmed
+
+
+MAX_CONFIRMED = 200_000  # a list's rows at most
 
 
 async def preview_applications(session: AsyncSession, vault: Vault, path: Path,
@@ -129,7 +174,9 @@ async def preview_applications(session: AsyncSession, vault: Vault, path: Path,
         person = people.get(record.id_number)
         app = apps.get(record.number)
         changes = _changes(vault, record, person, app)
-        status = "new" if app is None else ("changed" if changes else "same")
+        conflict = import_conflict(app, record) if app is not None and changes else None
+        status = ("new" if app is None else "conflict" if conflict
+                  else "changed" if changes else "same")
         preview.counts[status] += 1
         if status == "same":
             continue
@@ -138,7 +185,8 @@ async def preview_applications(session: AsyncSession, vault: Vault, path: Path,
             masked_id=mask_id(record.id_number),
             masked_phone=mask_phone(record.phone) if record.phone else "",
             township=record.township, programme=record.programme, stage=record.stage,
-            stage_date=record.stage_date, status=status, changes=changes))
+            stage_date=record.stage_date, status=status, changes=changes,
+            conflict=conflict or "", stored_stage=app.stage if app is not None else ""))
     return preview
 
 
@@ -398,6 +446,10 @@ async def change_stage(session: AsyncSession, app: Application, values: StageFor
                               to_stage=values.stage, stage_date=values.stage_date,
                               source=staff(username)[:40], recorded_at=utcnow())
         session.add(change)
+    if (app.stage, app.stage_date, app.next_step, app.recheck_due) != (
+            values.stage, values.stage_date, values.next_step, values.recheck_due):
+        # An import will not overwrite this without staff confirming it (import_conflict).
+        app.changed_by = staff(username)[:40]
     app.stage = values.stage
     app.stage_date = values.stage_date
     app.next_step = values.next_step

@@ -334,8 +334,10 @@ def cmd_content_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # ----- import ---------------------------------------------------------------
-async def import_file(settings: Settings, path: Path) -> Any:
-    """Import an application list into the registry; returns the ImportReport."""
+async def import_file(settings: Settings, path: Path, overwrite: bool = False) -> Any:
+    """Import an application list into the registry; returns the ImportReport. Rows
+    that would move a stage backwards or overwrite a change made in the staff UI are
+    held back (reported) unless ``overwrite``."""
     from huimin.db import Database
     from huimin.personal import Vault
     from huimin.registry.importer import import_applications
@@ -344,7 +346,7 @@ async def import_file(settings: Settings, path: Path) -> Any:
     vault = Vault(require_secret(settings), settings.secret_key_previous)
     db = Database(settings.database_url)
     try:
-        return await import_applications(db, vault, path)
+        return await import_applications(db, vault, path, confirmed=overwrite)
     finally:
         await db.dispose()
 
@@ -357,13 +359,16 @@ def cmd_import_applications(settings: Settings, args: argparse.Namespace) -> int
         print(f"huimin: no such file {str(path)!r}", file=sys.stderr)
         return 2
     try:
-        report = asyncio.run(import_file(settings, path))
+        report = asyncio.run(import_file(settings, path, overwrite=args.overwrite))
     except ImportFileError as exc:
         print(f"huimin: {exc}", file=sys.stderr)
         return 2
     for text in report.error_lines():  # the first 1,000, then how many more
         print(text)
     print(report.summary())
+    if report.held:
+        print(f"有 {report.held} 行没有导入：它们会把环节退回去，或改掉经办人员在系统里改过的"
+              f"内容（名单可能是旧的）。核对无误、确实要按名单改的，加 --overwrite 再导入一次。")
     return 1 if report.failed else 0
 
 
@@ -683,6 +688,10 @@ def build_parser() -> argparse.ArgumentParser:
     applications = importer.add_parser(
         "applications", help="an application list (CSV or XLSX with Chinese headers)")
     applications.add_argument("file")
+    applications.add_argument(
+        "--overwrite", action="store_true",
+        help="also import the rows that move a stage backwards or overwrite a change made "
+             "in the staff UI (held back and reported without it)")
     applications.set_defaults(func=cmd_import_applications)
     payouts = importer.add_parser(
         "payouts", help="a payout list (CSV or XLSX): who, programme, month, amount")

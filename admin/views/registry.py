@@ -125,15 +125,20 @@ async def import_confirm(request: web.Request) -> web.Response:
     if stored is None:
         await flash(request, "error", GONE)
         raise redirect(request, "registry_import")
-    raise await start_job(request, jobs.APPLICATIONS, stored)
+    # The ticked rows that move a stage backwards or overwrite a change made in the UI;
+    # the others of that kind stay held back.
+    confirmed = registry.parse_confirmed([v for v in form.getall("confirm", [])
+                                          if isinstance(v, str)])
+    raise await start_job(request, jobs.APPLICATIONS, stored, confirmed)
 
 
-async def start_job(request: web.Request, kind: str, stored: Upload) -> web.HTTPSeeOther:
+async def start_job(request: web.Request, kind: str, stored: Upload,
+                    confirmed: dict[str, str] | None = None) -> web.HTTPSeeOther:
     """Record the confirmed import as a job, start it in this process, and send the
     browser to the job's page (the import runs on after this request has ended)."""
     st = state(request)
     st.vault  # noqa: B018 -- no secret key: say so now, not from inside the job
-    job_id = await jobs.create_job(st.db, kind, stored, actor(request))
+    job_id = await jobs.create_job(st.db, kind, stored, actor(request), confirmed)
     request.app[jobs.RUNNER].start(job_id)
     return redirect(request, "import_job", job_id=job_id)
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -64,15 +64,23 @@ from huimin.db import Database, utcnow
 from huimin.personal import (
     PersonalDataError,
     Vault,
-    mask_id,
-    mask_phone,
     mask_text,
     normalise_id,
     normalise_phone,
 )
 from huimin.registry import ALL_STAGES, PROGRAMMES
 from huimin.registry.models import Application, Beneficiary, StatusChange
-from huimin.registry.queries import ApplicationRecord, _differs, save_application
+from huimin.registry.queries import (
+    HELD,
+    ApplicationRecord,
+    Confirmed,
+    application_values,
+    held_by,
+    new_person,
+    save_application,
+    update_application,
+    update_person,
+)
 
 log = logging.getLogger(__name__)
 Record = TypeVar("Record")  # one checked row of a list
@@ -225,6 +233,10 @@ class ImportReport(RowErrors):
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Rows held back, not saved: they would move a stage backwards or overwrite a change
+    # made in the staff UI, and nobody confirmed them. They are among the failed rows
+    # too, with their line and why.
+    held: int = 0
 
     @property
     def done(self) -> int:
@@ -232,14 +244,20 @@ class ImportReport(RowErrors):
         return self.added + self.updated + self.unchanged + self.failed
 
     def summary(self) -> str:
-        return (f"新增 {self.added} 条，更新 {self.updated} 条，未变 {self.unchanged} 条，"
+        text = (f"新增 {self.added} 条，更新 {self.updated} 条，未变 {self.unchanged} 条，"
                 f"出错 {self.failed} 行")
+        if self.held:
+            text += f"（其中 {self.held} 行要确认后才导入）"
+        return text
 
     def count(self, line: int, outcome: str) -> None:
-        """Count one saved row: "added", "updated", "unchanged", or else the reason it
-        failed."""
+        """Count one saved row: "added", "updated", "unchanged", HELD + why, or else the
+        reason it failed."""
         if outcome in ("added", "updated", "unchanged"):
             setattr(self, outcome, getattr(self, outcome) + 1)
+        elif outcome.startswith(HELD):
+            self.held += 1
+            self.fail(line, f"{outcome.removeprefix(HELD)}，没有导入，要确认后才导入")
         else:
             self.fail(line, outcome)
 
@@ -708,29 +726,32 @@ def checked_rows(path: Path) -> Iterator[tuple[int, ApplicationRecord | str]]:
 
 async def import_applications(db: Database, vault: Vault, path: Path,
                               source: str = "import", *, batch: int | None = None,
-                              progress: Progress | None = None) -> ImportReport:
+                              progress: Progress | None = None,
+                              confirmed: Confirmed = False) -> ImportReport:
     """Import every good row of the file; bad rows are reported, not saved.
 
     Raises ImportFileError (and saves nothing) when the file cannot be read, lacks a
     required column or has too many rows: the whole file is read and checked before
-    the first row is saved. Rows are saved ``batch`` to a transaction.
+    the first row is saved. Rows are saved ``batch`` to a transaction. A row that would
+    move a stage backwards or overwrite a change made in the staff UI is held back
+    (reported) unless ``confirmed`` covers it (True: every such row).
     """
     checked = await asyncio.to_thread(check_list, checked_rows(path))
     return await save_applications(db, vault, checked, source, batch=batch,
-                                   progress=progress, name=path.name)
+                                   progress=progress, name=path.name, confirmed=confirmed)
 
 
 async def save_applications(db: Database, vault: Vault,
                             checked: CheckedList[ApplicationRecord], source: str = "import",
                             *, batch: int | None = None, progress: Progress | None = None,
-                            name: str = "") -> ImportReport:
+                            name: str = "", confirmed: Confirmed = False) -> ImportReport:
     """Save a checked application list (``check_list(checked_rows(path))``)."""
     async def save(session: AsyncSession, record: ApplicationRecord) -> str:
-        return await save_application(session, vault, record, source)
+        return await save_application(session, vault, record, source, confirmed)
 
     async def save_many(session: AsyncSession, records: Sequence[ApplicationRecord]
                         ) -> list[str]:
-        return await save_application_batch(session, vault, records, source)
+        return await save_application_batch(session, vault, records, source, confirmed)
 
     report = await save_rows(db, checked, save, batch=batch or BATCH, progress=progress,
                              conflict="保存时和别的数据冲突，请核对申请编号和身份证号",
@@ -743,82 +764,68 @@ BATCH = 500  # rows saved in one transaction
 
 
 async def save_application_batch(session: AsyncSession, vault: Vault,
-                                 records: Sequence[ApplicationRecord], source: str
-                                 ) -> list[str]:
+                                 records: Sequence[ApplicationRecord], source: str,
+                                 confirmed: Confirmed = False) -> list[str]:
     """Save many applications as ``save_application`` does one by one (same outcomes,
-    same rows, same status changes), in a few statements: the people and applications
-    the batch names are read with one query each, new rows are inserted together. The
-    records are distinct application numbers, and one ID number's records agree on the
-    person (``checked_rows`` sees to both). While keys rotate, rows are saved one by one
-    (``save_application`` moves each row it touches to the current key)."""
+    same rows, same status changes, the same rows held back), in a few statements: the
+    people and applications the batch names are read with one query each, new rows are
+    inserted together. The records are distinct application numbers, and one ID
+    number's records agree on the person (``checked_rows`` sees to both). While keys
+    rotate, rows are saved one by one (``save_application`` moves each row it touches
+    to the current key)."""
     if vault.rotating:
-        return [await save_application(session, vault, r, source) for r in records]
+        return [await save_application(session, vault, r, source, confirmed)
+                for r in records]
     now = utcnow()
     hashes = [vault.lookup_hash(r.id_number) for r in records]
-    people: dict[str, Beneficiary] = {}
-    for chunk in _chunks(sorted(set(hashes))):
-        for person in (await session.scalars(
-                select(Beneficiary).where(Beneficiary.id_hash.in_(chunk)))).all():
-            people[person.id_hash] = person
     apps: dict[str, Application] = {}
     for chunk in _chunks(sorted({r.number for r in records})):
         for app in (await session.scalars(
                 select(Application).where(Application.number.in_(chunk)))).all():
             apps[app.number] = app
+    # Rows that would move a stage backwards or overwrite a change made in the UI, and
+    # are not confirmed, are held back whole (their person is not touched either).
+    held = [held_by(apps.get(r.number), r, confirmed) for r in records]
+    people: dict[str, Beneficiary] = {}
+    for chunk in _chunks(sorted({h for h, why in zip(hashes, held, strict=True)
+                                 if why is None})):
+        for person in (await session.scalars(
+                select(Beneficiary).where(Beneficiary.id_hash.in_(chunk)))).all():
+            people[person.id_hash] = person
     # The people first (as save_application does for each record in turn) ...
     person_changed: list[bool] = []
-    for record, id_hash in zip(records, hashes, strict=True):
+    for record, id_hash, why in zip(records, hashes, held, strict=True):
         person = people.get(id_hash)
-        values: dict[str, Any] = {"name": record.name, "township": record.township}
-        if record.phone:
-            values.update(phone_hash=vault.lookup_hash(record.phone),
-                          phone_masked=mask_phone(record.phone))
         changed = False
-        if person is None:
-            person = Beneficiary(id_hash=id_hash, id_encrypted=vault.encrypt(record.id_number),
-                                 id_masked=mask_id(record.id_number), **values)
-            if record.phone:
-                person.phone_encrypted = vault.encrypt(record.phone)
-            session.add(person)
-            people[id_hash] = person
-        elif any(getattr(person, k) != v for k, v in values.items()):
-            for key, value in values.items():
-                setattr(person, key, value)
-            if record.phone:
-                person.phone_encrypted = vault.encrypt(record.phone)
-            person.updated_at = now
-            changed = person.id is not None  # a person new in this batch is "added"
+        if why is not None:
+            pass
+        elif person is None:
+            people[id_hash] = new_person(vault, record, id_hash)
+            session.add(people[id_hash])
+        else:
+            # a person new in this batch is "added", not "updated"
+            changed = update_person(vault, person, record, now) and person.id is not None
         person_changed.append(changed)
     await session.flush()  # new people get their ids
     # ... then the applications, and a status change for each new one or new stage.
     outcomes: list[str] = []
     added: list[Application] = []
-    for record, id_hash, changed_person in zip(records, hashes, person_changed, strict=True):
-        app_values: dict[str, Any] = {
-            "beneficiary_id": people[id_hash].id, "programme": record.programme,
-            "stage": record.stage, "stage_date": record.stage_date,
-            "township": record.township, "next_step": record.next_step,
-            "recheck_due": record.recheck_due, "monthly_amount": record.monthly_amount,
-        }
+    for record, id_hash, changed_person, why in zip(records, hashes, person_changed, held,
+                                                    strict=True):
+        if why is not None:
+            outcomes.append(why)
+            continue
+        values = application_values(record, people[id_hash].id)
         app = apps.get(record.number)
         if app is None:
-            app = Application(number=record.number, **app_values)
+            app = Application(number=record.number, changed_by=source[:40], **values)
             session.add(app)
             added.append(app)
             outcomes.append("added")
-            continue
-        changed = {k: v for k, v in app_values.items() if _differs(getattr(app, k), v)}
-        if not changed:
-            outcomes.append("updated" if changed_person else "unchanged")
-            continue
-        if "stage" in changed:
-            session.add(StatusChange(application_id=app.id, from_stage=app.stage,
-                                     to_stage=record.stage, stage_date=record.stage_date,
-                                     source=source))
-        for key, value in changed.items():
-            setattr(app, key, value)
-        app.updated_at = now
-        outcomes.append("updated")
+        elif update_application(session, app, values, source, now) or changed_person:
+            outcomes.append("updated")
+        else:
+            outcomes.append("unchanged")
     await session.flush()  # new applications get their ids
     for app in added:
         session.add(StatusChange(application_id=app.id, from_stage=None, to_stage=app.stage,

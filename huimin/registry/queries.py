@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from huimin.db import utcnow
 from huimin.keys import rekey_beneficiary
 from huimin.personal import Vault, mask_id, mask_phone
+from huimin.registry import STAGES
 from huimin.registry.models import (
     AccessLogEntry,
     Application,
@@ -41,14 +42,132 @@ class ApplicationRecord:
     monthly_amount: Decimal | None = None
 
 
+# An import never silently moves a stage backwards, or overwrites what a member of staff
+# set in the UI's stage form, unless staff confirmed that row (in the admin's preview, or
+# with the CLI's --overwrite). A row held back is reported, not saved, and announces
+# nothing.
+UI_FIELDS = ("stage", "stage_date", "next_step", "recheck_due")  # the stage form's fields
+HELD = "held:"  # an outcome: the row was held back, and why
+Confirmed = Mapping[str, str] | bool  # {application number: its stage when shown}, or all
+
+
+def stage_rank(stage: str) -> int:
+    """A stage's place in the order (content/stages.yaml): the in-progress stages in
+    turn, then the three outcomes, all after them and level with each other."""
+    return STAGES.index(stage) if stage in STAGES else len(STAGES)
+
+
+def import_conflict(app: Application, record: ApplicationRecord) -> str | None:
+    """Why importing ``record`` over ``app`` needs confirming (plain Chinese), or None:
+    it moves the stage backwards, or it changes what a member of staff set in the UI
+    and the list is not newer (its stage date is not later than the one staff set)."""
+    if stage_rank(record.stage) < stage_rank(app.stage):
+        reason = f"环节会从“{app.stage}”退回“{record.stage}”"
+        if (app.changed_by or "").startswith("staff:"):
+            reason += f"（“{app.stage}”是经办人员 {app.changed_by[6:]} 在系统里改的）"
+        return reason
+    if not (app.changed_by or "").startswith("staff:") or record.stage_date > app.stage_date:
+        return None
+    labels = {"stage": "环节", "stage_date": "环节日期", "next_step": "下一步",
+              "recheck_due": "复核日期"}
+    changed = [labels[k] for k in UI_FIELDS if _differs(getattr(app, k), getattr(record, k))]
+    if not changed:
+        return None
+    return (f"会改掉经办人员 {app.changed_by[6:]} 在系统里改过的{'、'.join(changed)}"
+            f"（名单的环节日期不比系统里的新）")
+
+
+def is_confirmed(confirmed: Confirmed, app: Application) -> bool:
+    """Whether staff confirmed importing over ``app`` as it stands now (a row confirmed
+    while it was at another stage is not: someone changed it again since)."""
+    if isinstance(confirmed, bool):
+        return confirmed
+    return confirmed.get(app.number) == app.stage
+
+
+def held_by(app: Application | None, record: ApplicationRecord,
+            confirmed: Confirmed) -> str | None:
+    """The outcome of a row held back (HELD + why), or None when it may be saved."""
+    if app is None:
+        return None
+    conflict = import_conflict(app, record)
+    if conflict is None or is_confirmed(confirmed, app):
+        return None
+    return HELD + conflict
+
+
+def new_person(vault: Vault, record: ApplicationRecord, id_hash: str) -> Beneficiary:
+    person = Beneficiary(id_hash=id_hash, id_encrypted=vault.encrypt(record.id_number),
+                         id_masked=mask_id(record.id_number), **_person_values(vault, record))
+    if record.phone:
+        person.phone_encrypted = vault.encrypt(record.phone)
+    return person
+
+
+def update_person(vault: Vault, person: Beneficiary, record: ApplicationRecord,
+                  now: datetime) -> bool:
+    """Bring a stored person up to the list's name, township and phone; whether
+    anything changed."""
+    values = _person_values(vault, record)
+    if not any(getattr(person, k) != v for k, v in values.items()):
+        return False
+    for key, value in values.items():
+        setattr(person, key, value)
+    if record.phone:
+        person.phone_encrypted = vault.encrypt(record.phone)
+    person.updated_at = now
+    return True
+
+
+def _person_values(vault: Vault, record: ApplicationRecord) -> dict[str, Any]:
+    values: dict[str, Any] = {"name": record.name, "township": record.township}
+    if record.phone:
+        values.update(phone_hash=vault.lookup_hash(record.phone),
+                      phone_masked=mask_phone(record.phone))
+    return values
+
+
+def application_values(record: ApplicationRecord, beneficiary_id: int) -> dict[str, Any]:
+    return {
+        "beneficiary_id": beneficiary_id, "programme": record.programme,
+        "stage": record.stage, "stage_date": record.stage_date,
+        "township": record.township, "next_step": record.next_step,
+        "recheck_due": record.recheck_due, "monthly_amount": record.monthly_amount,
+    }
+
+
+def update_application(session: AsyncSession, app: Application, values: dict[str, Any],
+                       source: str, now: datetime) -> bool:
+    """Apply an imported row's values to a stored application, recording a changed
+    stage for the notifier; whether anything changed."""
+    changed = {k: v for k, v in values.items() if _differs(getattr(app, k), v)}
+    if not changed:
+        return False
+    if "stage" in changed:
+        session.add(StatusChange(application_id=app.id, from_stage=app.stage,
+                                 to_stage=values["stage"], stage_date=values["stage_date"],
+                                 source=source))
+    for key, value in changed.items():
+        setattr(app, key, value)
+    app.updated_at = now
+    app.changed_by = source[:40]
+    return True
+
+
 async def save_application(session: AsyncSession, vault: Vault, record: ApplicationRecord,
-                           source: str) -> str:
+                           source: str, confirmed: Confirmed = False) -> str:
     """Insert or update one application and its beneficiary.
 
-    Returns "added", "updated", "unchanged". A new application, or a changed
-    stage, is recorded as a status change for the notifier.
+    Returns "added", "updated", "unchanged", or HELD + why when the row would move the
+    stage backwards or overwrite a change made in the UI and ``confirmed`` does not
+    cover it (nothing is saved then). A new application, or a changed stage, is
+    recorded as a status change for the notifier.
     """
     id_hash = vault.lookup_hash(record.id_number)
+    app = await session.scalar(select(Application).where(Application.number == record.number))
+    held = held_by(app, record, confirmed)
+    if held is not None:
+        return held
     person = await session.scalar(select(Beneficiary).where(
         Beneficiary.id_hash.in_(vault.lookup_hashes(record.id_number))))
     if person is not None:
@@ -56,50 +175,24 @@ async def save_application(session: AsyncSession, vault: Vault, record: Applicat
         # current one first, so what follows compares like with like.
         await rekey_beneficiary(session, vault, person)
     now = utcnow()
-    person_values: dict[str, Any] = {"name": record.name, "township": record.township}
-    if record.phone:
-        person_values.update(phone_hash=vault.lookup_hash(record.phone),
-                             phone_masked=mask_phone(record.phone))
     person_changed = False
     if person is None:
-        person = Beneficiary(id_hash=id_hash, id_encrypted=vault.encrypt(record.id_number),
-                             id_masked=mask_id(record.id_number), **person_values)
-        if record.phone:
-            person.phone_encrypted = vault.encrypt(record.phone)
+        person = new_person(vault, record, id_hash)
         session.add(person)
         await session.flush()
-    elif any(getattr(person, k) != v for k, v in person_values.items()):
-        for key, value in person_values.items():
-            setattr(person, key, value)
-        if record.phone:
-            person.phone_encrypted = vault.encrypt(record.phone)
-        person.updated_at = now
-        person_changed = True
-    app = await session.scalar(select(Application).where(Application.number == record.number))
-    values: dict[str, Any] = {
-        "beneficiary_id": person.id, "programme": record.programme, "stage": record.stage,
-        "stage_date": record.stage_date, "township": record.township,
-        "next_step": record.next_step, "recheck_due": record.recheck_due,
-        "monthly_amount": record.monthly_amount,
-    }
+    else:
+        person_changed = update_person(vault, person, record, now)
+    values = application_values(record, person.id)
     if app is None:
-        app = Application(number=record.number, **values)
+        app = Application(number=record.number, changed_by=source[:40], **values)
         session.add(app)
         await session.flush()
         session.add(StatusChange(application_id=app.id, from_stage=None, to_stage=record.stage,
                                  stage_date=record.stage_date, source=source))
         return "added"
-    changed = {k: v for k, v in values.items() if _differs(getattr(app, k), v)}
-    if not changed:
-        return "updated" if person_changed else "unchanged"
-    if "stage" in changed:
-        session.add(StatusChange(application_id=app.id, from_stage=app.stage,
-                                 to_stage=record.stage, stage_date=record.stage_date,
-                                 source=source))
-    for key, value in changed.items():
-        setattr(app, key, value)
-    app.updated_at = now
-    return "updated"
+    if update_application(session, app, values, source, now):
+        return "updated"
+    return "updated" if person_changed else "unchanged"
 
 
 def _differs(old: Any, new: Any) -> bool:

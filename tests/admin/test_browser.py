@@ -156,8 +156,105 @@ async def test_caseworker_pages_in_a_browser(aiohttp_server: Any, settings: Sett
             await page.click("button:has-text('上传并检查')")
             await page.wait_for_selector("#preview")
             text = await page.inner_text("#preview")
-            assert "有变化 1 份" in text and "环节：公示 → 审核" in text
+            # the demo list is older than the change just made: it asks, it does not undo
+            assert "要您确认 1 份" in text and "环节会从“公示”退回“审核”" in text
             assert DEMO_ID not in await page.content()
+        finally:
+            await browser.close()
+
+
+async def test_what_a_clerk_stumbled_on_in_a_browser(aiohttp_server: Any,
+                                                    settings: Settings) -> None:
+    """Issue 11's last items, in a real browser without script: an older list asks
+    before undoing a stage set here (and imports it only when ticked); the person who
+    phones in is found by full ID number, phone number or name; a family member is
+    granted access by the code the bot gave them; the payouts page before any payout
+    list has no plan button; a skipped reminder says why it was not sent."""
+    from huimin.db import Database
+    from huimin.registry.models import Application
+    from notify.models import OutboxMessage
+
+    ids = await load_demo(settings)
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            wang = await session.get(Application, ids["LZ-2026-0009"])
+            assert wang is not None
+            session.add(OutboxMessage(key="skipped-1", kind="payout", params={},
+                                      beneficiary_id=wang.beneficiary_id, state="skipped",
+                                      last_error="opted out"))
+    finally:
+        await db.dispose()
+    app = create_app(settings)
+    app.add_subapp("/admin", create_admin_app(settings))
+    server = await aiohttp_server(app, host="127.0.0.1")
+    base = str(server.make_url("")).rstrip("/")
+    await add_user(settings, "case", "caseworker")
+    family = "oFamilyOfZhang0123456789abcd"
+    async with aiohttp.ClientSession() as http, async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+            args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(java_script_enabled=False)
+            await page.goto(base + "/admin/login")
+            await page.fill("#username", "case")
+            await page.fill("#password", PASSWORD)
+            await page.click("button:has-text('登录')")
+            await page.wait_for_url("**/admin/")
+
+            # 12: the person who phones in, by full ID number, phone number and name
+            await page.goto(base + "/admin/registry")
+            for typed in (DEMO_ID, "138 0013 8000", "张桂兰"):
+                await page.fill("#q", typed)
+                await page.click("button:has-text('查找')")
+                text = await page.inner_text("main")
+                assert "共 1 份申请" in text and "LZ-2026-0017" in text, typed
+                assert "/admin/registry?" not in page.url or DEMO_ID not in page.url
+                assert DEMO_ID not in await page.content()
+                assert "13800138000" not in await page.content()
+
+            # 11: a stage set here, then the older demo list
+            await page.goto(base + f"/admin/registry/applications/{ids['LZ-2026-0017']}")
+            await page.select_option("#stage", "公示")
+            await page.click("#stage-form button:has-text('保存')")
+            await page.wait_for_selector(".flash-ok")
+            await page.goto(base + "/admin/registry/import")
+            await page.set_input_files("#file", str(DEMO / "applications.csv"))
+            await page.click("button:has-text('上传并检查')")
+            await page.wait_for_selector("#conflicts")
+            assert "环节会从“公示”退回“审核”" in await page.inner_text("#conflicts")
+            await page.click("button:has-text('确认导入')")  # not ticked
+            await page.wait_for_selector("text=导入完成")
+            assert "要确认后才导入" in await page.inner_text("main")
+            await page.goto(base + f"/admin/registry/applications/{ids['LZ-2026-0017']}")
+            assert "审核 → 公示" in await page.inner_text("main")
+            assert "公示 → 审核" not in await page.inner_text("main")
+            await page.goto(base + "/admin/registry/import")
+            await page.set_input_files("#file", str(DEMO / "applications.csv"))
+            await page.click("button:has-text('上传并检查')")
+            await page.check("#conflicts input[name=confirm]")  # ticked this time
+            await page.click("button:has-text('确认导入')")
+            await page.wait_for_selector("text=导入完成")
+            await page.goto(base + f"/admin/registry/applications/{ids['LZ-2026-0017']}")
+            assert "公示 → 审核" in await page.inner_text("main")
+
+            # 13: the family member asks the bot for a code and reads it to the clerk
+            reply = await _ask(http, base, "我的授权码", family)
+            code = reply.split("您的授权码：")[1].split()[0]
+            await page.fill("#code", code.lower())
+            await page.click("#delegate-form button:has-text('授权')")
+            await page.wait_for_selector(".flash-ok")
+            assert "授权码对上了" in await page.inner_text(".flash-ok")
+            assert "【低保】" in await _ask(http, base, "查进度", family)
+
+            # 14: the payouts page before any payout list; a skipped reminder
+            await page.goto(base + "/admin/payouts")
+            plan = await page.inner_text("#plan")
+            assert "还没有导入过发放名单" in plan and "都已经排过了" not in plan
+            assert await page.locator("#plan button").count() == 0
+            await page.goto(base + "/admin/reminders")
+            assert "没有发（本人已退订提醒）" in await page.inner_text("main")
         finally:
             await browser.close()
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from admin.audit import LOCAL_TZ
 from admin.jobs import ImportJob
 from admin.models import AuditEntry
+from admin.registry import parse_confirmed as registry_confirmed
 from admin.uploads import UploadStore, default_root
 from huimin.db import Database, utcnow
 from huimin.personal import id_check_digit
@@ -123,6 +124,68 @@ async def test_preview_of_a_known_list_shows_what_changes(admin_client: Any,
                              demo_csv())
     html = await unchanged.text()
     assert "名单和系统里的一样，不需要导入" in html and 'name="upload"' not in html
+
+
+async def test_an_older_list_needs_confirming_before_it_undoes_a_stage_set_here(
+        admin_client: Any, settings: Settings) -> None:
+    """A caseworker moved LZ-2026-0017 to 公示; an older list (another row edited) comes
+    in. The preview lists the step back apart, to be ticked; untouched, the import
+    leaves it at 公示 and nothing announces 审核. Ticked, it is imported and announced."""
+    ids = await load_demo(settings)
+    app_id = ids["LZ-2026-0017"]
+    token = await signed_in(admin_client, settings, "caseworker")
+    today = utcnow().astimezone(LOCAL_TZ).date()
+    await post(admin_client, f"/admin/registry/applications/{app_id}/stage", token,
+               stage="公示", stage_date=today.isoformat(), next_step="在村里公示7天")
+    older = demo_csv().decode().replace("请在12月20日前到村委会补交收入证明", "请补交收入证明")
+
+    async def preview() -> str:
+        response = await upload(admin_client, "/admin/registry/import", token, "旧名单.csv",
+                                older.encode())
+        assert response.status == 200
+        return await response.text()
+
+    html = await preview()
+    assert "有变化 <strong>1</strong> 份" in html and "要您确认 1 份" in html
+    assert "环节会从“公示”退回“审核”（“公示”是经办人员 caseworker 在系统里改的）" in html
+    assert 'name="confirm" value="公示:LZ-2026-0017" form="registry-confirm"' in html
+    assert 'id="registry-confirm"' in html
+    result = await job_result(admin_client, await post(
+        admin_client, "/admin/registry/import/confirm", token, upload=upload_token(html)))
+    assert "导入完成" in result and "更新 <strong>1</strong> 条" in result
+    assert "环节会从“公示”退回“审核”" in result and "要确认后才导入" in result
+    (app,) = await rows_of(settings, select(Application).where(Application.id == app_id))
+    assert app.stage == "公示" and app.changed_by == "staff:caseworker"
+    db = Database(settings.database_url)
+    try:
+        await plan(db, quiet=NEVER_QUIET)
+    finally:
+        await db.dispose()
+    stages = [m.params["stage"] for m in await rows_of(settings, select(OutboxMessage).where(
+        OutboxMessage.kind == "status_change", OutboxMessage.beneficiary_id ==
+        app.beneficiary_id))]
+    assert stages == ["公示"]
+    (entry,) = await audit(settings, "registry_import")
+    assert entry.after["held"] == 1 and "confirmed" not in entry.after
+
+    # ticked: imported, recorded and announced
+    html = await preview()
+    assert "有变化 <strong>0</strong> 份" in html and "要您确认 1 份" in html
+    result = await job_result(admin_client, await post(
+        admin_client, "/admin/registry/import/confirm", token, upload=upload_token(html),
+        confirm="公示:LZ-2026-0017"))
+    assert "更新 <strong>1</strong> 条" in result and "要确认后才导入" not in result
+    (app,) = await rows_of(settings, select(Application).where(Application.id == app_id))
+    assert app.stage == "审核" and app.changed_by == "import:staff:caseworker"
+    history = await rows_of(settings, select(StatusChange.from_stage, StatusChange.to_stage)
+                            .where(StatusChange.application_id == app_id)
+                            .order_by(StatusChange.id))
+    assert [tuple(h) for h in history][-1] == ("公示", "审核")
+    entry = (await audit(settings, "registry_import"))[-1]
+    assert entry.after["confirmed"] == ["LZ-2026-0017"]
+    # a forged or malformed confirmation confirms nothing
+    assert registry_confirmed(["公示:", "快批了:LZ-1", "x" * 50, "审核:LZ-2026-0009"]) == {
+        "LZ-2026-0009": "审核"}
 
 
 async def test_a_file_that_cannot_be_read_is_refused_as_a_whole(admin_client: Any,
