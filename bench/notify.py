@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -350,22 +349,21 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
                           TENCENT_APP_ID, county["sms_signature"], TEMPLATES)
     limiter = DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0)))
     moment = DAYTIME + timedelta(seconds=args.clock_offset)
-    worker = Worker(db, Vault(SECRET_KEY), county, [provider], limiter,
-                    rate=args.rate, rate_store=DatabaseRateStore(db), batch=args.batch,
-                    concurrency=args.concurrency,
-                    stale_after=timedelta(seconds=args.stale_after), name=args.name,
-                    clock=lambda: moment)
+    worker = Worker.assemble(db, Vault(SECRET_KEY), county, [provider], limiter,
+                             rate=args.rate, rate_store=DatabaseRateStore(db), batch=args.batch,
+                             concurrency=args.concurrency,
+                             stale_after=timedelta(seconds=args.stale_after), name=args.name,
+                             clock=lambda: moment)
     steps = StepTimes()
     # Instance attributes shadow the methods: the worker calls these wrappers.
     worker.sweep = steps.wrap("sweep", worker.sweep)  # type: ignore[method-assign]
     worker.claim = steps.wrap("claim", worker.claim)  # type: ignore[method-assign]
     worker.process = steps.wrap("process", worker.process)  # type: ignore[method-assign]
-    worker._recipients = steps.wrap(  # type: ignore[method-assign]
-        "recipients", worker._recipients)
-    worker._record = steps.wrap("record", worker._record)  # type: ignore[method-assign]
-    reconcile = getattr(worker, "reconcile", None)  # asks the provider what it sent
-    if reconcile is not None and inspect.iscoroutinefunction(reconcile):
-        worker.reconcile = steps.wrap("reconcile", reconcile)  # type: ignore[attr-defined]
+    outbox, reconciler = worker.outbox, worker.reconciler
+    outbox.recipients = steps.wrap("recipients", outbox.recipients)  # type: ignore[method-assign]
+    outbox.record = steps.wrap("record", outbox.record)  # type: ignore[method-assign]
+    # Asks the provider what it sent.
+    reconciler.reconcile = steps.wrap("reconcile", reconciler.reconcile)  # type: ignore[method-assign]
     limiter.reserve = steps.wrap("reserve", limiter.reserve)  # type: ignore[method-assign]
     provider.send = steps.wrap("send", provider.send)  # type: ignore[method-assign]
     statements: Counter[str] = Counter()
@@ -424,7 +422,7 @@ async def _work(args: argparse.Namespace) -> dict[str, Any]:
             "rss_first_batch_kb": rss_samples[0] if rss_samples else 0,
             "rss_last_batch_kb": rss_samples[-1] if rss_samples else 0,
             "batches": len(rss_samples),
-            "concurrency": args.concurrency, "has_reconcile": reconcile is not None,
+            "concurrency": args.concurrency, "has_reconcile": True,
             "steps": dict(steps.seconds), "step_calls": dict(steps.calls),
             "statements": dict(statements)}
 

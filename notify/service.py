@@ -17,7 +17,7 @@ from notify.rules import (
     RedisRateStore,
 )
 from notify.wechat import WeChatApi, token_store
-from notify.worker import Worker
+from notify.worker import PhoneLimiter, RateStore, Worker
 
 
 def quiet_hours(settings: Settings) -> QuietHours:
@@ -38,12 +38,14 @@ def build_worker(settings: Settings, db: Database, county: dict[str, Any],
     if settings.wechat_secret and settings.wechat_appid:  # templates, late replies
         wechat = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
                                                                database=db))
+    limiter: PhoneLimiter
+    rates: RateStore
     if redis is not None:
-        limiter: Any = RedisPhoneLimiter(redis)
-        rates: Any = RedisRateStore(redis)
+        limiter, rates = RedisPhoneLimiter(redis), RedisRateStore(redis)
     else:
         limiter, rates = DatabasePhoneLimiter(db), DatabaseRateStore(db)
-    return Worker(db, Vault(require_secret(settings), settings.secret_key_previous), county,
-                  build_sms_providers(settings, county), limiter, wechat=wechat,
-                  wechat_templates=templates, quiet=quiet_hours(settings),
-                  rate=settings.notify_rate, rate_store=rates, **options)
+    vault = Vault(require_secret(settings), settings.secret_key_previous)
+    return Worker.assemble(db, vault, county,
+                           build_sms_providers(settings, county), limiter, wechat=wechat,
+                           wechat_templates=templates, quiet=quiet_hours(settings),
+                           rate=settings.notify_rate, rate_store=rates, **options)

@@ -115,9 +115,9 @@ async def test_the_page_says_which_sms_provider_is_set_aside_why_and_until_when(
                                               "amount": "625.00"}, not_before=now))
             session.add(ProviderStatus(provider="aliyun", kind="account", reason="old",
                                        aside_until=now - timedelta(hours=1)))
-        worker = Worker(db, Vault(settings.secret_key or ""),
-                        load_county(DEFAULT_COUNTY_FILE), [tencent],
-                        DatabasePhoneLimiter(db, PhoneCaps()), clock=lambda: now)
+        worker = Worker.assemble(db, Vault(settings.secret_key or ""),
+                                 load_county(DEFAULT_COUNTY_FILE), [tencent],
+                                 DatabasePhoneLimiter(db, PhoneCaps()), clock=lambda: now)
         assert (await worker.run(once=True)).sent == 0
     finally:
         await tencent.close()

@@ -71,9 +71,9 @@ def sent_sms(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def worker(db: Database, tmp_path: Path, clock: datetime = DAYTIME, **options: Any) -> Worker:
-    return Worker(db, VAULT, COUNTY, [options.pop("sms", None) or console(tmp_path)],
-                  DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
-                  clock=lambda: clock, **options)
+    return Worker.assemble(db, VAULT, COUNTY, [options.pop("sms", None) or console(tmp_path)],
+                           DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
+                           clock=lambda: clock, **options)
 
 
 async def states(db: Database) -> dict[str, str]:
@@ -185,14 +185,14 @@ async def test_per_phone_spacing_holds_the_second_message(db: Database, tmp_path
     person = await add_person(db, 0, recheck_due=date(2026, 12, 5))
     await add_payout(db, person)
     await plan(db, now=DAYTIME)
-    spaced = Worker(db, VAULT, COUNTY, [console(tmp_path)],
-                    DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(seconds=30))),
-                    clock=lambda: DAYTIME)
+    spaced = Worker.assemble(db, VAULT, COUNTY, [console(tmp_path)],
+                             DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(seconds=30))),
+                             clock=lambda: DAYTIME)
     summary = await spaced.run(once=True)
     assert summary.sent == 1 and summary.rescheduled == 1
-    later = Worker(db, VAULT, COUNTY, [console(tmp_path)],
-                   DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(seconds=30))),
-                   clock=lambda: DAYTIME + timedelta(seconds=31))
+    later = Worker.assemble(db, VAULT, COUNTY, [console(tmp_path)],
+                            DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(seconds=30))),
+                            clock=lambda: DAYTIME + timedelta(seconds=31))
     assert (await later.run(once=True)).sent == 1
     assert len(sent_sms(tmp_path)) == 2
 
@@ -202,9 +202,9 @@ async def test_daily_cap_per_phone(db: Database, tmp_path: Path) -> None:
     for month in ("2026-08", "2026-09", "2026-10"):
         await add_payout(db, person, month)
     await plan(db, now=DAYTIME)
-    capped = Worker(db, VAULT, COUNTY, [console(tmp_path)],
-                    DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0), per_day=2)),
-                    clock=lambda: DAYTIME)
+    capped = Worker.assemble(db, VAULT, COUNTY, [console(tmp_path)],
+                             DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0), per_day=2)),
+                             clock=lambda: DAYTIME)
     summary = await capped.run(once=True)
     assert summary.sent == 2 and summary.rescheduled == 1
 
@@ -539,9 +539,9 @@ async def test_same_text_goes_in_one_call_and_failover_to_the_second_provider(
                                        month="2026-12", amount=Decimal("625.00")))
         await plan(db, now=DAYTIME)
         tencent_fake.fail(times=10, status=502)
-        both = Worker(db, VAULT, COUNTY, [tencent, aliyun],
-                      DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
-                      clock=lambda: DAYTIME)
+        both = Worker.assemble(db, VAULT, COUNTY, [tencent, aliyun],
+                               DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
+                               clock=lambda: DAYTIME)
         assert (await both.run(once=True)).sent == 2
         assert len(aliyun_fake.calls) == 1
         assert aliyun_fake.calls[0].params["PhoneNumbers"].count(",") == 1

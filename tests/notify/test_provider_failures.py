@@ -102,8 +102,9 @@ class Clock:
 
 
 def make_worker(db: Database, sms: list[SmsProvider], clock: Callable[[], datetime]) -> Worker:
-    return Worker(db, VAULT, COUNTY, sms, DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
-                  clock=clock)
+    return Worker.assemble(db, VAULT, COUNTY, sms,
+                           DatabasePhoneLimiter(db, PhoneCaps(spacing=timedelta(0))),
+                           clock=clock)
 
 
 async def two_payouts(db: Database) -> None:
