@@ -119,6 +119,20 @@ async def test_edit_publish_and_inbox_in_a_browser(aiohttp_server: Any,
             await browser.close()
 
 
+async def _launch(playwright: Any) -> Any:
+    return await playwright.chromium.launch(
+        executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+        args=CHROMIUM_ARGS)
+
+
+async def _sign_in(page: Any, base: str, username: str) -> None:
+    await page.goto(base + "/admin/login")
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("button:has-text('登录')")
+    await page.wait_for_url("**/admin/")
+
+
 async def test_caseworker_pages_in_a_browser(aiohttp_server: Any, settings: Settings) -> None:
     """The dashboard's charts are drawn, a stage is changed and a list is checked, in a
     real browser (no script is needed for any of it)."""
@@ -127,16 +141,10 @@ async def test_caseworker_pages_in_a_browser(aiohttp_server: Any, settings: Sett
     base = str(server.make_url("")).rstrip("/")
     await add_user(settings, "case", "caseworker")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-            args=CHROMIUM_ARGS)
+        browser = await _launch(playwright)
         try:
             page = await browser.new_page(java_script_enabled=False)
-            await page.goto(base + "/admin/login")
-            await page.fill("#username", "case")
-            await page.fill("#password", PASSWORD)
-            await page.click("button:has-text('登录')")
-            await page.wait_for_url("**/admin/")
+            await _sign_in(page, base, "case")
             charts = page.locator("figure.chart svg")
             assert await charts.count() == 2
             box = await charts.first.bounding_box()
@@ -192,16 +200,10 @@ async def test_what_a_clerk_stumbled_on_in_a_browser(aiohttp_server: Any,
     await add_user(settings, "case", "caseworker")
     family = "oFamilyOfZhang0123456789abcd"
     async with aiohttp.ClientSession() as http, async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-            args=CHROMIUM_ARGS)
+        browser = await _launch(playwright)
         try:
             page = await browser.new_page(java_script_enabled=False)
-            await page.goto(base + "/admin/login")
-            await page.fill("#username", "case")
-            await page.fill("#password", PASSWORD)
-            await page.click("button:has-text('登录')")
-            await page.wait_for_url("**/admin/")
+            await _sign_in(page, base, "case")
 
             # 12: the person who phones in, by full ID number, phone number and name
             await page.goto(base + "/admin/registry")
