@@ -70,6 +70,58 @@ def _bare_app() -> Any:
     return app
 
 
+def _naive_app(database_url: str | None) -> Any:
+    """The naive FAQ bot the issue compares against, written as one would at first:
+    wechatpy checks the signature and parses, rapidfuzz ``extractOne`` with ``WRatio``
+    over the FAQ's own phrasings, every question logged with ``sqlite3`` (its default
+    settings) and one commit per message, the answer replied. No normalisation,
+    conversation state, dedup or deadline."""
+    import sqlite3
+
+    from aiohttp import web
+    from rapidfuzz import fuzz, process
+    from wechatpy import parse_message
+    from wechatpy.exceptions import InvalidSignatureException
+    from wechatpy.replies import TextReply
+    from wechatpy.utils import check_signature
+
+    from content import FAQ_DIR
+
+    phrasings: list[str] = []
+    answers: list[str] = []
+    for path in sorted(FAQ_DIR.glob("*.yaml")):
+        for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or ():
+            for phrasing in [entry["question"], *entry.get("alternatives", ())]:
+                phrasings.append(str(phrasing))
+                answers.append(str(entry["answer"]).strip())
+    assert database_url is not None
+    log = sqlite3.connect(database_url.split("///", 1)[1].replace(".db", "-naive.db"))
+    log.execute("CREATE TABLE IF NOT EXISTS questions (id INTEGER PRIMARY KEY, openid TEXT,"
+                " text TEXT, answered TEXT, asked_at REAL)")
+    log.commit()
+
+    async def receive(request: web.Request) -> web.Response:
+        query = request.query
+        try:
+            check_signature(TOKEN, query.get("signature", ""), query.get("timestamp", ""),
+                            query.get("nonce", ""))
+        except InvalidSignatureException:
+            raise web.HTTPForbidden() from None
+        message = parse_message(await request.text())
+        text = getattr(message, "content", "") or ""
+        best = process.extractOne(text, phrasings, scorer=fuzz.WRatio)
+        answer = answers[best[2]] if best and best[1] >= 60 else "对不起，没听懂"
+        log.execute("INSERT INTO questions (openid, text, answered, asked_at) "
+                    "VALUES (?, ?, ?, ?)", (message.source, text, answer[:20], time.time()))
+        log.commit()
+        xml = TextReply(message=message, content=answer).render()
+        return web.Response(text=xml, content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_post("/wechat", receive)
+    return app
+
+
 async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any,
                  redis_url: str | None = None) -> None:
     from aiohttp import web
@@ -81,6 +133,8 @@ async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any,
         assert database_url is not None
         app = create_app(Settings(database_url=database_url, wechat_token=TOKEN,
                                   log_level="WARNING", redis_url=redis_url))
+    elif kind == "naive":
+        app = _naive_app(database_url)
     else:
         app = _bare_app()
     runner = web.AppRunner(app, access_log=None)  # as `huimin serve` runs it
@@ -274,6 +328,43 @@ async def drive(session: Any, requests: list[tuple[str, bytes]], concurrency: in
     return result
 
 
+async def drive_open(session: Any, requests: list[tuple[str, bytes]], rate: float) -> Result:
+    """Send ``requests`` at a fixed arrival rate (open loop: request i leaves at
+    ``i / rate`` seconds whether or not earlier ones were answered); each latency is
+    counted from the moment its request was due, so a stalled server is not hidden by
+    the load generator waiting for it."""
+    import aiohttp
+
+    result = Result(requests=len(requests))
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+
+    async def one(url: str, body: bytes, due: float) -> None:
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                reply = await response.read()
+                status = str(response.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reply, status = b"", type(exc).__name__
+        result.latencies_ms.append((time.perf_counter() - due) * 1000.0)
+        result.statuses[status] += 1
+        if status == "200" and reply.strip() == b"success":
+            result.no_reply += 1
+
+    cpu = time.process_time()
+    started = time.perf_counter()
+    tasks = []
+    for i, (url, body) in enumerate(requests):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(url, body, due)))
+    await asyncio.gather(*tasks)
+    result.seconds = time.perf_counter() - started
+    result.client_cpu = time.process_time() - cpu
+    return result
+
+
 async def load(port: int, pid: int, messages: Messages, warmup: int, count: int,
                concurrency: int, light: int) -> tuple[Result, Result | None]:
     import aiohttp
@@ -334,7 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default="",
                         help="PostgreSQL for --workers (its schema is (re)initialised)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per N with --workers")
+    parser.add_argument("--versus-naive", action="store_true",
+                        help="instead: the naive FAQ bot and huimin on SQLite, alternating "
+                             "--repeat times, closed loop then open loop at --rate")
+    parser.add_argument("--rate", type=float, default=200.0,
+                        help="open-loop arrival rate (messages/s) with --versus-naive")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="open-loop duration with --versus-naive")
     args = parser.parse_args(argv)
+    if args.versus_naive:
+        return versus_naive_main(args)
     if args.workers:
         return workers_main(args)
 
@@ -417,6 +517,87 @@ def main(argv: list[str] | None = None) -> int:
             ratio = r.rps / bare_rps if bare_rps else 0.0
             print(f"throughput ratio {label} / bare: {ratio:.2f} "
                   f"(target >= {TARGET_RATIO:.2f}: {_verdict(ratio >= TARGET_RATIO)})")
+    return 0
+
+
+# ----- the naive bot against huimin, in the same run ---------------------------------
+TARGET_NAIVE_RATIO = 1.0
+
+
+def versus_naive_main(args: argparse.Namespace) -> int:
+    """The naive FAQ bot and ``huimin serve`` (SQLite, one process each), alternating
+    ``--repeat`` times: closed loop (``--concurrency`` clients back to back), then open
+    loop (``--rate`` messages a second arriving at a steady rate for ``--seconds``)."""
+    with DEVSET.open(encoding="utf-8") as fh:
+        questions = [str(item["q"]) for item in yaml.safe_load(fh)]
+    ctx = mp.get_context("spawn")
+    workdir = Path(tempfile.mkdtemp(prefix="huimin-bench-"))
+    messages = Messages(questions)
+    kinds = ["naive", "bot"]
+    closed: dict[str, list[Result]] = {k: [] for k in kinds}
+    opened: dict[str, list[Result]] = {k: [] for k in kinds}
+    try:
+        url = prepare_database(workdir / "shipped.db", [])
+        print(f"{args.repeat} rounds; each: {args.warmup} warm-up + {args.requests} from "
+              f"{args.concurrency} clients, then {args.rate:g}/s for {args.seconds:g} s "
+              f"(open loop)", flush=True)
+        for run in range(args.repeat):
+            for kind in kinds:
+                server = start_server(ctx, kind, url)
+
+                async def measure(port: int) -> tuple[Result, Result]:
+                    import aiohttp
+
+                    base = f"http://127.0.0.1:{port}/wechat"
+                    timeout = aiohttp.ClientTimeout(total=60)
+                    connector = aiohttp.TCPConnector(limit=args.concurrency)
+                    async with aiohttp.ClientSession(connector=connector,
+                                                     timeout=timeout) as session:
+                        await drive(session, messages.batch(base, args.warmup),
+                                    args.concurrency)
+                        shut = await drive(session, messages.batch(base, args.requests),
+                                           args.concurrency)
+                    count = int(args.rate * args.seconds)
+                    connector = aiohttp.TCPConnector(limit=0)
+                    async with aiohttp.ClientSession(connector=connector,
+                                                     timeout=timeout) as session:
+                        await drive_open(session, messages.batch(base, int(args.rate)),
+                                         args.rate)
+                        open_ = await drive_open(session, messages.batch(base, count),
+                                                 args.rate)
+                    return shut, open_
+
+                try:
+                    shut, open_ = asyncio.run(measure(server.port))
+                finally:
+                    stop_server(server)
+                closed[kind].append(shut)
+                opened[kind].append(open_)
+                print(f"  round {run + 1}, {kind:5}: {shut.rps:.0f} req/s closed loop "
+                      f"(p50 {shut.percentile(50):.1f} ms); {args.rate:g}/s open loop: "
+                      f"p50 {open_.percentile(50):.1f} ms, p99 {open_.percentile(99):.1f} ms, "
+                      f"{shut.errors + open_.errors} errors, "
+                      f"{shut.no_reply + open_.no_reply} late; load average "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ratios = [b.rps / n.rps for n, b in zip(closed["naive"], closed["bot"], strict=True)]
+    rows = []
+    for kind in kinds:
+        rows.append([kind, " / ".join(f"{r.rps:.0f}" for r in closed[kind]),
+                     " / ".join(f"{r.percentile(50):.1f}" for r in opened[kind]),
+                     " / ".join(f"{r.percentile(99):.1f}" for r in opened[kind]),
+                     sum(r.errors for r in closed[kind] + opened[kind]),
+                     sum(r.no_reply for r in closed[kind] + opened[kind])])
+    print()
+    print(table(["server", f"req/s, {args.concurrency} clients", f"p50 ms at {args.rate:g}/s",
+                 f"p99 ms at {args.rate:g}/s", "errors", "late"], rows))
+    worst_p99 = max(r.percentile(99) for r in opened["bot"])
+    print(f"huimin / naive throughput, per round: {' / '.join(f'{r:.2f}' for r in ratios)} "
+          f"(target >= {TARGET_NAIVE_RATIO:.1f}: "
+          f"{_verdict(statistics.median(ratios) >= TARGET_NAIVE_RATIO)} on the median)")
+    print(f"huimin p99 at {args.rate:g}/s: worst round {worst_p99:.1f} ms (target <= "
+          f"{TARGET_P99_MS:g}: {_verdict(worst_p99 <= TARGET_P99_MS)})")
     return 0
 
 

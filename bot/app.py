@@ -20,6 +20,7 @@ from bot.handoff import HandoffDesk
 from bot.status import LOCKOUT_PREFIXES, StatusDesk
 from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
 from bot.webhook import WeChatEndpoint
+from bot.writes import WRITE_DELAY, Writer
 from content.load import load_county
 from content.queries import current_revision, load_published
 from huimin import metrics
@@ -39,6 +40,8 @@ BOT = web.AppKey("bot", Bot)
 ENDPOINT = web.AppKey("endpoint", WeChatEndpoint)
 CALLBACKS = web.AppKey("callbacks", ProviderCallbacks)
 REDIS = web.AppKey("redis", object)
+# The process's group-commit and write-behind writer (bot.writes).
+WRITER = web.AppKey("writer", Writer)
 # Set by ``huimin serve --workers N``: this worker's number, sent as X-Huimin-Worker.
 WORKER = web.AppKey("worker", int)
 READY_TIMEOUT = 2.0  # seconds each /readyz check may take
@@ -127,9 +130,12 @@ async def _run_courier(courier: Any) -> None:
             await asyncio.sleep(5)
 
 
-def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: ignore[no-untyped-def]
+def _resources(settings: Settings, clock: Callable[[], datetime],  # type: ignore[no-untyped-def]
+               write_delay: float):
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(settings.database_url)
+        writer = Writer(db, delay=write_delay)
+        writer.start()
         redis = None
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -139,8 +145,8 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
             conversations: Any = RedisConversations(redis, clock=clock)
             lockouts: Any = RedisLockouts(redis)
         else:
-            ledger = DatabaseLedger(db, clock=clock)
-            conversations = DatabaseConversations(db, clock=clock)
+            ledger = DatabaseLedger(db, writer, clock=clock)
+            conversations = DatabaseConversations(db, writer, clock=clock)
             lockouts = DatabaseLockouts(db)
             await ledger.forget_old()
             await lockouts.forget_old(LOCKOUT_PREFIXES, timedelta(days=2), clock())
@@ -149,7 +155,7 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
         county = load_county(settings.county_file)
         snapshot = await load_snapshot(db, county, guide)
         bot = Bot(snapshot=snapshot, guide=guide, county=county,
-                  conversations=conversations, db=db)
+                  conversations=conversations, db=db, writes=writer)
         if not settings.secret_key:
             log.warning("HUIMIN_SECRET_KEY is not set: the status lookup is switched off")
         vault = (Vault(settings.secret_key, settings.secret_key_previous)
@@ -190,6 +196,7 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
             fallback=bot.say("busy.j2"),
         )
         app[DATABASE], app[BOT], app[ENDPOINT], app[REDIS] = db, bot, endpoint, redis
+        app[WRITER] = writer
         background.append(asyncio.create_task(_follow_content(app), name=CONTENT_TASK))
         yield
         await endpoint.drain()
@@ -202,6 +209,7 @@ def _resources(settings: Settings, clock: Callable[[], datetime]):  # type: igno
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await writer.close()  # the write-behind records, before the process exits
         with contextlib.suppress(Exception):
             await bot.answered.flush(db)
         if courier is not None:
@@ -308,17 +316,18 @@ async def plain_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return web.Response(status=503, text="服务暂时不可用，请稍后再试")
 
 
-def create_app(settings: Settings,
-               clock: Callable[[], datetime] = utcnow) -> web.Application:
+def create_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
+               write_delay: float = WRITE_DELAY) -> web.Application:
     """The bot application: ``/wechat``, ``/healthz`` and, in demo mode, ``/demo/chat``.
 
     ``clock`` is what the bot's state reads as now (codes, locks, conversations, the
-    dedup ledger, the courier); tests pass their own."""
+    dedup ledger, the courier); tests pass their own. ``write_delay``: how long a
+    write-behind record may wait for a transaction to join (bot.writes)."""
     require_wechat(settings)
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[observe, plain_errors])
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_resources(settings, clock))
+    app.cleanup_ctx.append(_resources(settings, clock, write_delay))
     app.router.add_get("/wechat", _handshake)
     app.router.add_post("/wechat", _receive)
     app.router.add_get("/healthz", healthz)

@@ -25,6 +25,7 @@ from bot.models import AskedQuestion, Follower
 from bot.status import StatusDesk
 from bot.store import ConversationStore
 from bot.tally import AnswerCounter
+from bot.writes import Operation, Writer
 from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
 from content.guidance import Guidance, load_guidance
 from content.queries import PublishedContent
@@ -245,6 +246,7 @@ class Bot:
     handoff: Any = None  # bot.handoff.HandoffDesk: 留言给工作人员
     answered: AnswerCounter = field(default_factory=AnswerCounter)
     stats: dict[str, int] = field(default_factory=dict)
+    writes: Writer | None = None  # batches the records below with other messages'
 
     def say(self, template: str, **values: Any) -> str:
         return say(template, self.county, self.guide, **values)
@@ -451,21 +453,31 @@ class Bot:
         a message carrying an ID or phone number never is)."""
         if carries_personal_number(typed) or carries_personal_number(match.normalised.text):
             return None
-        async with self.db.engine.begin() as conn:
-            return await conn.scalar(insert(AskedQuestion).values(
-                asked_at=utcnow(),
-                text=mask_digits(match.normalised.text)[:200],
-                typed=mask_typed(typed)[:200] or None,
-                band=REFERRED if match.referral else match.band.value,
-                candidates=[{"faq_id": c.faq_id, "score": c.score} for c in match.candidates],
-            ).returning(AskedQuestion.id))
+        statement = insert(AskedQuestion).values(
+            asked_at=utcnow(),
+            text=mask_digits(match.normalised.text)[:200],
+            typed=mask_typed(typed)[:200] or None,
+            band=REFERRED if match.referral else match.band.value,
+            candidates=[{"faq_id": c.faq_id, "score": c.score} for c in match.candidates],
+        ).returning(AskedQuestion.id)
+        return await self._write_now(lambda conn: conn.scalar(statement))
 
     async def _record_choice(self, asked_id: Any, chosen: str) -> None:
         if not isinstance(asked_id, int):
             return
-        async with self.db.session() as session:
-            await session.execute(update(AskedQuestion).where(AskedQuestion.id == asked_id)
-                                  .values(chosen_faq_id=chosen))
+        statement = (update(AskedQuestion).where(AskedQuestion.id == asked_id)
+                     .values(chosen_faq_id=chosen))
+        if self.writes is not None:
+            self.writes.later(lambda conn: conn.execute(statement).rowcount)  # write-behind
+        else:
+            await self._write_now(lambda conn: conn.execute(statement).rowcount)
+
+    async def _write_now(self, operation: Operation) -> Any:
+        """Run ``operation`` committed, batched with other messages' when it can be."""
+        if self.writes is not None:
+            return await self.writes.now(operation)
+        async with self.db.engine.begin() as conn:
+            return await conn.run_sync(operation)
 
     async def _set_following(self, openid: str, following: bool) -> None:
         now = utcnow()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -20,11 +21,13 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select, update
 
 from bot.models import ConversationRow, HandledMessage
-from huimin.db import Database, dialect_insert, upsert, utcnow
+from bot.writes import Writer
+from huimin.db import Database, dialect_insert, utcnow
 
 LEDGER_TTL = timedelta(hours=1)
 CONVERSATION_TTL = timedelta(minutes=30)
 _POLL = 0.05
+RECENT_REPLIES = 4096  # replies kept in memory for retries reaching this process
 
 
 class MessageLedger(Protocol):
@@ -109,26 +112,36 @@ class RedisConversations:
 
 
 class DatabaseLedger:
-    """Plain SQL on a connection (no ORM session): this runs for every message."""
+    """The ledger in the database, written through the process's :class:`Writer`: a
+    claim is committed (with the other messages' claims of the moment) before the
+    message is handled; the reply is recorded write-behind, and kept in memory for
+    retries reaching this process meanwhile (a retry reaching another process waits
+    for the record, up to the reply deadline)."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, writer: Writer,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self.writer = writer
         self.clock = clock
+        self._recent: OrderedDict[str, str] = OrderedDict()
 
     async def claim(self, key: str) -> bool:
-        async with self.db.engine.begin() as conn:
-            result = await conn.execute(
-                dialect_insert(conn, HandledMessage).values(key=key, created_at=self.clock())
-                .on_conflict_do_nothing(index_elements=["key"]))
-        return result.rowcount == 1
+        statement = (dialect_insert(self.db.engine, HandledMessage)
+                     .values(key=key, created_at=self.clock())
+                     .on_conflict_do_nothing(index_elements=["key"]))
+        return bool(await self.writer.now(lambda conn: conn.execute(statement).rowcount == 1))
 
     async def record(self, key: str, reply: str) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.execute(
-                update(HandledMessage).where(HandledMessage.key == key).values(reply=reply))
+        self._recent[key] = reply
+        while len(self._recent) > RECENT_REPLIES:
+            self._recent.popitem(last=False)
+        statement = update(HandledMessage).where(HandledMessage.key == key).values(reply=reply)
+        self.writer.later(lambda conn: conn.execute(statement).rowcount)
 
     async def reply_of(self, key: str, wait: float) -> str | None:
         async def fetch() -> str | None:
+            if key in self._recent:
+                return self._recent[key]
             async with self.db.engine.connect() as conn:
                 return await conn.scalar(
                     select(HandledMessage.reply).where(HandledMessage.key == key))
@@ -145,17 +158,20 @@ class DatabaseLedger:
 
 
 class DatabaseConversations:
-    """Plain SQL on a connection (no ORM session): this runs for every message."""
+    """Conversation state in the database, read and written through the process's
+    :class:`Writer` (each committed before the reply: the person's next message may
+    reach another process)."""
 
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, writer: Writer,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self.writer = writer
         self.clock = clock
 
     async def get(self, openid: str) -> dict[str, Any]:
-        async with self.db.engine.connect() as conn:
-            row = (await conn.execute(
-                select(ConversationRow.state, ConversationRow.expires_at)
-                .where(ConversationRow.openid == openid))).first()
+        statement = (select(ConversationRow.state, ConversationRow.expires_at)
+                     .where(ConversationRow.openid == openid))
+        row = await self.writer.now(lambda conn: conn.execute(statement).first())
         if row is None:
             return {}
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
@@ -163,11 +179,12 @@ class DatabaseConversations:
         return dict(row.state) if expires >= self.clock() else {}
 
     async def put(self, openid: str, state: dict[str, Any]) -> None:
-        async with self.db.engine.begin() as conn:
-            if not state:
-                await conn.execute(
-                    delete(ConversationRow).where(ConversationRow.openid == openid))
-                return
-            await upsert(conn, ConversationRow, {
-                "openid": openid, "state": state, "expires_at": self.clock() + CONVERSATION_TTL,
-            }, key="openid")
+        if not state:
+            statement: Any = delete(ConversationRow).where(ConversationRow.openid == openid)
+        else:
+            insert = dialect_insert(self.db.engine, ConversationRow).values(
+                openid=openid, state=state, expires_at=self.clock() + CONVERSATION_TTL)
+            statement = insert.on_conflict_do_update(
+                index_elements=["openid"],
+                set_={"state": insert.excluded.state, "expires_at": insert.excluded.expires_at})
+        await self.writer.now(lambda conn: conn.execute(statement).rowcount)
