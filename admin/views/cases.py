@@ -113,7 +113,7 @@ async def reply(request: web.Request) -> web.Response:
     case_id = _case_id(request)
     case, _ = await _readable(request, case_id)
     form = await request.post()
-    text = form_text(form, "text", 5000).strip()
+    text = form_text(form, "text", 5000).replace("\r\n", "\n").strip()
     if not text:
         await flash(request, "error", "请先写好回复的内容。")
         raise redirect(request, "case", case_id=case_id)
@@ -182,7 +182,8 @@ async def phoned(request: web.Request) -> web.Response:
     case_id = _case_id(request)
     await _readable(request, case_id)
     form = await request.post()
-    note = form_text(form, "note", 5000).strip()[:MAX_REPLY] or "已电话联系"
+    note = form_text(form, "note", 5000).replace("\r\n", "\n").strip()[:MAX_REPLY] \
+        or "已电话联系"
     st, who = state(request), actor(request)
     now = st.clock()
     async with st.db.session() as session:
