@@ -444,3 +444,47 @@ async def test_askers_are_told_once_when_their_question_gets_an_answer(
     askers = await rows(wired, select(QuestionAsker).order_by(QuestionAsker.id))
     assert [a.told_at is not None for a in askers] == [False, True, True, True]
 
+
+
+# ----- limits and retention --------------------------------------------------------------
+async def _close_all(settings: Settings, closed_at: datetime) -> None:
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            for case in (await session.scalars(select(Case).where(Case.state == "open"))).all():
+                case.state, case.closed_at, case.outcome = "closed", closed_at, "answered"
+    finally:
+        await db.dispose()
+
+
+async def test_a_daily_cap_on_cases_and_long_messages_cut(bot: Any, wired: Settings,
+                                                           clock: Clock) -> None:
+    for n in range(3):
+        await leave(bot, f"第{n + 1}件事" + "很长" * 400, "好了")
+        await _close_all(wired, clock.now)
+    await say(bot, "人工")
+    capped = await say(bot, "第四件事")
+    assert "您今天已经留过3次言了" in capped and COUNTY["hotline"] in capped
+    assert len(await rows(wired, select(Case))) == 3
+    texts = await rows(wired, select(CaseMessage.text))
+    assert all(len(t) == 500 for t in texts)
+    clock.now = WEDNESDAY + timedelta(days=1)  # a new China day
+    await leave(bot, "第四件事")
+    assert len(await rows(wired, select(Case))) == 4
+
+
+async def test_closed_cases_and_askers_are_forgotten(bot: Any, wired: Settings,
+                                                     clock: Clock) -> None:
+    await leave(bot, "很久以前的事", "好了")
+    await _close_all(wired, WEDNESDAY)
+    clock.now = WEDNESDAY + timedelta(days=10)
+    assert "您是想问" in await say(bot, VAGUE, openid=STRANGER)
+    await leave(bot, "十天前的事", "好了")
+    await _close_all(wired, clock.now)
+    assert len(await rows(wired, select(QuestionAsker))) == 1
+    clock.now = WEDNESDAY + timedelta(days=181)
+    await say(bot, "人工", openid=STRANGER)
+    await say(bot, "新的事", openid=STRANGER)  # opening a case clears what is past keeping
+    kept = await rows(wired, select(CaseMessage.text).order_by(CaseMessage.id))
+    assert kept == ["十天前的事", "新的事"]
+    assert await rows(wired, select(QuestionAsker)) == []
