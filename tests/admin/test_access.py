@@ -408,13 +408,14 @@ GUARDED = [r for r in ROUTES if r.capability is not None]
 def _path(route: Any, app_id: int = 1) -> str:
     return "/admin" + route.path.replace("{entry_id}", "dibao-apply").replace(
         "{job_id}", "1").replace(
-        "{user_id}", "1").replace("{app_id}", str(app_id)).replace("{month}", "2026-11")
+        "{user_id}", "1").replace("{app_id}", str(app_id)).replace("{month}", "2026-11").replace(
+        "{case_id}", "1")
 
 
 # Pages about one application or one payout month need them in the registry.
 NEEDS_REGISTRY = ("{app_id}", "{month}")
-# A page about one import job: with no job made here, the allowed answer is a 404 page.
-ONE_JOB = "{job_id}"
+# A page about one import job or case: with none made here, the allowed answer is a 404.
+ONE_JOB = ("{job_id}", "{case_id}")
 
 
 @pytest.mark.parametrize("role", list(ROLES))
@@ -433,7 +434,7 @@ async def test_every_page_checks_the_role(admin_client: Any, settings: Settings,
     if can(role, route.capability):
         assert response.status != 403, f"{role} should be allowed {route.name}"
         if route.method == "GET":
-            expected = 404 if ONE_JOB in route.path else 200
+            expected = 404 if any(part in route.path for part in ONE_JOB) else 200
             assert response.status == expected, await response.text()
     else:
         assert response.status == 403, f"{role} must not reach {route.name}"
