@@ -5,8 +5,8 @@
   these" in a "did you mean" list.
 * Every message (text, or voice as recognised) then joins the person's case (one open
   case per person, see ``casework.cases``) until they say 好了 (or 算了 before leaving
-  anything); the first reply says honestly when staff read messages (``working_hours``
-  in county.yaml) and gives the hotline.
+  anything); the first reply says honestly when staff read messages (read from
+  ``office_hours`` in county.yaml) and gives the hotline.
 * The last few exchanges (masked) are kept with the conversation state, for 30 minutes,
   so a case carries the conversation that led to it.
 * A reply announced by a template message is shown with the next reply to the person.
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -43,22 +44,43 @@ MAX_COMBINED = 600  # characters: a shown staff reply and the answer in one repl
 WEEKDAYS = "一二三四五六日"
 
 
+_WEEKDAY = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "日": 7, "天": 7}
+_DAY_RANGE = re.compile(r"周([一二三四五六日天])\s*[至到~～—\-]\s*周?([一二三四五六日天])")
+_ONE_DAY = re.compile(r"周([一二三四五六日天])")
+_PERIOD = re.compile(r"(上午|中午|下午|晚上)?\s*(\d{1,2})[:：](\d{2})\s*[至到~～—\-]\s*"
+                     r"(\d{1,2})[:：](\d{2})")
+
+
 @dataclass(frozen=True)
 class WorkingHours:
+    """When staff read messages, read from the county's ``office_hours`` text
+    ("周一至周五 上午8:30-12:00，下午14:30-17:30"); None when it cannot be read."""
+
     days: frozenset[int]  # 1 = Monday
     periods: tuple[tuple[time, time], ...]
 
     @classmethod
     def from_county(cls, county: Mapping[str, Any]) -> WorkingHours | None:
-        data = county.get("working_hours")
-        if not isinstance(data, Mapping):
-            return None
+        text = str(county.get("office_hours") or "")
+        days: set[int] = set()
+        for first, last in _DAY_RANGE.findall(text):
+            days.update(range(_WEEKDAY[first], _WEEKDAY[last] + 1))
+        if not days:
+            days = {_WEEKDAY[d] for d in _ONE_DAY.findall(text)}
+        if not days and "每天" in text:
+            days = set(range(1, 8))
         periods = []
-        for text in data.get("periods") or ():
-            start, _, end = str(text).partition("-")
-            periods.append((time.fromisoformat(start.strip().zfill(5)),
-                            time.fromisoformat(end.strip().zfill(5))))
-        return cls(frozenset(int(d) for d in data.get("days") or ()), tuple(sorted(periods)))
+        for part, h1, m1, h2, m2 in _PERIOD.findall(text):
+            later = 12 if part in {"下午", "晚上"} else 0
+            start_h, end_h = int(h1), int(h2)
+            start_h += later if start_h < 12 else 0
+            end_h += later if end_h < 12 else 0
+            if not (start_h < 24 and end_h < 24 and int(m1) < 60 and int(m2) < 60):
+                return None
+            periods.append((time(start_h, int(m1)), time(end_h, int(m2))))
+        if not days or not periods:
+            return None
+        return cls(frozenset(days), tuple(sorted(periods)))
 
     def next_opening(self, now: datetime) -> datetime | None:
         """None while staff are at work; else when they next start (China time)."""
@@ -98,8 +120,11 @@ def _day_words(day: date, today: date) -> str:
 
 
 def _clock_words(moment: time) -> str:
+    """8:30 -> 上午8点半, 14:00 -> 下午2点 (how people say it)."""
     part = "上午" if moment.hour < 12 else "下午"
-    return f"{part}{moment.hour}:{moment.minute:02d}"
+    hour = moment.hour - 12 if moment.hour > 12 else moment.hour
+    minutes = {0: "点", 30: "点半"}.get(moment.minute, f"点{moment.minute}分")
+    return f"{part}{hour}{minutes}"
 
 
 def _load_words() -> tuple[frozenset[str], frozenset[str]]:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from admin.app import create_admin_app
 from admin.models import AuditEntry
 from bot.app import create_app
+from bot.handoff import WorkingHours, when_text
 from bot.models import AskedQuestion
 from casework.models import Case, CaseMessage, CaseRoute, QuestionAsker
 from content.load import load_county
@@ -188,7 +189,7 @@ async def test_menu_button_and_out_of_hours_answer(bot: Any, wired: Settings,
     clock.now = SATURDAY
     assert "打字或者发语音都行" in await click(bot, "HANDOFF")
     first = await say(bot, "想问问临时救助的事")
-    assert "现在是下班时间" in first and "12月7日（周一）上午8:30" in first
+    assert "现在是下班时间" in first and "12月7日（周一）上午8点半" in first
     assert len(await rows(wired, select(Case))) == 1
 
 
@@ -488,3 +489,17 @@ async def test_closed_cases_and_askers_are_forgotten(bot: Any, wired: Settings,
     kept = await rows(wired, select(CaseMessage.text).order_by(CaseMessage.id))
     assert kept == ["十天前的事", "新的事"]
     assert await rows(wired, select(QuestionAsker)) == []
+
+
+@pytest.mark.parametrize(("hours", "now", "expected"), [
+    ("周一至周五 上午8:30-12:00，下午14:30-17:30", WEDNESDAY, "现在是上班时间"),
+    ("周一至周五 上午8:30-12:00，下午14:30-17:30", WEDNESDAY + timedelta(hours=2, minutes=30),
+     "一般今天下午2点半上班后"),
+    ("周一到周六 8:00-11:30 下午2:30-5:30", WEDNESDAY + timedelta(hours=10),
+     "一般明天上午8点上班后"),
+    ("周一至周五 上午8:30-12:00，下午14:30-17:30", SATURDAY, "一般12月7日（周一）上午8点半上班后"),
+    ("有事请打电话", SATURDAY, "工作人员上班时间会看您的留言"),
+])
+def test_when_staff_will_read_it_comes_from_the_county_office_hours(
+        hours: str, now: datetime, expected: str) -> None:
+    assert expected in when_text(WorkingHours.from_county({"office_hours": hours}), now)
