@@ -7,15 +7,20 @@
   case per person, see ``casework.cases``) until they say 好了 (or 算了 before leaving
   anything); the first reply says honestly when staff read messages (read from
   ``office_hours`` in county.yaml) and gives the hotline.
-* The last few exchanges (masked) are kept with the conversation state, for 30 minutes,
-  so a case carries the conversation that led to it.
-* A reply announced by a template message is shown with the next reply to the person.
+* The last few exchanges (masked) are kept for 30 minutes, so a case carries the
+  conversation that led to it: in Redis when it is configured (shared by all
+  processes), else in this process's memory (SQLite runs one process; on PostgreSQL
+  without Redis a case carries what the process that took it saw).
+* A reply announced by a template message is shown with the next reply to the person
+  (checked at most once a minute per person: a template goes only to someone silent
+  for 48 hours, so the check rarely finds anything and need not run for every message).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -23,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from bot.store import ConversationStore
+from bot.store import CONVERSATION_TTL, ConversationStore, RedisConversations
 from casework.cases import (
     CHINA,
     DAILY_CASES,
@@ -41,6 +46,8 @@ HANDOFF_FILE = CONTENT_DIR / "handoff.yaml"
 FLOW = "handoff"
 UNKNOWN_BEFORE_OFFER = 2  # "I don't know" replies in a row before the offer
 MAX_COMBINED = 600  # characters: a shown staff reply and the answer in one reply
+WAITING_CHECK = timedelta(minutes=1)  # how often one person's waiting replies are looked up
+MEMORY_LIMIT = 20000  # people whose recent exchanges one process keeps in memory
 WEEKDAYS = "一二三四五六日"
 
 
@@ -133,6 +140,26 @@ def _load_words() -> tuple[frozenset[str], frozenset[str]]:
             frozenset(str(w) for w in data.get("done") or ()))
 
 
+class RecentInMemory:
+    """The recent exchanges in this process (without Redis), on the desk's clock."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self.clock = clock
+        self.kept: OrderedDict[str, tuple[datetime, dict[str, Any]]] = OrderedDict()
+
+    async def get(self, key: str) -> dict[str, Any]:
+        found = self.kept.get(key)
+        if found is None or found[0] < self.clock():
+            return {}
+        return found[1]
+
+    async def put(self, key: str, state: dict[str, Any]) -> None:
+        self.kept[key] = (self.clock() + CONVERSATION_TTL, state)
+        self.kept.move_to_end(key)
+        while len(self.kept) > MEMORY_LIMIT:
+            self.kept.popitem(last=False)
+
+
 @dataclass
 class HandoffDesk:
     """Starts hand-offs, takes the messages, offers it, keeps the recent exchanges and
@@ -150,6 +177,10 @@ class HandoffDesk:
         if not self.words:
             self.words, self.done_words = _load_words()
         self.hours = WorkingHours.from_county(self.county)
+        self.recent_store: ConversationStore = (
+            self.conversations if isinstance(self.conversations, RedisConversations)
+            else RecentInMemory(self.clock))
+        self.checked: OrderedDict[str, datetime] = OrderedDict()
 
     def asks_for_a_person(self, text: str, cleaned: str) -> bool:
         return text.strip() in self.words or cleaned in self.words
@@ -203,21 +234,32 @@ class HandoffDesk:
         return "recent:" + hashlib.sha256(openid.encode()).hexdigest()[:40]
 
     async def recent(self, openid: str) -> list[dict[str, str]]:
-        stored = await self.conversations.get(self._recent_key(openid))
+        stored = await self.recent_store.get(self._recent_key(openid))
         return list(stored.get("turns") or [])
 
     async def after_reply(self, openid: str, said: str, reply: str | None) -> str | None:
         """Show staff replies waiting for this person, and keep this exchange."""
-        waiting = await waiting_replies(self.db, openid)
+        waiting = await self._waiting(openid)
         turns = (await self.recent(openid) + recent_turn(said, reply or ""))
-        await self.conversations.put(self._recent_key(openid),
-                                     {"turns": turns[-2 * RECENT_TURNS:]})
+        await self.recent_store.put(self._recent_key(openid),
+                                    {"turns": turns[-2 * RECENT_TURNS:]})
         if not waiting:
             return reply
         shown = self.say("handoff_reply.j2", replies=waiting)
         if reply and len(shown) + len(reply) <= MAX_COMBINED:
             return shown + "\n\n" + reply
         return shown
+
+    async def _waiting(self, openid: str) -> list[str]:
+        now = self.clock()
+        last = self.checked.get(openid)
+        if last is not None and timedelta(0) <= now - last < WAITING_CHECK:
+            return []
+        self.checked[openid] = now
+        self.checked.move_to_end(openid)
+        while len(self.checked) > MEMORY_LIMIT:
+            self.checked.popitem(last=False)
+        return await waiting_replies(self.db, openid)
 
     async def remember_asker(self, asked_question_id: int, openid: str) -> None:
         await remember_asker(self.db, asked_question_id, openid, self.clock())
