@@ -29,13 +29,13 @@ import yaml
 from bench.accuracy import BLIND, outcome, read_questions
 from bench.matcher import load_set
 from bot.dialog import Guide, Snapshot, understand
-from bot.matcher import WEIGHTS_FILE, Tuning
+from bot.matcher import WEIGHTS_FILE, Tuning, load_tuning
 from content import CONTENT_DIR
 from content.load import load_content_files, load_county
 from content.queries import PublishedContent
 
 SEED = 20261
-FEATURES = ("phrase", "words", "cover", "grams", "dice", "keyword", "situation")
+FEATURES = ("phrase", "words", "cover", "grams", "dice", "keyword", "situation", "asks")
 TEXT_SIGNALS = ("phrase", "words", "cover", "grams", "dice")
 SCALE = 1.5
 
@@ -90,11 +90,14 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 4000,
     return w
 
 
+WRONG = -1.5  # a confident wrong answer: worse than "I don't know" (0) by 1.5 right ones
+
+
 def utility(snapshot: Snapshot, guide: Guide, items: list[dict[str, Any]]) -> float:
     total = 0.0
     for item in items:
         o = outcome(item, understand(item["q"], snapshot, guide))
-        total += -1.0 if o.result == "wrong" else o.points
+        total += WRONG if o.result == "wrong" else o.points
     return total
 
 
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshot, guide = snapshot_and_guide(base)
     x, y = pairs(snapshot, items)
     w = logistic(x, y)
-    scale = SCALE / sum(max(w[FEATURES.index(f)], 0.0) for f in TEXT_SIGNALS)
+    scale = SCALE / float(sum(max(w[FEATURES.index(f)], 0.0) for f in TEXT_SIGNALS))
     weights = {f: round(max(float(w[i]), 0.0) * scale, 4) for i, f in enumerate(FEATURES)}
     weights["keyword"] = min(weights["keyword"], 0.1)  # a count (0..2), not a 0..1 share
     penalty = round(max(float(w[len(FEATURES)]), 0.0) * scale * 100, 2)
@@ -116,20 +119,30 @@ def main(argv: list[str] | None = None) -> int:
     print("logistic weights:", {**weights, "programme_penalty": penalty})
     print(f"utility with the default tuning: {utility(snapshot, guide, items):.1f}")
 
-    # Thresholds for the fitted weights and for the previous ones; the better of the
-    # two by dev utility is kept (the fit does not always beat the old weights).
+    # Thresholds for the fitted weights and for the weights in use (with any signal
+    # they lack at its fitted weight); the better of the two by dev utility is kept
+    # (the fit does not always beat the old weights).
+    current = load_tuning()
+    current = replace(current, **{f: weights[f] for f in FEATURES
+                                  if getattr(current, f) == getattr(base, f) == 0.0})
     best, best_tuning = -1e9, fitted
-    grid = list(itertools.product((35.0, 40.0, 45.0), (8.0, 10.0, 12.0), (25.0, 30.0)))
-    for weights_from, (answer_at, margin, choices_at) in itertools.product(
-            (fitted, base), grid):
+    bests: dict[str, float] = {}
+    grid = list(itertools.product((35.0, 40.0, 45.0), (8.0, 10.0, 12.0), (25.0, 30.0),
+                                  (8.0, 12.0, 16.0)))
+    for weights_from, (answer_at, margin, choices_at, cross) in itertools.product(
+            (fitted, current), grid):
         tuning = replace(weights_from, answer_at=answer_at, answer_margin=margin,
-                         choices_at=choices_at)
+                         choices_at=choices_at, cross_margin=cross)
         snapshot.matcher.tuning = tuning
         value = utility(snapshot, guide, items)
+        name = "fitted" if weights_from is fitted else "in use"
+        if value > bests.get(name, -1e9):
+            bests[name] = value
         if value > best + 1e-9:
             best, best_tuning = value, tuning
+    print("best utility by weights:", bests)
     print(f"utility with the chosen tuning: {best:.1f} "
-          f"({'fitted' if best_tuning.phrase == fitted.phrase else 'previous'} weights)")
+          f"({'fitted' if best_tuning.phrase == fitted.phrase else 'in use'} weights)")
     chosen = {k: v for k, v in asdict(best_tuning).items() if v != getattr(base, k)}
     print("chosen:", chosen)
     if args.write:

@@ -110,6 +110,7 @@ class Tuning:
     off_domain_answer_at: float = 90.0
     max_choices: int = 3
     situation: float = 0.1
+    asks: float = 0.0  # the question asks the kind of thing the entry answers
     hardship_answer_at: float = 70.0  # plain hardship naming nothing: answer only above
     long_message: int = 30  # characters (cleaned) from which only the asking part is scored
 
@@ -173,6 +174,15 @@ class Reading:
 def _terms_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
     unique = sorted({t for t in terms if t}, key=lambda t: (-len(t), t))
     return re.compile("|".join(map(re.escape, unique))) if unique else None
+
+
+GAP = "…"  # in a situation cue: the parts appear in this order, a few characters apart
+GAP_CHARS = 6
+
+
+def cue_parts(cue: str) -> list[str]:
+    """A situation cue's words: one, or several when it has gaps ("父母…去世")."""
+    return [part for part in cue.split(GAP) if part.strip()]
 
 
 def _grams(sound: str) -> set[str]:
@@ -277,7 +287,8 @@ class Matcher:
         domain_terms = tuple(domain_terms)
         other_departments = dict(other_departments or {})
         add_words(term for r in guidance.referrals for term in r.terms)
-        add_words(cue for s in guidance.situations for cue in (*s.cues, *s.means))
+        add_words(part for s in guidance.situations for cue in (*s.cues, *s.means)
+                  for part in cue_parts(cue))
         self.tuning = tuning or Tuning()
         for entry in self.entries.values():
             add_words(entry.keywords)
@@ -288,7 +299,8 @@ class Matcher:
             *domain_terms, *(name for group in programmes for name in group),
             *other_departments,
             *(term for r in guidance.referrals for term in r.terms),
-            *(cue for s in guidance.situations for cue in (*s.cues, *s.means)),
+            *(part for s in guidance.situations for cue in (*s.cues, *s.means)
+              for part in cue_parts(cue)),
             *guidance.hardship_cues,
             *(k for e in self.entries.values() for k in e.keywords)))
         self._other = {clean(k): v for k, v in (other_departments or {}).items() if clean(k)}
@@ -301,6 +313,9 @@ class Matcher:
                       for i in range(len(self.entry_ids))], dtype=bool)
             for group in self._programmes
         ]
+        # The same as one matrix (programme x entry), for comparing many entries at once.
+        self._programme_matrix = (np.vstack(self._programme_entries) if self._programme_entries
+                                  else np.zeros((0, len(self.entry_ids)), dtype=bool))
         self._anchors = ({sound_code(clean(t)) for t in domain_terms if clean(t)}
                          | set(self._keyword_entries)
                          | {code for group in self._programmes for code in group})
@@ -313,11 +328,18 @@ class Matcher:
         index = {faq_id: i for i, faq_id in enumerate(self.entry_ids)}
         self._situation_of: dict[str, list[int]] = {}
         self._situations = guidance.situations
+        self._asks = guidance.asks
         self._situation_offers = []
+        self._situation_gaps: list[tuple[re.Pattern[str], int]] = []
         for number, situation in enumerate(guidance.situations):
             for cue in situation.cues:
-                if clean(cue):
-                    self._situation_of.setdefault(clean(cue), []).append(number)
+                parts = [clean(part) for part in cue_parts(cue)]
+                if len(parts) > 1 and all(parts):
+                    gap = f".{{0,{GAP_CHARS}}}"
+                    self._situation_gaps.append(
+                        (re.compile(gap.join(map(re.escape, parts))), number))
+                elif len(parts) == 1 and parts[0]:
+                    self._situation_of.setdefault(parts[0], []).append(number)
             self._situation_offers.append(
                 np.array([index[i] for i in situation.offer if i in index], dtype=np.intp))
         self._situation_re = _terms_pattern(self._situation_of)
@@ -345,6 +367,17 @@ class Matcher:
                         for x in guidance.limits if x.faq_id in index]
         self._second_when = {faq_id: tuple(clean(w) for w in words if clean(w))
                              for faq_id, words in self._second_when.items()}
+        # Kinds of question: each cue's sound code, and the entries of each kind.
+        self._ask_of: dict[str, list[int]] = {}
+        self._ask_entries = []
+        for number, ask in enumerate(guidance.asks):
+            for cue in ask.cues:
+                code = self.normalise(cue).sound
+                if code:
+                    self._ask_of.setdefault(code, []).append(number)
+            self._ask_entries.append(
+                np.array([index[i] for i in ask.entries if i in index], dtype=np.intp))
+        self._ask_re = _terms_pattern(self._ask_of)
 
     def _build(self, entries: list[FaqEntry]) -> None:
         self.entry_ids = [e.id for e in entries]
@@ -416,8 +449,13 @@ class Matcher:
         situation = np.zeros(n)
         for number in situations:
             situation[self._situation_offers[number]] = 1.0
+        asks = np.zeros(n)
+        if self._named_programmes(norm):  # tells one programme's entries apart, only
+            for number in self.asks_in(norm.sound):
+                asks[self._ask_entries[number]] = 1.0
         signals = {
             "situation": situation,
+            "asks": asks,
             "cover": shared_words / word_mass if word_mass else np.zeros(n),
             "grams": shared_entry / gram_mass if gram_mass else np.zeros(n),
             "dice": np.maximum.reduceat(dice, self._starts),
@@ -433,6 +471,12 @@ class Matcher:
             self._word_chars.ratio_bound(norm.word_string), self._starts)
         self._refine(norm, signals, np.zeros(n) if penalty is None else penalty)
         return signals
+
+    def asks_in(self, sound: str) -> set[int]:
+        """The kinds of question (``content/asks.yaml``) a sound code asks."""
+        if self._ask_re is None:
+            return set()
+        return {n for m in self._ask_re.finditer(sound) for n in self._ask_of[m.group(0)]}
 
     def _keywords_in(self, sound: str) -> set[str]:
         """The keyword codes ``sound`` contains (each once), by looking up its
@@ -505,9 +549,7 @@ class Matcher:
         ("瘫在床上 … 能不能住养老院" is a question about the care home)."""
         norm = self.normalise(question)
         text = norm.text
-        situations = sorted({n for m in self._situation_re.finditer(text)
-                             for n in self._situation_of[m.group(0)]}
-                            ) if self._situation_re else []
+        situations = sorted(self._situations_in(text))
         hardship = bool(self._hardship_re and self._hardship_re.search(text))
         clauses = self._clauses(question)
         focus = text
@@ -527,8 +569,9 @@ class Matcher:
         if any(name in focus for name in self._programme_names):
             return focus
         implied = [name for name in self._programme_names if name in text]
+        told = self._situations_in(focus) if situations else set()
         for number in situations:  # told in the asking part itself
-            if any(cue in focus for cue in self._situations[number].cues):
+            if number in told:
                 implied += self._situations[number].means
         return focus + "".join(w for w in dict.fromkeys(implied) if w not in focus)
 
@@ -536,7 +579,16 @@ class Matcher:
         """Whether a clause names anything of this bureau's (a domain word, a
         keyword, a programme, a situation), not only "这个咋弄"."""
         return bool((self._anchor_re and self._anchor_re.search(sound_code(clause)))
-                    or (self._situation_re and self._situation_re.search(clause)))
+                    or (self._situation_re and self._situation_re.search(clause))
+                    or any(pattern.search(clause) for pattern, _ in self._situation_gaps))
+
+    def _situations_in(self, text: str) -> set[int]:
+        """The situations (by number) whose cues ``text`` (cleaned) contains."""
+        found = ({n for m in self._situation_re.finditer(text)
+                  for n in self._situation_of[m.group(0)]} if self._situation_re else set())
+        found.update(n for pattern, n in self._situation_gaps
+                     if n not in found and pattern.search(text))
+        return found
 
     def _clauses(self, question: str) -> list[tuple[str, bool]]:
         """The message's clauses (cleaned, fillers dropped) and whether each asks."""
@@ -600,11 +652,30 @@ class Matcher:
             wanted = t.answer_margin
         if inferred:
             wanted = max(wanted, t.inferred_margin)
-        if (top >= answer_at and margin >= wanted
+        if not (top >= answer_at and margin >= wanted
                 and (signals["grams"][order[0]] >= t.answer_min_grams
                      or margin >= t.clear_margin)):
-            return int(order[0])
-        return None
+            return None
+        best = int(order[0])
+        asks = signals.get("asks")
+        if t.asks and asks is not None and asks[best]:
+            # The kind of question tells apart one programme's entries, never two
+            # programmes: against every other programme's entry the lead must hold
+            # without it.
+            plain = combined - 100.0 * t.asks * asks
+            others = ~self._programme_peers(best)
+            if others.any() and plain[best] - plain[others].max() < max(t.answer_margin,
+                                                                       t.cross_margin):
+                return None
+        return best
+
+    def _programme_peers(self, entry: int) -> np.ndarray:
+        """Which entries share a programme with ``entry`` (or, like it, name none)."""
+        matrix = self._programme_matrix
+        own = matrix[:, entry]
+        if own.any():
+            return matrix[own].any(axis=0)
+        return ~matrix.any(axis=0)
 
     def _same_programme(self, a: int, b: int) -> bool:
         """Whether two entries share a programme (or neither names one)."""

@@ -1,8 +1,9 @@
 """What the bot knows beyond the FAQ entries: life situations that point to a
-programme (``content/situations.yaml``) and business that belongs elsewhere, in
-another office or elsewhere in the bureau (``content/referrals.yaml``).
+programme (``content/situations.yaml``), business that belongs elsewhere, in
+another office or elsewhere in the bureau (``content/referrals.yaml``), and the
+kinds of question people ask (``content/asks.yaml``).
 
-Both are data editors extend; :func:`load_guidance` reads and checks them, and
+All are data editors extend; :func:`load_guidance` reads and checks them, and
 every problem names its file and item, as ``content.schema.check`` does.
 """
 
@@ -19,6 +20,7 @@ from content.schema import Problem
 
 SITUATIONS_FILE = CONTENT_DIR / "situations.yaml"
 REFERRALS_FILE = CONTENT_DIR / "referrals.yaml"
+ASKS_FILE = CONTENT_DIR / "asks.yaml"
 MAX_OFFER = 3
 
 
@@ -57,6 +59,16 @@ class Referral:
 
 
 @dataclass(frozen=True)
+class Ask:
+    """A kind of question (how to apply, how much, where the money comes), the
+    words people ask it with, and the entries that answer that kind."""
+
+    name: str
+    cues: tuple[str, ...]
+    entries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Guidance:
     situations: tuple[Situation, ...] = ()
     hardship_cues: tuple[str, ...] = ()  # plain hardship that names no situation
@@ -64,6 +76,7 @@ class Guidance:
     referrals: tuple[Referral, ...] = ()
     passing: tuple[str, ...] = ()  # programme words that do not keep a question here
     limits: tuple[Limit, ...] = ()  # who an entry is for, by age or grade
+    asks: tuple[Ask, ...] = ()  # kinds of question and the entries answering each
     problems: tuple[Problem, ...] = field(default=(), compare=False)
 
 
@@ -208,15 +221,45 @@ def passing_from_data(data: Any, file: str) -> tuple[tuple[str, ...], list[Probl
     return words, []
 
 
+def asks_from_data(data: Any, file: str, known_ids: Iterable[str] | None = None,
+                   ) -> tuple[tuple[Ask, ...], list[Problem]]:
+    """Kinds of question from a parsed asks file: ``asks: [{name, cues, entries}]``."""
+    items = data.get("asks") if isinstance(data, Mapping) else None
+    if not isinstance(items, list):
+        return (), [Problem(file, "asks", "must be a list of {name, cues, entries}")]
+    known = set(known_ids) if known_ids is not None else None
+    asks: list[Ask] = []
+    problems: list[Problem] = []
+    for number, item in enumerate(items, start=1):
+        name = str(item.get("name") or "").strip() if isinstance(item, Mapping) else ""
+        if not name:
+            problems.append(Problem(file, f"ask {number}", "needs a 'name'"))
+            continue
+        cues, entries = _texts(item.get("cues")), _texts(item.get("entries"))
+        if not cues:
+            problems.append(Problem(file, name, "'cues' must be a list of words"))
+        if not entries:
+            problems.append(Problem(file, name, "'entries' must be a list of FAQ ids"))
+        for faq_id in entries or ():
+            if known is not None and faq_id not in known:
+                problems.append(Problem(file, name, f"'entries' names {faq_id}, "
+                                                    "which is no FAQ id"))
+        if cues and entries:
+            asks.append(Ask(name, cues, entries))
+    return tuple(asks), problems
+
+
 def load_guidance(situations_file: Path = SITUATIONS_FILE,
                   referrals_file: Path = REFERRALS_FILE,
-                  known_ids: Iterable[str] | None = None) -> Guidance:
-    """Read both files; a missing or broken file gives no data and a problem."""
+                  known_ids: Iterable[str] | None = None,
+                  asks_file: Path = ASKS_FILE) -> Guidance:
+    """Read the three files; a missing or broken file gives no data and a problem."""
     problems: list[Problem] = []
     situations, cues, offer = (), (), ()
     referrals: tuple[Referral, ...] = ()
     passing: tuple[str, ...] = ()
     limits: tuple[Limit, ...] = ()
+    asks: tuple[Ask, ...] = ()
     known_ids = list(known_ids) if known_ids is not None else None
     if situations_file.is_file():
         data = _read_yaml(situations_file, problems)
@@ -231,4 +274,10 @@ def load_guidance(situations_file: Path = SITUATIONS_FILE,
             referrals, found = referrals_from_data(data, referrals_file.name)
             passing, more = passing_from_data(data, referrals_file.name)
             problems += found + more
-    return Guidance(situations, cues, offer, referrals, passing, limits, tuple(problems))
+    if asks_file.is_file():
+        data = _read_yaml(asks_file, problems)
+        if data is not None:
+            asks, found = asks_from_data(data, asks_file.name, known_ids)
+            problems += found
+    return Guidance(situations, cues, offer, referrals, passing, limits, asks,
+                    tuple(problems))

@@ -277,15 +277,17 @@ def cmd_content_check(settings: Settings, args: argparse.Namespace) -> int:
     files = load_content_files(faq_dir, dictionary)
     problems = files.problems + check(files.entries, load_county(settings.county_file),
                                       files.dictionary, catalogue_ids())
-    # Situations and referrals (the folder's own, else the shipped ones), against its ids.
-    from content.guidance import REFERRALS_FILE, SITUATIONS_FILE, load_guidance
+    # Situations, referrals and kinds of question (the folder's own, else the shipped
+    # ones), against its ids.
+    from content.guidance import ASKS_FILE, REFERRALS_FILE, SITUATIONS_FILE, load_guidance
 
     def own(shipped: Path) -> Path:
         mine = Path(args.dir) / shipped.name if args.dir else shipped
         return mine if mine.is_file() else shipped
 
     guidance = load_guidance(own(SITUATIONS_FILE), own(REFERRALS_FILE),
-                             known_ids={e.id for _, e in files.entries})
+                             known_ids={e.id for _, e in files.entries},
+                             asks_file=own(ASKS_FILE))
     problems = [*problems, *guidance.problems]
     for problem in problems:
         print(problem)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from content.guidance import load_guidance, referrals_from_data, situations_from_data
+from content.guidance import (
+    asks_from_data,
+    load_guidance,
+    referrals_from_data,
+    situations_from_data,
+)
 from content.load import catalogue_ids
 
 
@@ -16,6 +21,8 @@ def test_shipped_situations_and_referrals_have_no_problems() -> None:
     offices = {r.office for r in guidance.referrals}
     assert any("残联" in o for o in offices) and any("婚姻登记" in o for o in offices)
     assert any(r.in_bureau for r in guidance.referrals)
+    kinds = {a.name: a for a in guidance.asks}
+    assert "dibao-apply" in kinds["怎么申请"].entries and "怎么申请" in kinds["怎么申请"].cues
 
 
 def test_bad_situations_are_reported_by_item() -> None:
@@ -111,3 +118,19 @@ def test_content_check_runs_the_situation_and_referral_checks(tmp_path: Path) ->
     shipped = check()
     assert shipped.returncode == 0, shipped.stdout
     assert "situations" in shipped.stdout and shipped.stdout.rstrip().endswith("ok")
+
+
+def test_bad_kinds_of_question_are_reported_by_item() -> None:
+    data = {"asks": [
+        {"name": "怎么申请", "cues": ["咋申请"], "entries": ["dibao-apply", "no-such-id"]},
+        {"name": "空的", "cues": [], "entries": ["dibao-what"]},
+        {"cues": ["多少钱"], "entries": ["dibao-amount"]},
+    ]}
+    asks, problems = asks_from_data(data, "asks.yaml", catalogue_ids())
+    assert [a.name for a in asks] == ["怎么申请"]
+    shown = [str(p) for p in problems]
+    assert "asks.yaml: 怎么申请: 'entries' names no-such-id, which is no FAQ id" in shown
+    assert "asks.yaml: 空的: 'cues' must be a list of words" in shown
+    assert "asks.yaml: ask 3: needs a 'name'" in shown
+    assert [str(p) for p in asks_from_data({"asks": "x"}, "asks.yaml")[1]] == [
+        "asks.yaml: asks: must be a list of {name, cues, entries}"]
