@@ -31,6 +31,7 @@ KIND_LABELS = {
     "recheck_overdue": "复核逾期提醒",
     "status_change": "办理进度通知",
     "verification_code": "短信验证码",
+    "case_reply": "留言有回复（请回电）",
 }
 STATE_LABELS = {
     "queued": "排队等发",

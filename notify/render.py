@@ -14,7 +14,7 @@ from content import TEMPLATES_DIR
 from notify.sms import SmsMessage, provider_template_text, segments, sms_message
 from notify.wechat import fit_template_data
 
-KINDS = ("payout", "recheck_due", "recheck_overdue", "status_change")
+KINDS = ("payout", "recheck_due", "recheck_overdue", "status_change", "case_reply")
 SMS_ONLY_KINDS = ("verification_code",)
 _fields_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -45,6 +45,7 @@ SAMPLE_PARAMS: dict[str, dict[str, str]] = {
     "status_change": {"programme": "低保", "number": "LZ-2026-0017", "stage": "公示",
                       "stage_words": "正在村里公示"},
     "verification_code": {"code": "246810"},
+    "case_reply": {},  # a caseworker replied (casework.delivery): never the reply's text
 }
 
 

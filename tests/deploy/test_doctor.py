@@ -17,7 +17,8 @@ from tests.fakes.wechat_server import APPID, SECRET, FakeWeChat
 from tests.wechat import TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
-KINDS = ("verification_code", "payout", "recheck_due", "recheck_overdue", "status_change")
+KINDS = ("verification_code", "payout", "recheck_due", "recheck_overdue", "status_change",
+         "case_reply")
 
 
 def _environment(database_url: str, api_base: str, **changes: str) -> dict[str, str]:
