@@ -9,7 +9,8 @@
    follows): for a registered person with a phone, an SMS asking them to call or reply,
    queued in the notifier's outbox (kind ``case_reply``, its text in
    ``content/templates/sms/case_reply.j2``): never the reply's text by SMS.
-4. Otherwise the case says nobody could be reached: call them.
+4. Otherwise the case says nobody could be reached: call them. A reply that did not
+   reach a WeChat user (by any way) is still shown the next time they write.
 
 WeChat is called directly from here, so the caseworker sees at once what happened;
 the SMS goes through the outbox (its rate limits, quiet hours, opt-outs, provider
@@ -33,6 +34,7 @@ from casework.models import (
     DELIVERY_SENT,
     DELIVERY_SMS,
     DELIVERY_WAITING,
+    STAFF,
     Case,
     CaseMessage,
 )
@@ -120,8 +122,9 @@ async def deliver(db: Database, channels: ReplyChannels, case_id: int, message_i
     if outcome is None:
         outcome = await _by_sms(db, beneficiary_id, message_id, now)
     if outcome is None:
-        outcome = Delivered(DELIVERY_FAILED, "对方没有关注公众号或者超过48小时没发消息，"
-                                             "也没有登记手机号：请打电话联系")
+        outcome = Delivered(DELIVERY_FAILED, "微信和短信都通知不到对方" + (
+            "：他下次给公众号发消息时会看到回复，也可以打电话联系" if openid else
+            "：请打电话联系"))
     async with db.session() as session:
         message = await session.get(CaseMessage, message_id)
         case = await session.get(Case, case_id)
@@ -129,8 +132,9 @@ async def deliver(db: Database, channels: ReplyChannels, case_id: int, message_i
         message.delivery, message.delivery_note = outcome.delivery, outcome.note
         if outcome.delivery == DELIVERY_SMS:
             message.outbox_key = f"{KIND}:{message_id}"
-        if outcome.delivery == DELIVERY_WAITING:
-            case.reply_waiting = True
+        if outcome.delivery == DELIVERY_WAITING or (
+                outcome.delivery == DELIVERY_FAILED and openid is not None):
+            case.reply_waiting = True  # shown the next time the person writes
     return outcome
 
 
@@ -209,7 +213,9 @@ async def waiting_replies(db: Database, openid: str) -> list[str]:
             return []
         messages = (await session.scalars(select(CaseMessage).where(
             CaseMessage.case_id.in_([c.id for c in cases]),
-            CaseMessage.delivery == DELIVERY_WAITING).order_by(CaseMessage.id))).all()
+            CaseMessage.author == STAFF,
+            CaseMessage.delivery.in_([DELIVERY_WAITING, DELIVERY_FAILED]))
+            .order_by(CaseMessage.id))).all()
         for message in messages:
             message.delivery = DELIVERY_READ
         for case in cases:

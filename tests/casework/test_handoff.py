@@ -503,3 +503,21 @@ async def test_closed_cases_and_askers_are_forgotten(bot: Any, wired: Settings,
 def test_when_staff_will_read_it_comes_from_the_county_office_hours(
         hours: str, now: datetime, expected: str) -> None:
     assert expected in when_text(WorkingHours.from_county({"office_hours": hours}), now)
+
+
+async def test_a_reply_nothing_could_announce_is_shown_when_the_person_writes_again(
+        aiohttp_client: Any, wired: Settings, fake: FakeWeChat, clock: Clock) -> None:
+    untemplated = wired.with_overrides(wechat_templates=None)
+    bot = await aiohttp_client(create_app(untemplated, clock=clock))
+    root = web.Application()
+    root.add_subapp("/admin", create_admin_app(untemplated, clock=clock))
+    staff = await aiohttp_client(root)
+    await route(wired, "any", "*", "desk")
+    await leave(bot, "麻烦帮我看看", "好了")
+    case = (await rows(wired, select(Case)))[0]
+    clock.now = WEDNESDAY + timedelta(hours=49)
+    token = await sign_in(staff, wired, "desk", "caseworker")
+    page = await _reply(staff, token, case.id, "已经帮您问过了，下周到账。")
+    assert "微信和短信都通知不到对方：他下次给公众号发消息时会看到回复" in page
+    assert fake.texts == [] and fake.messages == []
+    assert (await say(bot, "你好")).startswith("工作人员回复您：\n已经帮您问过了，下周到账。")
