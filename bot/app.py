@@ -174,7 +174,7 @@ def _resources(settings: Settings, clock: Callable[[], datetime],  # type: ignor
                                 say=bot.say, courier=courier.wake if courier else None,
                                 clock=clock)
         bot.handoff = HandoffDesk(db=db, county=county, say=bot.say,
-                                  conversations=conversations, clock=clock)
+                                  conversations=conversations, clock=clock, writes=writer)
         app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
         if settings.demo and vault is not None:
             background.append(asyncio.create_task(_demo_notifier(settings, db, county, redis)))

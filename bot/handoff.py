@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from bot.store import CONVERSATION_TTL, ConversationStore, RedisConversations
+from bot.writes import Writer
 from casework.cases import (
     CHINA,
     DAILY_CASES,
@@ -38,7 +39,7 @@ from casework.cases import (
     recent_turn,
 )
 from casework.delivery import waiting_replies
-from casework.loop import remember_asker
+from casework.loop import asker_row, remember_asker
 from content import CONTENT_DIR
 from huimin.db import Database, utcnow
 
@@ -170,6 +171,7 @@ class HandoffDesk:
     say: Callable[..., str]
     conversations: ConversationStore
     clock: Callable[[], datetime] = utcnow
+    writes: Writer | None = None  # who asked what rides along with the bot's other records
     words: frozenset[str] = field(default_factory=frozenset)
     done_words: frozenset[str] = field(default_factory=frozenset)
 
@@ -262,4 +264,10 @@ class HandoffDesk:
         return await waiting_replies(self.db, openid)
 
     async def remember_asker(self, asked_question_id: int, openid: str) -> None:
-        await remember_asker(self.db, asked_question_id, openid, self.clock())
+        """Who asked an unanswered question (write-behind with the bot's other records
+        when the process has a writer)."""
+        if self.writes is None:
+            await remember_asker(self.db, asked_question_id, openid, self.clock())
+            return
+        statement = asker_row(asked_question_id, openid, self.clock())
+        self.writes.later(lambda conn: conn.execute(statement).rowcount)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Insert, and_, insert, select, update
 
 from casework.cases import ASKER_HOURS
 from casework.models import QuestionAsker
@@ -30,11 +30,16 @@ MAX_TOLD = 500  # askers told per resolution at most (a county's day of one ques
 TOLD_TEMPLATE = "您之前问的“{question}”，现在有答案了：\n{answer}"
 
 
+def asker_row(asked_question_id: int, openid: str, now: datetime) -> Insert:
+    """The INSERT recording who asked an unanswered question."""
+    return insert(QuestionAsker).values(asked_question_id=asked_question_id, openid=openid,
+                                        asked_at=now)
+
+
 async def remember_asker(db: Database, asked_question_id: int, openid: str,
                          now: datetime) -> None:
     async with db.engine.begin() as conn:
-        await conn.execute(QuestionAsker.__table__.insert().values(
-            asked_question_id=asked_question_id, openid=openid, asked_at=now))
+        await conn.execute(asker_row(asked_question_id, openid, now))
 
 
 @dataclass(frozen=True)
