@@ -24,8 +24,9 @@ from admin.charts import (
 )
 from admin.faq import SYSTEM
 from admin.models import AdminUser, AuditEntry, FaqDraft, FaqVersion
-from admin.roles import AUDIT, CONTENT, INBOX, REGISTRY, USERS, can
+from admin.roles import AUDIT, CASES, CONTENT, INBOX, REGISTRY, USERS, can
 from admin.web import render, signed_in, state
+from casework.cases import Routing, open_cases, waiting_text
 from content.models import ContentRevision, FaqEntryRow
 
 REFERRED_COLOUR = PALETTE[4]  # purple: neither a failure nor an answer from the FAQ
@@ -48,6 +49,12 @@ async def home(request: web.Request) -> web.Response:
                 .order_by(FaqVersion.published_at.desc(), FaqVersion.id.desc()).limit(1))
             facts["last_change"] = await session.scalar(
                 select(ContentRevision).order_by(ContentRevision.id.desc()).limit(1))
+        if can(role, CASES):
+            user = signed_in(request).user
+            rows = await open_cases(session, await Routing.load(session), user.role,
+                                    user.username, state(request).clock())
+            facts["cases"] = len(rows)
+            facts["cases_oldest"] = waiting_text(rows[0].waiting) if rows else ""
         if can(role, USERS):
             facts["users"] = await session.scalar(
                 select(func.count()).select_from(AdminUser)

@@ -521,3 +521,13 @@ async def test_a_reply_nothing_could_announce_is_shown_when_the_person_writes_ag
     assert "微信和短信都通知不到对方：他下次给公众号发消息时会看到回复" in page
     assert fake.texts == [] and fake.messages == []
     assert (await say(bot, "你好")).startswith("工作人员回复您：\n已经帮您问过了，下周到账。")
+
+
+async def test_the_home_page_counts_waiting_cases(bot: Any, staff: Any, wired: Settings,
+                                                  clock: Clock) -> None:
+    await route(wired, "any", "*", "desk")
+    await leave(bot, "帮帮忙")
+    clock.now = WEDNESDAY + timedelta(hours=3)
+    await sign_in(staff, wired, "desk", "caseworker")
+    home = await (await staff.get("/admin/")).text()
+    assert "条群众留言等着处理，最早的已经等了3小时" in home
