@@ -330,18 +330,19 @@ class Matcher:
         self._situations = guidance.situations
         self._asks = guidance.asks
         self._situation_offers = []
-        self._situation_gaps: list[tuple[re.Pattern[str], int]] = []
+        gapped: list[str] = []  # one named group per cue with gaps: g<situation>_<n>
         for number, situation in enumerate(guidance.situations):
             for cue in situation.cues:
                 parts = [clean(part) for part in cue_parts(cue)]
                 if len(parts) > 1 and all(parts):
                     gap = f".{{0,{GAP_CHARS}}}"
-                    self._situation_gaps.append(
-                        (re.compile(gap.join(map(re.escape, parts))), number))
+                    gapped.append(f"(?P<g{number}_{len(gapped)}>"
+                                  f"{gap.join(map(re.escape, parts))})")
                 elif len(parts) == 1 and parts[0]:
                     self._situation_of.setdefault(parts[0], []).append(number)
             self._situation_offers.append(
                 np.array([index[i] for i in situation.offer if i in index], dtype=np.intp))
+        self._situation_gaps = re.compile("|".join(gapped)) if gapped else None
         self._situation_re = _terms_pattern(self._situation_of)
         self._hardship_re = _terms_pattern(clean(c) for c in guidance.hardship_cues)
         self._hardship_offer = np.array(
@@ -580,14 +581,15 @@ class Matcher:
         keyword, a programme, a situation), not only "这个咋弄"."""
         return bool((self._anchor_re and self._anchor_re.search(sound_code(clause)))
                     or (self._situation_re and self._situation_re.search(clause))
-                    or any(pattern.search(clause) for pattern, _ in self._situation_gaps))
+                    or (self._situation_gaps and self._situation_gaps.search(clause)))
 
     def _situations_in(self, text: str) -> set[int]:
         """The situations (by number) whose cues ``text`` (cleaned) contains."""
         found = ({n for m in self._situation_re.finditer(text)
                   for n in self._situation_of[m.group(0)]} if self._situation_re else set())
-        found.update(n for pattern, n in self._situation_gaps
-                     if n not in found and pattern.search(text))
+        if self._situation_gaps:
+            found.update(int(m.lastgroup[1:].split("_")[0])
+                         for m in self._situation_gaps.finditer(text) if m.lastgroup)
         return found
 
     def _clauses(self, question: str) -> list[tuple[str, bool]]:
