@@ -545,7 +545,7 @@ def versus_naive_main(args: argparse.Namespace) -> int:
             for kind in kinds:
                 server = start_server(ctx, kind, url)
 
-                async def measure(port: int) -> tuple[Result, Result]:
+                async def measure(port: int, pid: int) -> tuple[Result, Result]:
                     import aiohttp
 
                     base = f"http://127.0.0.1:{port}/wechat"
@@ -555,8 +555,12 @@ def versus_naive_main(args: argparse.Namespace) -> int:
                                                      timeout=timeout) as session:
                         await drive(session, messages.batch(base, args.warmup),
                                     args.concurrency)
-                        shut = await drive(session, messages.batch(base, args.requests),
-                                           args.concurrency)
+                        batch = messages.batch(base, args.requests)
+                        before = cpu_seconds(pid)
+                        shut = await drive(session, batch, args.concurrency)
+                        after = cpu_seconds(pid)
+                        if before is not None and after is not None:
+                            shut.server_cpu = after - before
                     count = int(args.rate * args.seconds)
                     connector = aiohttp.TCPConnector(limit=0)
                     async with aiohttp.ClientSession(connector=connector,
@@ -568,13 +572,15 @@ def versus_naive_main(args: argparse.Namespace) -> int:
                     return shut, open_
 
                 try:
-                    shut, open_ = asyncio.run(measure(server.port))
+                    shut, open_ = asyncio.run(measure(server.port, server.pid))
                 finally:
                     stop_server(server)
                 closed[kind].append(shut)
                 opened[kind].append(open_)
+                cpu = (f", {1000 * shut.server_cpu / shut.requests:.2f} ms CPU/message"
+                       if shut.server_cpu is not None else "")
                 print(f"  round {run + 1}, {kind:5}: {shut.rps:.0f} req/s closed loop "
-                      f"(p50 {shut.percentile(50):.1f} ms); {args.rate:g}/s open loop: "
+                      f"(p50 {shut.percentile(50):.1f} ms{cpu}); {args.rate:g}/s open loop: "
                       f"p50 {open_.percentile(50):.1f} ms, p99 {open_.percentile(99):.1f} ms, "
                       f"{shut.errors + open_.errors} errors, "
                       f"{shut.no_reply + open_.no_reply} late; load average "
@@ -585,12 +591,15 @@ def versus_naive_main(args: argparse.Namespace) -> int:
     rows = []
     for kind in kinds:
         rows.append([kind, " / ".join(f"{r.rps:.0f}" for r in closed[kind]),
+                     " / ".join(f"{1000 * r.server_cpu / r.requests:.2f}"
+                                if r.server_cpu is not None else "?" for r in closed[kind]),
                      " / ".join(f"{r.percentile(50):.1f}" for r in opened[kind]),
                      " / ".join(f"{r.percentile(99):.1f}" for r in opened[kind]),
                      sum(r.errors for r in closed[kind] + opened[kind]),
                      sum(r.no_reply for r in closed[kind] + opened[kind])])
     print()
-    print(table(["server", f"req/s, {args.concurrency} clients", f"p50 ms at {args.rate:g}/s",
+    print(table(["server", f"req/s, {args.concurrency} clients", "server CPU ms/message",
+                 f"p50 ms at {args.rate:g}/s",
                  f"p99 ms at {args.rate:g}/s", "errors", "late"], rows))
     worst_p99 = max(r.percentile(99) for r in opened["bot"])
     print(f"huimin / naive throughput, per round: {' / '.join(f'{r:.2f}' for r in ratios)} "

@@ -16,13 +16,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import ConversationRow, HandledMessage
 from bot.writes import Writer
-from huimin.db import Database, dialect_insert, utcnow
+from huimin.db import Database, utcnow
 
 LEDGER_TTL = timedelta(hours=1)
 CONVERSATION_TTL = timedelta(minutes=30)
@@ -111,6 +112,38 @@ class RedisConversations:
             await self.redis.delete(self.prefix + openid)
 
 
+class _Statements:
+    """The ledger's and conversations' statements, built once per dialect with bound
+    parameters: building a statement costs more than running it in a batch."""
+
+    _built: ClassVar[dict[str, _Statements]] = {}
+
+    def __init__(self, dialect: str) -> None:
+        insert = (postgresql if dialect == "postgresql" else sqlite).insert
+        self.claim = (insert(HandledMessage)
+                      .values(key=bindparam("p_key"), created_at=bindparam("p_created"))
+                      .on_conflict_do_nothing(index_elements=["key"]))
+        self.record = (update(HandledMessage).where(HandledMessage.key == bindparam("p_key"))
+                       .values(reply=bindparam("p_reply")))
+        self.state = (select(ConversationRow.state, ConversationRow.expires_at)
+                      .where(ConversationRow.openid == bindparam("p_openid")))
+        upsert = insert(ConversationRow).values(openid=bindparam("p_openid"),
+                                                state=bindparam("p_state"),
+                                                expires_at=bindparam("p_expires"))
+        self.put_state = upsert.on_conflict_do_update(
+            index_elements=["openid"],
+            set_={"state": upsert.excluded.state, "expires_at": upsert.excluded.expires_at})
+        self.drop_state = (delete(ConversationRow)
+                           .where(ConversationRow.openid == bindparam("p_openid")))
+
+    @classmethod
+    def of(cls, db: Database) -> _Statements:
+        dialect = db.engine.dialect.name
+        if dialect not in cls._built:
+            cls._built[dialect] = cls(dialect)
+        return cls._built[dialect]
+
+
 class DatabaseLedger:
     """The ledger in the database, written through the process's :class:`Writer`: a
     claim is committed (with the other messages' claims of the moment) before the
@@ -123,20 +156,21 @@ class DatabaseLedger:
         self.db = db
         self.writer = writer
         self.clock = clock
+        self._sql = _Statements.of(db)
         self._recent: OrderedDict[str, str] = OrderedDict()
 
     async def claim(self, key: str) -> bool:
-        statement = (dialect_insert(self.db.engine, HandledMessage)
-                     .values(key=key, created_at=self.clock())
-                     .on_conflict_do_nothing(index_elements=["key"]))
-        return bool(await self.writer.now(lambda conn: conn.execute(statement).rowcount == 1))
+        params = {"p_key": key, "p_created": self.clock()}
+        claim = self._sql.claim
+        return bool(await self.writer.now(
+            lambda conn: conn.execute(claim, params).rowcount == 1))
 
     async def record(self, key: str, reply: str) -> None:
         self._recent[key] = reply
         while len(self._recent) > RECENT_REPLIES:
             self._recent.popitem(last=False)
-        statement = update(HandledMessage).where(HandledMessage.key == key).values(reply=reply)
-        self.writer.later(lambda conn: conn.execute(statement).rowcount)
+        params, record = {"p_key": key, "p_reply": reply}, self._sql.record
+        self.writer.later(lambda conn: conn.execute(record, params).rowcount)
 
     async def reply_of(self, key: str, wait: float) -> str | None:
         async def fetch() -> str | None:
@@ -167,11 +201,11 @@ class DatabaseConversations:
         self.db = db
         self.writer = writer
         self.clock = clock
+        self._sql = _Statements.of(db)
 
     async def get(self, openid: str) -> dict[str, Any]:
-        statement = (select(ConversationRow.state, ConversationRow.expires_at)
-                     .where(ConversationRow.openid == openid))
-        row = await self.writer.now(lambda conn: conn.execute(statement).first())
+        params, read = {"p_openid": openid}, self._sql.state
+        row = await self.writer.now(lambda conn: conn.execute(read, params).first())
         if row is None:
             return {}
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
@@ -179,12 +213,10 @@ class DatabaseConversations:
         return dict(row.state) if expires >= self.clock() else {}
 
     async def put(self, openid: str, state: dict[str, Any]) -> None:
-        if not state:
-            statement: Any = delete(ConversationRow).where(ConversationRow.openid == openid)
+        if state:
+            statement = self._sql.put_state
+            params: dict[str, Any] = {"p_openid": openid, "p_state": state,
+                                      "p_expires": self.clock() + CONVERSATION_TTL}
         else:
-            insert = dialect_insert(self.db.engine, ConversationRow).values(
-                openid=openid, state=state, expires_at=self.clock() + CONVERSATION_TTL)
-            statement = insert.on_conflict_do_update(
-                index_elements=["openid"],
-                set_={"state": insert.excluded.state, "expires_at": insert.excluded.expires_at})
-        await self.writer.now(lambda conn: conn.execute(statement).rowcount)
+            statement, params = self._sql.drop_state, {"p_openid": openid}
+        await self.writer.now(lambda conn: conn.execute(statement, params).rowcount)

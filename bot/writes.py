@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +56,7 @@ WRITE_DELAY = 0.2  # seconds a write-behind record may wait for a transaction to
 MAX_BATCH = 500
 RETRY_PAUSE = 1.0  # after a write-behind batch failed because the database is away
 CLOSE_TRIES = 3
+TURN_WAIT = 5.0  # seconds the writer waits for its turn on SQLite (see Writer._turn)
 
 
 @dataclass
@@ -210,9 +211,29 @@ class Writer:
     async def _execute(self, operations: list[Operation]) -> list[Any]:
         if self._engine is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._in_thread, operations)
+            async with self._turn():
+                return await loop.run_in_executor(self._thread, self._in_thread, operations)
         async with self.db.engine.begin() as conn:
             return await conn.run_sync(lambda sync: [op(sync) for op in operations])
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Hold the process's own SQLite connection (its pool has one) while a batch
+        runs on the writer's: the bot's other writes (status lookups, hand-offs,
+        followers …) then take turns with the writer in asyncio instead of sleeping
+        in SQLite's busy handler. Should the connection not come (someone holding it
+        waits for this writer), the batch runs anyway and SQLite's lock decides."""
+        try:
+            conn = await asyncio.wait_for(self.db.engine.connect(), TURN_WAIT)
+        except TimeoutError:
+            log.warning("the writer did not get its turn on the database in %.0f s",
+                        TURN_WAIT)
+            yield
+            return
+        try:
+            yield
+        finally:
+            await conn.close()
 
     def _in_thread(self, operations: list[Operation]) -> list[Any]:
         assert self._engine is not None
