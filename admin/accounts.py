@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -50,11 +50,6 @@ class AccountError(ValueError):
 @lru_cache(maxsize=1)
 def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_hex(16))
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite gives back naive UTC times."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def normalise_username(raw: str) -> str:
@@ -236,12 +231,12 @@ async def find_session(db: Database, token: str | None, now: datetime
         if row is None:
             return None, False
         user = await session.get(AdminUser, row.user_id)
-        expired = (_aware(row.expires_at) <= now
-                   or _aware(row.last_seen_at) + IDLE_TIMEOUT <= now)
+        expired = (row.expires_at <= now
+                   or row.last_seen_at + IDLE_TIMEOUT <= now)
         if expired or user is None or user.disabled:
             await session.delete(row)
             return None, True
-        if _aware(row.last_seen_at) + TOUCH_EVERY <= now:
+        if row.last_seen_at + TOUCH_EVERY <= now:
             row.last_seen_at = now
         return SignedIn(row, user), False
 
@@ -317,7 +312,7 @@ class LoginLock:
 
 
 def _latest(first: datetime, *others: datetime | None) -> datetime:
-    return max([first, *(_aware(o) for o in others if o is not None)])
+    return max([first, *(o for o in others if o is not None)])
 
 
 def name_key(username: str) -> str:
@@ -351,7 +346,7 @@ class LoginGuard:
 
     def _known(self, pair: LoginThrottle | None, now: datetime) -> bool:
         return (pair is not None and pair.last_success_at is not None
-                and _aware(pair.last_success_at) + self.policy.known_for > now)
+                and pair.last_success_at + self.policy.known_for > now)
 
     async def locked(self, username: str, ip: str | None, now: datetime) -> LoginLock | None:
         """The lock that stops this try now, or None."""
@@ -360,10 +355,10 @@ class LoginGuard:
             rows = await self._rows(session, keys.values())
         pair = rows.get(keys[PAIR])
         scopes = [PAIR] if self._known(pair, now) else [PAIR, ACCOUNT, ADDRESS]
-        found = [LoginLock(_aware(row.locked_until), scope, row.failures)
+        found = [LoginLock(row.locked_until, scope, row.failures)
                  for scope in scopes
                  if (row := rows.get(keys[scope])) is not None
-                 and row.locked_until is not None and _aware(row.locked_until) > now]
+                 and row.locked_until is not None and row.locked_until > now]
         return max(found, key=lambda lock: lock.until) if found else None
 
     def _pair_wait(self, failures: int) -> timedelta | None:
@@ -387,7 +382,7 @@ class LoginGuard:
             rows = await self._rows(session, keys.values(), lock=True)
             pair = rows[keys[PAIR]]
             if pair.last_failure_at is not None \
-                    and _aware(pair.last_failure_at) + policy.forget_after <= now:
+                    and pair.last_failure_at + policy.forget_after <= now:
                 pair.failures = 0
             pair.failures += 1
             pair.last_failure_at = now
@@ -396,12 +391,12 @@ class LoginGuard:
                 pair.locked_until = now + wait
                 started.append(LoginLock(now + wait, PAIR, pair.failures))
             pair.forget_at = _latest(now + policy.forget_after, pair.locked_until,
-                                     pair.last_success_at and (_aware(pair.last_success_at)
+                                     pair.last_success_at and (pair.last_success_at
                                                                + policy.known_for))
             for scope, ceiling in ((ACCOUNT, policy.account_ceiling),
                                    (ADDRESS, policy.address_ceiling)):
                 row = rows[keys[scope]]
-                if _aware(row.window_start) + policy.ceiling_window <= now:
+                if row.window_start + policy.ceiling_window <= now:
                     row.window_start, row.failures = now, 0
                 row.failures += 1
                 row.last_failure_at = now
@@ -409,7 +404,7 @@ class LoginGuard:
                     row.locked_until = now + policy.ceiling_lock
                     started.append(LoginLock(now + policy.ceiling_lock, scope, row.failures))
                     row.window_start, row.failures = now, 0
-                row.forget_at = _latest(_aware(row.window_start) + policy.ceiling_window,
+                row.forget_at = _latest(row.window_start + policy.ceiling_window,
                                         row.locked_until)
         return started
 
@@ -444,7 +439,7 @@ class LoginGuard:
             hashed = row.key.split(":", 1)[1].split("|", 1)[0]
             username = by_name.get(hashed)
             if username is not None and row.locked_until is not None:
-                until = _aware(row.locked_until)
+                until = row.locked_until
                 ends[username] = max(until, ends.get(username, until))
         return ends
 

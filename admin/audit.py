@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,10 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.models import AuditEntry
-from huimin.db import utcnow
+from huimin.clock import china_midnight, utcnow
 
 # China Standard Time (no daylight saving): how staff read and type times.
-LOCAL_TZ = timezone(timedelta(hours=8))
 
 ACTIONS: dict[str, str] = {
     "login": "登录",
@@ -154,11 +153,6 @@ class AuditFilter:
     date_to: date | None = None
 
 
-def _day_start(day: date) -> datetime:
-    """Midnight in China, in UTC (SQLite compares stored UTC times as text)."""
-    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ).astimezone(UTC)
-
-
 async def search(session: AsyncSession, filters: AuditFilter, page: int,
                  per_page: int = 50) -> tuple[list[AuditEntry], int]:
     """One page of entries, newest first, and the number of matching entries."""
@@ -168,9 +162,9 @@ async def search(session: AsyncSession, filters: AuditFilter, page: int,
     if filters.action:
         query = query.where(AuditEntry.action == filters.action)
     if filters.date_from:
-        query = query.where(AuditEntry.at >= _day_start(filters.date_from))
+        query = query.where(AuditEntry.at >= china_midnight(filters.date_from))
     if filters.date_to:
-        query = query.where(AuditEntry.at < _day_start(filters.date_to + timedelta(days=1)))
+        query = query.where(AuditEntry.at < china_midnight(filters.date_to + timedelta(days=1)))
     total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = (await session.scalars(
         query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
@@ -207,6 +201,5 @@ async def failed_logins(session: AsyncSession, since: datetime, at_least: int = 
                AuditEntry.username.is_not(None), AuditEntry.username != UNKNOWN_ACCOUNT)
         .group_by(AuditEntry.username).having(count >= at_least)
         .order_by(count.desc(), AuditEntry.username))).all()
-    return [FailedLogins(name, failures, addresses,
-                         last if last.tzinfo else last.replace(tzinfo=UTC))
+    return [FailedLogins(name, failures, addresses, last)
             for name, failures, addresses, last in rows]

@@ -118,10 +118,6 @@ class Group:
         return (self.typed or self.texts).most_common(limit)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=utcnow().tzinfo)
-
-
 def _similar(a: str, b: str, a_len: int, b_len: int) -> float:
     if min(a_len, b_len) < LENGTH_RATIO * max(a_len, b_len):
         return fuzz.token_sort_ratio(a, b)
@@ -170,7 +166,7 @@ def group_questions(rows: Iterable[Any], threshold: float = SIMILAR_AT) -> list[
             for candidate in row.candidates or ():
                 faq_id = str(candidate.get("faq_id"))
                 target.scores.setdefault(faq_id, []).append(float(candidate.get("score", 0)))
-            asked = _aware(row.asked_at)
+            asked = row.asked_at
             if target.last_asked is None or asked > target.last_asked:
                 target.last_asked = asked
     groups.sort(key=lambda g: (-g.count, -(g.last_asked.timestamp() if g.last_asked else 0)))

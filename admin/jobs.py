@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import JSON, DateTime, Index, Integer, String, and_, or_, update
+from sqlalchemy import JSON, Index, Integer, String, and_, or_, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from admin.audit import Actor, record
 from admin.uploads import Upload, UploadStore
-from huimin.db import Base, Database, utcnow
+from huimin.db import AwareDateTime, Base, Database, utcnow
 from huimin.personal import Vault
 from huimin.registry import importer
 from huimin.registry.importer import CheckedList, ImportFileError, ImportReport, check_list
@@ -94,10 +94,10 @@ class ImportJob(Base):
     username: Mapped[str | None] = mapped_column(String(64))
     ip: Mapped[str | None] = mapped_column(String(64))
     runner: Mapped[str | None] = mapped_column(String(64))  # host:pid running it
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
     @property
     def done(self) -> int:

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, utcnow
+from huimin.db import AwareDateTime, Base, utcnow
 
 
 class AdminUser(Base):
@@ -37,8 +36,8 @@ class AdminUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))  # argon2id
     role: Mapped[str] = mapped_column(String(16))  # admin, editor, caseworker
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     # Set for a new account and after an administrator sets the password: until the
     # owner picks their own, every page leads to the change-password page.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False,
@@ -54,9 +53,9 @@ class AdminSession(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("admin_users.id", ondelete="CASCADE"), index=True)
     csrf_token: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
     ip: Mapped[str | None] = mapped_column(String(64))
     # A one-time message for the next page ({"kind": "ok"|"error", "text": ...}).
     flash: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -71,13 +70,13 @@ class LoginThrottle(Base):
 
     key: Mapped[str] = mapped_column(String(120), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    window_start: Mapped[datetime] = mapped_column(AwareDateTime())
+    last_failure_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(AwareDateTime())
     # For a pair: the last sign-in that worked (the address is known for the account).
-    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     # The row says nothing any more after this and may be deleted.
-    forget_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    forget_at: Mapped[datetime] = mapped_column(AwareDateTime(), index=True)
 
 
 class AuditEntry(Base):
@@ -91,7 +90,7 @@ class AuditEntry(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     user_id: Mapped[int | None] = mapped_column(Integer)
     # The account name at the time (for a failed login: the name that was typed).
     username: Mapped[str | None] = mapped_column(String(64))
@@ -118,7 +117,7 @@ class FaqDraft(Base):
     # Inbox questions this draft answers; marked done when it is published.
     inbox_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     updated_by: Mapped[str] = mapped_column(String(64))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 
 class FaqVersion(Base):
@@ -134,7 +133,7 @@ class FaqVersion(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     note: Mapped[str] = mapped_column(String(200), default="")
     published_by: Mapped[str] = mapped_column(String(64))
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    published_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 
 class InboxResolution(Base):
@@ -150,7 +149,7 @@ class InboxResolution(Base):
     action: Mapped[str] = mapped_column(String(16))
     faq_id: Mapped[str | None] = mapped_column(String(64))
     resolved_by: Mapped[str] = mapped_column(String(64))
-    resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 
 TABLES = ("admin_sessions", "admin_users", "admin_audit", "faq_drafts", "faq_versions",

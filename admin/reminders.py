@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, select, update
@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.registry import mask_openid
 from admin.stats import day_range, local_day, to_date
+from huimin.clock import CHINA
 from huimin.db import utcnow
 from huimin.registry.models import Application, Beneficiary, Binding
 from notify.models import FAILED, QUEUED, SKIPPED, OptOut, OutboxMessage, ProviderStatus
-from notify.rules import LOCAL
 
 PER_PAGE = 50
 
@@ -278,7 +278,7 @@ _ASIDE_WORDS = {
 
 
 def _china_time(moment: datetime) -> str:
-    local = moment.astimezone(LOCAL)
+    local = moment.astimezone(CHINA)
     return f"{local.month}月{local.day}日 {local:%H:%M}"
 
 
@@ -317,9 +317,8 @@ async def providers_set_aside(session: AsyncSession, now: datetime | None = None
     rows = (await session.scalars(select(ProviderStatus))).all()
     result = []
     for row in rows:
-        until = row.aside_until if row.aside_until.tzinfo else row.aside_until.replace(tzinfo=UTC)
-        if until > now:
-            result.append(ProviderAside(row.provider, row.kind, row.reason, until))
+        if row.aside_until > now:
+            result.append(ProviderAside(row.provider, row.kind, row.reason, row.aside_until))
     return sorted(result, key=lambda p: (p.until, p.provider))
 
 

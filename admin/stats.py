@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Date, and_, case, cast, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin.audit import LOCAL_TZ
 from admin.inbox import NONE_CHOSEN, REFERRED, SUGGEST_AT
 from bot.models import AskedQuestion, QuestionTally
 from bot.tally import ANSWERED
 from content.models import FaqEntryRow
-from huimin.db import utcnow
+from huimin.clock import china_midnight, local_today
 from huimin.registry.models import Application
 from notify.models import OutboxMessage
 
@@ -28,20 +27,11 @@ MAX_TOPIC_ROWS = 20000
 NO_TOPIC = "说不清是哪方面（没有接近的问答）"
 
 
-def local_today(now: datetime | None = None) -> date:
-    return (now or utcnow()).astimezone(LOCAL_TZ).date()
-
-
-def day_start(day: date) -> datetime:
-    """Midnight in China, in UTC (SQLite compares stored UTC times as text)."""
-    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_TZ).astimezone(UTC)
-
-
 def day_range(days: int, now: datetime | None = None) -> tuple[datetime, list[date]]:
     """The start (UTC) of the first of the last ``days`` China days, and those days."""
     today = local_today(now)
     all_days = [today - timedelta(days=days - 1 - i) for i in range(days)]
-    return day_start(all_days[0]), all_days
+    return china_midnight(all_days[0]), all_days
 
 
 def local_day(column: Any, dialect: str) -> Any:

@@ -9,7 +9,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,13 +19,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from admin.accounts import LoginGuard, SignedIn, find_session, pop_flash, set_flash
-from admin.audit import ACTIONS, LOCAL_TZ, TARGETS, Actor
+from admin.audit import ACTIONS, TARGETS, Actor
 from admin.faq import LABELS
 from admin.registry import who_label
 from admin.reminders import CHANNEL_LABELS, KIND_LABELS, STATE_LABELS, reason_text
 from admin.roles import ROLES, can, navigation
 from admin.tryout import TryOut
 from admin.uploads import MAX_UPLOAD, UploadStore
+from huimin.clock import CHINA, as_utc
 from huimin.db import Database, utcnow
 from huimin.personal import Vault
 from huimin.settings import Settings
@@ -183,9 +184,7 @@ async def flash(request: web.Request, kind: str, text: str) -> None:
 def _local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     if value is None:
         return ""
-    if value.tzinfo is None:  # SQLite gives back naive UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(LOCAL_TZ).strftime(fmt)
+    return as_utc(value).astimezone(CHINA).strftime(fmt)
 
 
 templates = jinja2.Environment(

@@ -31,7 +31,6 @@ import yaml
 from bot.store import CONVERSATION_TTL, ConversationStore, RedisConversations
 from bot.writes import Writer
 from casework.cases import (
-    CHINA,
     DAILY_CASES,
     RECENT_TURNS,
     leave_message,
@@ -41,6 +40,7 @@ from casework.cases import (
 from casework.delivery import waiting_replies
 from casework.loop import asker_row, remember_asker
 from content import CONTENT_DIR
+from huimin.clock import CHINA
 from huimin.db import Database, utcnow
 
 HANDOFF_FILE = CONTENT_DIR / "handoff.yaml"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Date, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, utcnow
+from huimin.db import AwareDateTime, Base, utcnow
 
 
 class AskedQuestion(Base):
@@ -23,7 +23,7 @@ class AskedQuestion(Base):
     __table_args__ = (Index("ix_asked_questions_asked_at", "asked_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    asked_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     text: Mapped[str] = mapped_column(String(200))
     # What the person typed (or voice gave), masked; None in rows older than the column.
     typed: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -41,8 +41,8 @@ class Follower(Base):
 
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)
     following: Mapped[bool] = mapped_column(Boolean, default=True)
-    subscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    subscribed_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class HandledMessage(Base):
@@ -52,7 +52,7 @@ class HandledMessage(Base):
 
     key: Mapped[str] = mapped_column(String(160), primary_key=True)
     reply: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow,
                                                  index=True)
 
 
@@ -63,7 +63,7 @@ class ConversationRow(Base):
 
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[dict[str, object]] = mapped_column(JSON)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
 
 
 class QuestionTally(Base):

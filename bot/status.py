@@ -19,13 +19,13 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 
+from huimin.clock import CHINA
 from huimin.db import Database, utcnow
 from huimin.lockouts import Backoff, Lockouts, Spacing
 from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
@@ -36,7 +36,6 @@ from notify.plan import VERIFICATION, queue_verification_code
 
 log = logging.getLogger(__name__)
 CODE_TTL = timedelta(minutes=5)
-LOCAL_TIME = ZoneInfo("Asia/Shanghai")
 _ID_IN_MESSAGE = re.compile(r"\d{17}[\dXx]|\d{15,19}[Xx]?")
 # An 18-character ID number anywhere in a message (spaces and dashes between its
 # digits allowed): the message is a status lookup, with or without 查进度 first.
@@ -290,8 +289,6 @@ class StatusDesk:
                             VerificationCode.beneficiary_id.is_not(None)))
                 .order_by(VerificationCode.id.desc()).limit(1))
             expires = latest.expires_at if latest else None
-            if expires is not None and expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
             good = (latest is not None and latest.beneficiary_id is not None
                     and expires is not None and expires > now
                     and self.vault_.code_matches(latest.code_hash, code, openid))
@@ -390,5 +387,5 @@ class StatusDesk:
 
 def lock_time_text(until: datetime) -> str:
     """'11月29日18:05' in the county's time zone."""
-    local = until.astimezone(LOCAL_TIME)
+    local = until.astimezone(CHINA)
     return f"{local.month}月{local.day}日{local:%H:%M}"

@@ -10,21 +10,21 @@ count costs nothing on the reply path.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.models import QuestionTally
+from huimin.clock import CHINA
 from huimin.db import Database, dialect_insert, utcnow
 
 ANSWERED = "answer"  # the band of a question answered directly
-_CHINA = timezone(timedelta(hours=8))
 
 
 async def count_question(target: AsyncSession | AsyncConnection, band: str = ANSWERED,
                          when: datetime | None = None, count: int = 1) -> None:
     """``count`` more questions of ``band`` today (an upsert; safe from many processes)."""
-    day = (when or utcnow()).astimezone(_CHINA).date()
+    day = (when or utcnow()).astimezone(CHINA).date()
     stmt = dialect_insert(target, QuestionTally).values(day=day, band=band[:16], count=count)
     stmt = stmt.on_conflict_do_update(index_elements=["day", "band"],
                                       set_={"count": QuestionTally.count + count})
@@ -38,7 +38,7 @@ class AnswerCounter:
         self._pending: Counter[date] = Counter()
 
     def add(self, when: datetime | None = None) -> None:
-        self._pending[(when or utcnow()).astimezone(_CHINA).date()] += 1
+        self._pending[(when or utcnow()).astimezone(CHINA).date()] += 1
 
     async def flush(self, db: Database) -> None:
         """Write what was counted (kept for the next flush if the database fails)."""
@@ -48,7 +48,7 @@ class AnswerCounter:
         try:
             async with db.engine.begin() as conn:
                 for day, count in sorted(pending.items()):
-                    await count_question(conn, when=datetime.combine(day, time(12), _CHINA),
+                    await count_question(conn, when=datetime.combine(day, time(12), CHINA),
                                          count=count)
         except Exception:
             self._pending.update(pending)

@@ -16,8 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,11 +32,11 @@ from casework.models import (
     CaseRoute,
     QuestionAsker,
 )
+from huimin.clock import china_midnight, local_today
 from huimin.db import Database
 from huimin.personal import mask_name, mask_text
 from huimin.registry.models import Application, Beneficiary, Binding
 
-CHINA = ZoneInfo("Asia/Shanghai")
 MAX_TEXT = 500  # characters of one message kept
 MAX_PERSON_MESSAGES = 20  # messages from the person in one case
 DAILY_CASES = 3  # cases one WeChat account (or beneficiary) may open per China day
@@ -65,18 +64,6 @@ def mask_message(text: str) -> str:
     text = text.translate(_FULL_WIDTH_DIGITS)
     text = _TYPED_DIGITS.sub(lambda m: "*" * len(m.group(0)), mask_text(text))
     return " ".join(text.split())[:MAX_TEXT]
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive UTC."""
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def china_day_start(now: datetime) -> datetime:
-    local = now.astimezone(CHINA)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -133,7 +120,7 @@ async def cases_today(session: AsyncSession, now: datetime, *, openid: str | Non
                       beneficiary_id: int | None = None) -> int:
     who = Case.openid == openid if openid is not None else Case.beneficiary_id == beneficiary_id
     return await session.scalar(select(func.count()).select_from(Case).where(
-        and_(who, Case.opened_at >= china_day_start(now)))) or 0
+        and_(who, Case.opened_at >= china_midnight(local_today(now))))) or 0
 
 
 async def leave_message(db: Database, openid: str, text: str, now: datetime,
@@ -280,7 +267,7 @@ async def open_cases(session: AsyncSession, routing: Routing, role: str, usernam
         last[case_id] = text
     rows = []
     for case in readable:
-        since = aware(case.opened_at) or now
+        since = case.opened_at or now
         rows.append(CaseRow(case, now - since, counts.get(case.id, 0), last.get(case.id, "")))
     return rows
 

@@ -27,7 +27,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from casework.cases import aware
 from casework.models import (
     DELIVERY_FAILED,
     DELIVERY_READ,
@@ -104,7 +103,7 @@ class Delivered:
 
 
 def in_window(case: Case, now: datetime) -> bool:
-    last = aware(case.last_person_at)
+    last = case.last_person_at
     return last is not None and now - last < WINDOW
 
 

@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -24,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, utcnow
+from huimin.db import AwareDateTime, Base, utcnow
 
 # Case kinds: a message left from WeChat, or an SMS reply asking to be called back.
 MESSAGE, CALLBACK = "message", "callback"
@@ -65,11 +64,11 @@ class Case(Base):
     # caseworkers the case is routed to, and each showing is audit-logged).
     phone_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
     phone_masked: Mapped[str | None] = mapped_column(String(11), nullable=True)
-    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    opened_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     # The person's last message: WeChat allows customer-service messages for 48 hours.
-    last_person_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_person_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     closed_by: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str | None] = mapped_column(String(16))
     # A reply waits to be shown the next time the person writes (after a template message).
@@ -84,7 +83,7 @@ class CaseMessage(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"),
                                          index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     author: Mapped[str] = mapped_column(String(8))  # person, staff, note
     username: Mapped[str | None] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(String(600))
@@ -117,5 +116,5 @@ class QuestionAsker(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     asked_question_id: Mapped[int] = mapped_column(Integer, index=True)
     openid: Mapped[str] = mapped_column(String(64))
-    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    told_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    asked_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    told_at: Mapped[datetime | None] = mapped_column(AwareDateTime())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import JSON, Boolean, Date, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Date, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, utcnow
+from huimin.db import AwareDateTime, Base, utcnow
 
 
 class FaqEntryRow(Base):
@@ -27,7 +27,7 @@ class FaqEntryRow(Base):
     reviewed: Mapped[date] = mapped_column(Date)
     # Set when bureau staff change the entry: `huimin init` then leaves it alone.
     edited_by_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 
 class DictionaryRow(Base):
@@ -49,7 +49,7 @@ class ContentRevision(Base):
     __tablename__ = "content_revisions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     note: Mapped[str] = mapped_column(String(200))
 
 
@@ -68,4 +68,4 @@ class SituationRow(Base):
     # Removed by staff: kept (so `huimin init` does not bring a shipped one back).
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     edited_by_admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)

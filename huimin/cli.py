@@ -530,9 +530,9 @@ def _key_vault(settings: Settings) -> Any:
 
 
 def _local_time(moment: Any) -> str:
-    from zoneinfo import ZoneInfo
+    from huimin.clock import CHINA
 
-    return moment.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
 
 
 def _print_open_codes(report: Any) -> None:

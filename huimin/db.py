@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import DateTime, Dialect, MetaData, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -21,6 +21,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+from huimin.clock import as_utc, utcnow
+
+__all__ = ["AwareDateTime", "Base", "Database", "create_engine", "dialect_insert", "upsert",
+           "utcnow"]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -35,9 +41,20 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-def utcnow() -> datetime:
-    """Timezone-aware now; stored as UTC everywhere."""
-    return datetime.now(UTC)
+class AwareDateTime(TypeDecorator[datetime]):
+    """A ``DateTime(timezone=True)`` column that stores UTC and always gives back an aware
+    UTC datetime, on SQLite (which keeps no offset and hands back naive values) as on
+    PostgreSQL. A naive value written or compared is taken to be UTC (``as_utc``).
+    The SQL type is that of ``DateTime(timezone=True)``, so the schema is unchanged."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -30,12 +30,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from huimin.clock import local_today
 from huimin.db import Database, utcnow
 from huimin.personal import PersonalDataError, Vault
 from huimin.registry.models import (
@@ -47,7 +47,6 @@ from huimin.registry.models import (
 from notify.models import OptOut, OutboxMessage
 
 BATCH = 500
-LOCAL = ZoneInfo("Asia/Shanghai")
 Progress = Callable[[str, int, int, int], None]  # table, checked, total, rewritten
 
 
@@ -115,7 +114,7 @@ def counter_keys(id_hash: str | None, phone_hash: str | None, now: datetime) -> 
     no longer matter)."""
     keys = [f"id:{id_hash}"] if id_hash else []
     if phone_hash:
-        today = now.astimezone(LOCAL).date()
+        today = local_today(now)
         keys += [f"sms-last:{phone_hash}", f"code-phone:{phone_hash}"]
         keys += [f"sms-day:{phone_hash}:{day.isoformat()}"
                  for day in (today, today - timedelta(days=1))]
@@ -432,8 +431,6 @@ async def _open_codes(db: Database, report: KeyReport, issued_before: datetime) 
                 select(func.count(), func.max(model.expires_at)).where(where))).one()
             setattr(report, attr, int(count or 0))
             if lapse is not None:
-                if lapse.tzinfo is None:
-                    lapse = lapse.replace(tzinfo=now.tzinfo)
                 report.codes_lapse_at = _later(report.codes_lapse_at, lapse)
 
 

@@ -70,13 +70,6 @@ class Lockouts(Protocol):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything is stored as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 class DatabaseLockouts:
     """Rows in ``guess_counters``: ``window_start`` is the last try (for a backoff) or
     the start of the day (for a spacing), ``locked_until`` the lock or the next turn.
@@ -89,9 +82,9 @@ class DatabaseLockouts:
 
     async def locked_until(self, keys: Sequence[str], now: datetime) -> datetime | None:
         async with self.db.engine.connect() as conn:
-            until = _aware(await conn.scalar(
+            until = await conn.scalar(
                 select(func.max(GuessCounter.locked_until))
-                .where(GuessCounter.key.in_(list(keys)))))
+                .where(GuessCounter.key.in_(list(keys))))
         return until if until is not None and until > now else None
 
     async def _rows(self, session: Any, keys: Sequence[str],
@@ -105,7 +98,7 @@ class DatabaseLockouts:
                    GuessCounter.locked_until)
             .where(GuessCounter.key.in_(list(keys)))
             .order_by(GuessCounter.key).with_for_update())).all()
-        return {row.key: [_aware(row.window_start), row.count, _aware(row.locked_until)]
+        return {row.key: [row.window_start, row.count, row.locked_until]
                 for row in rows}
 
     async def _write(self, session: Any, rows: dict[str, list[Any]]) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
-LOG_ZONE = ZoneInfo("Asia/Shanghai")
+from huimin.clock import CHINA
+
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S%z"
 LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # At INFO/DEBUG these print SQL and its parameters (tokens, hashes): never.
@@ -19,7 +19,7 @@ class ChinaTimeFormatter(logging.Formatter):
     """Formats ``%(asctime)s`` in Asia/Shanghai with its offset (+0800)."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        moment = datetime.fromtimestamp(record.created, LOG_ZONE)
+        moment = datetime.fromtimestamp(record.created, CHINA)
         return moment.strftime(datefmt or TIME_FORMAT)
 
 

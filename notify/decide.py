@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from huimin.clock import as_utc
 from notify.models import FAILED, SKIPPED
 from notify.plan import VERIFICATION
 from notify.rules import QuietHours
@@ -122,7 +123,7 @@ def decide(message: Claimed, recipient: Recipient | None, now: datetime, *,
     ``phone_wait``: when the phone may next get an SMS (None: now), as reserved for the
     whole batch. ``wechat_refused``: WeChat's reason when it refused the message for
     good (the second question)."""
-    if message.expires_at is not None and _aware(message.expires_at) <= now:
+    if message.expires_at is not None and as_utc(message.expires_at) <= now:
         return Skip("expired")
     if not message.urgent and quiet.is_quiet(now):
         return Hold(quiet.next_allowed(now), quiet_hours=True)
@@ -165,8 +166,3 @@ def retry_later(message: Claimed, error: str, channel: str, now: datetime,
         return Outcome(state=FAILED, channel=channel, error=f"gave up: {error}"[:200])
     return Outcome(state=None, channel=channel, error=error[:200],
                    not_before=now + retry.delay(attempts))
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time here is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

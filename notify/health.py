@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
+from huimin.clock import CHINA, china_midnight, local_today
 from huimin.db import Database, upsert, utcnow
 from notify.models import ProviderStatus
-from notify.rules import LOCAL
 from notify.sms import FailureKind
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ProviderHealth:
         entry = SetAside(kind, reason[:200], until)
         self.aside[name] = entry
         self.failures[name] = 0
-        shown = until.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
+        shown = until.astimezone(CHINA).strftime("%Y-%m-%d %H:%M")
         if kind is FailureKind.DAILY_QUOTA:
             log.warning("SMS provider %s set aside until %s China time: its daily sending "
                         "limit is spent (%s)", name, shown, reason)
@@ -103,8 +103,7 @@ class ProviderHealth:
 
 def next_china_midnight(now: datetime) -> datetime:
     """The next 00:00 in China (when providers' daily limits reset), in UTC."""
-    day = now.astimezone(LOCAL).date() + timedelta(days=1)
-    return datetime(day.year, day.month, day.day, tzinfo=LOCAL).astimezone(UTC)
+    return china_midnight(local_today(now) + timedelta(days=1))
 
 
 async def save_aside(db: Database, name: str, entry: SetAside, now: datetime) -> None:
@@ -128,6 +127,5 @@ async def read_asides(db: Database, names: Sequence[str]) -> dict[str, SetAside]
             failure = FailureKind(kind)
         except ValueError:
             failure = FailureKind.UNREACHABLE
-        found[name] = SetAside(failure, reason, until if until.tzinfo is not None
-                               else until.replace(tzinfo=UTC))
+        found[name] = SetAside(failure, reason, until)
     return found

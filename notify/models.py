@@ -9,7 +9,6 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -21,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, utcnow
+from huimin.db import AwareDateTime, Base, utcnow
 
 # Outbox states: queued -> sending -> sent -> delivered, or failed; skipped when
 # nobody may be reached (every channel opted out, or no phone and no WeChat).
@@ -46,23 +45,23 @@ class OutboxMessage(Base):
     urgent: Mapped[bool] = mapped_column(Boolean, default=False)
     params: Mapped[dict[str, str]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(12), default=QUEUED)
-    not_before: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    not_before: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     held_for_quiet_hours: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
-    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     channel: Mapped[str | None] = mapped_column(String(12))
     provider: Mapped[str | None] = mapped_column(String(24))
     provider_message_id: Mapped[str | None] = mapped_column(String(80))
     # Written just before an SMS call (reference sent as OutId/SessionContext, and the
     # wall-clock time): what a later worker asks the provider about after a crash.
     sms_ref: Mapped[str | None] = mapped_column(String(32))
-    sms_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sms_started_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     last_error: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class PayoutLine(Base):
@@ -77,8 +76,8 @@ class PayoutLine(Base):
     month: Mapped[str] = mapped_column(String(7))  # "2026-11"
     amount: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     paid_on: Mapped[date | None] = mapped_column(Date)
-    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    planned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    imported_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    planned_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class OptOut(Base):
@@ -91,7 +90,7 @@ class OptOut(Base):
     channel: Mapped[str] = mapped_column(String(8))  # "wechat" or "sms"
     address: Mapped[str] = mapped_column(String(64))  # openid, or keyed hash of the phone
     source: Mapped[str] = mapped_column(String(24))  # sms_reply, wechat_menu, caseworker
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 
 class DeliveryEvent(Base):
@@ -100,7 +99,7 @@ class DeliveryEvent(Base):
     __tablename__ = "delivery_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     provider: Mapped[str] = mapped_column(String(24))
     kind: Mapped[str] = mapped_column(String(16))  # receipt, reply
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
@@ -117,8 +116,8 @@ class LateReply(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     openid: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class SendRate(Base):
@@ -140,5 +139,5 @@ class ProviderStatus(Base):
     provider: Mapped[str] = mapped_column(String(24), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # notify.sms.FailureKind
     reason: Mapped[str] = mapped_column(String(200))  # the provider's code and message
-    set_aside_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    aside_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    set_aside_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    aside_until: Mapped[datetime] = mapped_column(AwareDateTime())

@@ -16,12 +16,13 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from huimin.clock import local_today
 from huimin.db import Database, dialect_insert, utcnow
 from huimin.personal import Vault
 from huimin.registry import STAGE_WORDS
 from huimin.registry.models import Application, StatusChange
 from notify.models import OutboxMessage, PayoutLine
-from notify.rules import QuietHours, local_today
+from notify.rules import QuietHours
 
 CHUNK = 1000
 VERIFICATION = "verification_code"

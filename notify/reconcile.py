@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from huimin.db import utcnow
@@ -78,7 +78,7 @@ class Reconciler:
         for row in rows:
             claimed = row.message
             recipient = recipients.get(claimed.beneficiary_id)
-            started = _aware(row.sms_started_at)
+            started = row.sms_started_at
             found: SentRecord | None = None
             unknown = False
             if recipient is not None and recipient.phone and self.lookups:
@@ -120,8 +120,3 @@ class Reconciler:
             return await provider.find_sent(message, since, until)
 
         return await until_not_throttled(attempt, lambda number: 0.5 * number)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time here is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

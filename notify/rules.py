@@ -7,18 +7,16 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from datetime import time as clock
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, case, select, update
 
-from huimin.db import Database, dialect_insert, utcnow
+from huimin.clock import CHINA, local_today
+from huimin.db import Database, dialect_insert
 from huimin.registry.models import GuessCounter
 from notify.models import SendRate
-
-LOCAL = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,7 @@ class QuietHours:
     end: clock = clock(8, 0)
 
     def is_quiet(self, moment: datetime) -> bool:
-        local = moment.astimezone(LOCAL).time()
+        local = moment.astimezone(CHINA).time()
         if self.start <= self.end:
             return self.start <= local < self.end
         return local >= self.start or local < self.end
@@ -38,15 +36,11 @@ class QuietHours:
         """``moment`` itself outside quiet hours, else the end of this quiet spell."""
         if not self.is_quiet(moment):
             return moment
-        local = moment.astimezone(LOCAL)
-        end = datetime.combine(local.date(), self.end, tzinfo=LOCAL)
+        local = moment.astimezone(CHINA)
+        end = datetime.combine(local.date(), self.end, tzinfo=CHINA)
         if end <= local:
             end += timedelta(days=1)
-        return end.astimezone(moment.tzinfo or LOCAL)
-
-
-def local_today(moment: datetime | None = None) -> date:
-    return (moment or utcnow()).astimezone(LOCAL).date()
+        return end.astimezone(moment.tzinfo or CHINA)
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,7 @@ class DatabasePhoneLimiter:
                 dialect_insert(session, GuessCounter)
                 .on_conflict_do_nothing(index_elements=["key"]),
                 [{"key": key, "window_start": _EPOCH, "count": 0} for key in all_keys])
-            rows = {row.key: [_aware(row.window_start), row.count] for row in (
+            rows = {row.key: [row.window_start, row.count] for row in (
                 await session.execute(
                     select(GuessCounter.key, GuessCounter.window_start, GuessCounter.count)
                     .where(GuessCounter.key.in_(all_keys))
@@ -112,7 +106,7 @@ class DatabasePhoneLimiter:
 
 
 def _next_morning(now: datetime) -> datetime:
-    return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0), tzinfo=LOCAL)
+    return datetime.combine(local_today(now) + timedelta(days=1), clock(8, 0), tzinfo=CHINA)
 
 
 class RedisPhoneLimiter:
@@ -166,11 +160,7 @@ class RedisPhoneLimiter:
         return result
 
 
-_EPOCH = datetime(2000, 1, 1, tzinfo=LOCAL)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
+_EPOCH = datetime(2000, 1, 1, tzinfo=CHINA)
 
 
 async def wait_until(moment: float) -> None:

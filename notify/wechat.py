@@ -49,10 +49,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import aiohttp
-from sqlalchemy import DateTime, String, Text, or_, select, update
+from sqlalchemy import String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, Database, dialect_insert, upsert, utcnow
+from huimin.clock import as_utc
+from huimin.db import AwareDateTime, Base, Database, dialect_insert, upsert, utcnow
 from huimin.metrics import TOKEN_REFRESHES
 from huimin.settings import Settings, SettingsError
 
@@ -215,10 +216,6 @@ class AccessTokenStore(Protocol):
         raises :class:`TokenLockTimeout` after waiting ``LOCK_WAIT`` seconds."""
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 _RELEASE = """
 if redis.call("get", KEYS[1]) == ARGV[1] then
     return redis.call("del", KEYS[1])
@@ -247,10 +244,10 @@ class RedisTokenStore:
         return value["token"], datetime.fromtimestamp(value["expires_at"], UTC)
 
     async def put(self, token: str, expires_at: datetime) -> None:
-        ttl_ms = int((_aware(expires_at) - utcnow()).total_seconds() * 1000)
+        ttl_ms = int((as_utc(expires_at) - utcnow()).total_seconds() * 1000)
         if ttl_ms <= 0:
             return
-        value = json.dumps({"token": token, "expires_at": _aware(expires_at).timestamp()})
+        value = json.dumps({"token": token, "expires_at": as_utc(expires_at).timestamp()})
         await self.redis.set(self.key, value, px=ttl_ms)
 
     @asynccontextmanager
@@ -279,9 +276,9 @@ class WeChatToken(Base):
 
     appid: Mapped[str] = mapped_column(String(64), primary_key=True)
     token: Mapped[str | None] = mapped_column(Text, nullable=True)  # WeChat: up to 512
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
     lock_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    lock_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lock_until: Mapped[datetime | None] = mapped_column(AwareDateTime(), nullable=True)
 
 
 class DatabaseTokenStore:
@@ -302,12 +299,12 @@ class DatabaseTokenStore:
                 .where(WeChatToken.appid == self.appid))).first()
         if row is None or not row.token or row.expires_at is None:
             return None
-        return row.token, _aware(row.expires_at)
+        return row.token, row.expires_at
 
     async def put(self, token: str, expires_at: datetime) -> None:
         async with self.db.session() as session:
             await upsert(session, WeChatToken, {
-                "appid": self.appid, "token": token, "expires_at": _aware(expires_at),
+                "appid": self.appid, "token": token, "expires_at": expires_at,
             }, key="appid")
 
     async def _ensure_row(self) -> None:
@@ -454,7 +451,7 @@ class WeChatApi:
         if found is None:
             return None
         token, expires_at = found
-        entry = (token, _aware(expires_at).timestamp())
+        entry = (token, expires_at.timestamp())
         self._cached = entry
         return entry
 

@@ -22,7 +22,7 @@ from admin.accounts import (
     set_password,
     verify_password,
 )
-from admin.audit import LOCAL_TZ, UNKNOWN_ACCOUNT, Actor, failed_logins, record
+from admin.audit import UNKNOWN_ACCOUNT, Actor, failed_logins, record
 from admin.models import AdminUser
 from admin.web import (
     LOGIN_COOKIE,
@@ -40,6 +40,7 @@ from admin.web import (
     state,
     url,
 )
+from huimin.clock import CHINA
 
 LOGIN_NOTES = {
     "expired": "登录已过期（30分钟没有操作，或登录超过12小时），请重新登录。",
@@ -55,7 +56,7 @@ ATTACK_WINDOW = timedelta(hours=24)
 
 def _clock_time(moment: datetime) -> str:
     """A lock's end as staff read it: local time, rounded up to the minute."""
-    local = moment.astimezone(LOCAL_TZ)
+    local = moment.astimezone(CHINA)
     if local.second or local.microsecond:
         local = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
     return local.strftime("%H:%M")

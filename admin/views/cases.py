@@ -14,7 +14,7 @@ from admin.answered import told_recently
 from admin.audit import Actor, record
 from admin.models import AdminUser
 from admin.web import actor, flash, form_text, redirect, render, signed_in, state
-from casework.cases import OUTCOMES, SCOPES, Routing, add_route, aware, open_cases, waiting_text
+from casework.cases import OUTCOMES, SCOPES, Routing, add_route, open_cases, waiting_text
 from casework.delivery import (
     DELIVERY_LABELS,
     OUTBOX_LABELS,
@@ -103,7 +103,7 @@ async def case_page(request: web.Request, phone: str | None = None,
         request, "case.html", status=status, case=case, messages=messages, entries=entries,
         snippet=snippet, snippet_id=snippet_id, kinds=KIND_LABELS, outcomes=OUTCOMES,
         deliveries=DELIVERY_LABELS, sms=sms, sms_labels=OUTBOX_LABELS, phone=phone,
-        waited=waiting_text(st.clock() - (aware(case.opened_at) or st.clock())),
+        waited=waiting_text(st.clock() - (case.opened_at or st.clock())),
         caseworkers=sorted(routing.caseworkers(case)),
         may_show_phone=user.role == "caseworker" and case.phone_encrypted is not None,
         max_reply=MAX_REPLY)

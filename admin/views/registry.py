@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from admin import jobs, registry
-from admin.audit import LOCAL_TZ, record, record_list_view, record_personal_view
+from admin.audit import record, record_list_view, record_personal_view
 from admin.registry import BindingError, ListFilter
 from admin.uploads import GONE, Upload, UploadError
 from admin.web import (
@@ -29,7 +29,7 @@ from admin.web import (
     signed_in,
     state,
 )
-from huimin.db import utcnow
+from huimin.clock import local_today
 from huimin.registry import ALL_STAGES, PROGRAMMES, STAGE_WORDS, grants
 from huimin.registry.models import Application, Beneficiary
 from huimin.registry.queries import log_access
@@ -215,7 +215,7 @@ async def _application(request: web.Request, status: int = 200, error: str = "",
         "stage": app.stage, "stage_date": app.stage_date.isoformat(),
         "next_step": app.next_step or "",
         "recheck_due": app.recheck_due.isoformat() if app.recheck_due else ""}
-    today = utcnow().astimezone(LOCAL_TZ).date()
+    today = local_today()
     return await render(request, "application.html", status=status, page=page, app=app,
                         person=page.person, stages=ALL_STAGES, stage_words=STAGE_WORDS,
                         values=form_values, error=error, delegate_error=delegate_error,
@@ -229,7 +229,7 @@ async def application_page(request: web.Request) -> web.Response:
 async def change_stage(request: web.Request) -> web.Response:
     form = await request.post()
     app_id = _app_id(request)
-    today = utcnow().astimezone(LOCAL_TZ).date()
+    today = local_today()
     values, problems = registry.parse_stage_form(form, today)
     if values is None:
         return await _application(request, 400, error="".join(problems), values={

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from admin import transfer
-from admin.audit import LOCAL_TZ, record
+from admin.audit import record
 from admin.web import actor, flash, form_text, redirect, render, state
-from huimin.db import utcnow
+from huimin.clock import CHINA, utcnow
 
 
 async def import_page(request: web.Request) -> web.Response:
@@ -59,7 +59,7 @@ async def export(request: web.Request) -> web.Response:
     async with state(request).db.session() as session:
         data = await transfer.export_zip(session)
         record(session, actor(request), "content_export", "content", None)
-    stamp = utcnow().astimezone(LOCAL_TZ).strftime("%Y%m%d-%H%M")
+    stamp = utcnow().astimezone(CHINA).strftime("%Y%m%d-%H%M")
     return web.Response(body=data, content_type="application/zip", headers={
         "Content-Disposition": f'attachment; filename="huimin-content-{stamp}.zip"'})
 

@@ -7,16 +7,23 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from huimin.db import create_engine
+from huimin.db import AwareDateTime, create_engine
 from huimin.models import metadata
 
 config = context.config
 
 
+def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    """Autogenerate writes an ``AwareDateTime`` column as the SQL type it stands for."""
+    if type_ == "type" and isinstance(obj, AwareDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata,
                       render_as_batch=connection.dialect.name == "sqlite",
-                      compare_type=True)
+                      compare_type=True, render_item=_render_item)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -13,7 +13,6 @@ from decimal import Decimal
 from sqlalchemy import (
     JSON,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import Base, utcnow
+from huimin.db import AwareDateTime, Base, utcnow
 
 
 class Beneficiary(Base):
@@ -38,8 +37,8 @@ class Beneficiary(Base):
     phone_encrypted: Mapped[str | None] = mapped_column(Text)
     phone_masked: Mapped[str | None] = mapped_column(String(11))
     township: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 
 class Application(Base):
@@ -55,7 +54,7 @@ class Application(Base):
     next_step: Mapped[str] = mapped_column(String(200), default="")
     recheck_due: Mapped[date | None] = mapped_column(Date)
     monthly_amount: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     # Who set the current values: an import's source ("import", "import:staff:<user>")
     # or "staff:<user>" for the staff UI's stage form. An import holds back a row that
     # would overwrite a change made in the UI until staff confirm it.
@@ -72,9 +71,9 @@ class StatusChange(Base):
     from_stage: Mapped[str | None] = mapped_column(String(8))
     to_stage: Mapped[str] = mapped_column(String(8))
     stage_date: Mapped[date] = mapped_column(Date)
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     source: Mapped[str] = mapped_column(String(40))
-    announced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    announced_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class Binding(Base):
@@ -88,8 +87,8 @@ class Binding(Base):
     beneficiary_id: Mapped[int] = mapped_column(ForeignKey("beneficiaries.id"), index=True)
     role: Mapped[str] = mapped_column(String(8))  # "self" or "delegate"
     granted_by: Mapped[str] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     revoked_by: Mapped[str | None] = mapped_column(String(80))
 
 
@@ -106,9 +105,9 @@ class VerificationCode(Base):
     openid: Mapped[str] = mapped_column(String(64), index=True)
     beneficiary_id: Mapped[int | None] = mapped_column(ForeignKey("beneficiaries.id"))
     code_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class DelegateInvitation(Base):
@@ -120,9 +119,9 @@ class DelegateInvitation(Base):
     beneficiary_id: Mapped[int] = mapped_column(ForeignKey("beneficiaries.id"), index=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_by: Mapped[str] = mapped_column(String(80))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     used_by: Mapped[str | None] = mapped_column(String(80))
 
 
@@ -136,9 +135,9 @@ class GrantCode(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     openid: Mapped[str] = mapped_column(String(64), index=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     used_by: Mapped[str | None] = mapped_column(String(80))  # "staff:<user>"
     beneficiary_id: Mapped[int | None] = mapped_column(ForeignKey("beneficiaries.id"))
 
@@ -149,7 +148,7 @@ class AccessLogEntry(Base):
     __tablename__ = "access_log"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, index=True)
     actor: Mapped[str] = mapped_column(String(80))  # "wechat:<openid>" or "staff:<user>"
     beneficiary_id: Mapped[int | None] = mapped_column(ForeignKey("beneficiaries.id"),
                                                        index=True)
@@ -163,6 +162,6 @@ class GuessCounter(Base):
     __tablename__ = "guess_counters"
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_start: Mapped[datetime] = mapped_column(AwareDateTime())
     count: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[datetime | None] = mapped_column(AwareDateTime())

@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from admin.audit import LOCAL_TZ, Actor, record
+from admin.audit import Actor, record
 from admin.cli import create_user_command, reset_password_command
 from admin.models import AdminUser, AuditEntry
+from huimin.clock import CHINA
 from huimin.db import Database, utcnow
 from huimin.settings import Settings
 from tests.admin.conftest import PASSWORD, follow, login, post, signed_in
@@ -80,7 +81,7 @@ async def test_audit_page_filters_and_pages(admin_client: Any, settings: Setting
     assert "共 1 条" in only_qian and "cemetery" in only_qian
     logins = await (await admin_client.get("/admin/audit", params={"action": "login"})).text()
     assert "共 1 条" in logins and "boss" in logins
-    today = utcnow().astimezone(LOCAL_TZ).date()
+    today = utcnow().astimezone(CHINA).date()
     recent = await (await admin_client.get("/admin/audit", params={
         "from": today.isoformat(), "to": today.isoformat()})).text()
     assert "共 61 条" in recent and "cemetery" not in recent

@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from admin.audit import LOCAL_TZ
 from admin.jobs import ImportJob
 from admin.models import AuditEntry
 from admin.registry import parse_confirmed as registry_confirmed
 from admin.uploads import UploadStore, default_root
+from huimin.clock import CHINA
 from huimin.db import Database, utcnow
 from huimin.personal import id_check_digit
 from huimin.registry.models import AccessLogEntry, Application, Binding, StatusChange
@@ -134,7 +134,7 @@ async def test_an_older_list_needs_confirming_before_it_undoes_a_stage_set_here(
     ids = await load_demo(settings)
     app_id = ids["LZ-2026-0017"]
     token = await signed_in(admin_client, settings, "caseworker")
-    today = utcnow().astimezone(LOCAL_TZ).date()
+    today = utcnow().astimezone(CHINA).date()
     await post(admin_client, f"/admin/registry/applications/{app_id}/stage", token,
                stage="公示", stage_date=today.isoformat(), next_step="在村里公示7天")
     older = demo_csv().decode().replace("请在12月20日前到村委会补交收入证明", "请补交收入证明")
@@ -356,7 +356,7 @@ async def test_stage_change_is_a_status_change_the_notifier_announces(
     ids = await load_demo(settings)
     app_id = ids["LZ-2026-0017"]
     token = await signed_in(admin_client, settings, "caseworker")
-    today = utcnow().astimezone(LOCAL_TZ).date()
+    today = utcnow().astimezone(CHINA).date()
     response = await post(admin_client, f"/admin/registry/applications/{app_id}/stage", token,
                           stage="公示", stage_date=today.isoformat(),
                           next_step="在村里公示7天", recheck_due="")
@@ -393,7 +393,7 @@ async def test_stage_form_is_checked(admin_client: Any, settings: Settings) -> N
     ids = await load_demo(settings)
     app_id = ids["LZ-2026-0017"]
     token = await signed_in(admin_client, settings, "caseworker")
-    tomorrow = utcnow().astimezone(LOCAL_TZ).date() + timedelta(days=2)
+    tomorrow = utcnow().astimezone(CHINA).date() + timedelta(days=2)
     for data, message in (({"stage": "快批了", "stage_date": "2026-11-20"}, "请选择环节"),
                           ({"stage": "公示", "stage_date": "明天"}, "环节日期看不懂"),
                           ({"stage": "公示", "stage_date": tomorrow.isoformat()},

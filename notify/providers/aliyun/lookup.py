@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from huimin.clock import CHINA
 from notify.providers.aliyun.codes import failure_kind
 from notify.sms import ProviderUnavailable, SentRecord, SmsMessage
 
 LOOKUP_ACTION = "QuerySendDetails"  # one number's messages of one day, with our OutId
 LOOKUP_PAGE = 50  # records per QuerySendDetails page (the most Aliyun allows)
-CHINA = ZoneInfo("Asia/Shanghai")
 
 
 def lookup_days(since: datetime, until: datetime) -> Iterable[str]:
