@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from admin.audit import LOCAL_TZ, Actor, record
+from admin.audit import Actor, record
 from admin.models import FaqDraft, FaqVersion
 from content.models import ContentRevision, FaqEntryRow
 from content.placeholders import PLACEHOLDERS, placeholder
@@ -36,6 +35,7 @@ from content.schema import (
     entry_from_data,
     placeholder_problems,
 )
+from huimin.clock import local_today
 from huimin.db import utcnow
 
 FIELDS = ("id", "file", "category", "question", "alternatives", "keywords", "answer",
@@ -134,58 +134,51 @@ class FieldError:
     entry: str | None = None
 
 
-_MESSAGES: list[tuple[re.Pattern[str], Any]] = [
-    (re.compile(r"^missing field '(\w+)'$"),
-     lambda m: (m[1], f"{LABELS.get(m[1], m[1])}不能空着")),
-    (re.compile(r"^unknown field '(.+)'$"), lambda m: (None, f"不认识的栏目“{m[1]}”")),
-    (re.compile(r"^id must be lower-case"),
-     lambda m: ("id", "编号只能用小写英文字母和数字，几段之间用“-”连接，例如 dibao-apply")),
-    (re.compile(r"^'(alternatives|keywords)' must be a list of texts$"),
-     lambda m: (m[1], f"{LABELS[m[1]]}要一行写一个")),
-    (re.compile(r"^'reviewed' must be a date"),
-     lambda m: ("reviewed", "审核日期要写成 2026-11-28 这样")),
-    (re.compile(r"^id already used in (.+)$"),
-     lambda m: ("id", f"这个编号已经用过了（在 {m[1]}）")),
-    (re.compile(r"^needs at least (\d+) alternative phrasings, has (\d+)$"),
-     lambda m: ("alternatives", f"其他问法至少要{m[1]}种，现在只有{m[2]}种")),
-    (re.compile(r"^empty phrasing (.*)$"),
-     lambda m: ("alternatives", "有一种问法去掉标点后是空的")),
-    (re.compile(r"^phrasing (['\"])(.*)\1 is also used by (.+)$"),
-     lambda m: ("phrasing", f"问法“{m[2]}”已经用在条目 {m[3]} 里了，一种问法只能属于一条")),
-    (re.compile(r"^phrasing (['\"])(.*)\1 repeated$"),
-     lambda m: ("phrasing", f"问法“{m[2]}”写重复了（不算标点和空格）")),
-    (re.compile(r"^(answer|details) has a placeholder that is not allowed: (.*); allowed are ",
-                re.S),
-     lambda m: (m[1], f"{LABELS[m[1]]}里的“{m[2]}”不能用。{ALLOWED_IN_WORDS}")),
-    (re.compile(r"^(answer|details) uses county\.(\w+) but the county file has no value"),
-     lambda m: (m[1], f"{LABELS[m[1]]}里的 {placeholder(m[2])} 填不出来：县里的设置文件"
-                      f"（county.yaml）没有“{m[2]}”这一项，请告诉管理员")),
-    (re.compile(r"^(answer|details) is (\d+) characters, the limit is (\d+)$"),
-     lambda m: (m[1], f"{LABELS[m[1]]}显示出来有{m[2]}个字，最多{m[3]}个字")),
-    (re.compile(r"^catalogue entry is missing$"), lambda m: (None, "目录里的这一条不见了")),
-    (re.compile(r"^a replacement must change the word$"),
-     lambda m: (None, "替换后的词不能和原来的词一样")),
-    (re.compile(r"^each entry must be a mapping of fields$"),
-     lambda m: (None, "每个条目都要写成“栏目: 内容”的样子（可以照导出的文件写）")),
-    (re.compile(r"^must be a mapping with 'replacements' and 'fillers'$"),
-     lambda m: (None, "词典文件要有 replacements（替换词）和 fillers（语气词）两部分")),
-    (re.compile(r"^must map words to words$"),
-     lambda m: (None, "replacements 里每一行要写成“原来的词: 换成的词”")),
-    (re.compile(r"^must be a list of words$"),
-     lambda m: (None, "fillers 要一行一个语气词")),
-]
+def _label(problem: Problem) -> str:
+    return LABELS.get(problem.field or "", problem.field or "")
 
 
-def explain(problem: Problem, question: str = "") -> FieldError:
+# How each content.schema problem code is said on the form: (field shown beside, text).
+WORDING: dict[str, Callable[[Problem], tuple[str | None, str]]] = {
+    "missing_field": lambda p: (p.field, f"{_label(p)}不能空着"),
+    "unknown_field": lambda p: (None, f"不认识的栏目“{p.field}”"),
+    "bad_id": lambda p: ("id", "编号只能用小写英文字母和数字，几段之间用“-”连接，例如 dibao-apply"),
+    "not_a_list": lambda p: (p.field, f"{_label(p)}要一行写一个"),
+    "bad_date": lambda p: ("reviewed", "审核日期要写成 2026-11-28 这样"),
+    "id_used": lambda p: ("id", f"这个编号已经用过了（在 {p.params['other_file']}）"),
+    "too_few_alternatives": lambda p: (
+        "alternatives", f"其他问法至少要{p.params['least']}种，现在只有{p.params['has']}种"),
+    "empty_phrasing": lambda p: ("alternatives", "有一种问法去掉标点后是空的"),
+    "phrasing_shared": lambda p: (
+        p.field, f"问法“{p.params['phrasing']}”已经用在条目 {p.params['owner']} 里了，"
+                 "一种问法只能属于一条"),
+    "phrasing_repeated": lambda p: (
+        p.field, f"问法“{p.params['phrasing']}”写重复了（不算标点和空格）"),
+    "placeholder_refused": lambda p: (
+        p.field, f"{_label(p)}里的“{p.params['shown']}”不能用。{ALLOWED_IN_WORDS}"),
+    "placeholder_missing": lambda p: (
+        p.field, f"{_label(p)}里的 {placeholder(p.params['name'])} 填不出来：县里的设置文件"
+                 f"（county.yaml）没有“{p.params['name']}”这一项，请告诉管理员"),
+    "too_long": lambda p: (
+        p.field, f"{_label(p)}显示出来有{p.params['length']}个字，最多{p.params['limit']}个字"),
+    "catalogue_missing": lambda p: (None, "目录里的这一条不见了"),
+    "replacement_unchanged": lambda p: (None, "替换后的词不能和原来的词一样"),
+    "entry_not_mapping": lambda p: (
+        None, "每个条目都要写成“栏目: 内容”的样子（可以照导出的文件写）"),
+    "dictionary_not_mapping": lambda p: (
+        None, "词典文件要有 replacements（替换词）和 fillers（语气词）两部分"),
+    "replacements_not_words": lambda p: (None, "replacements 里每一行要写成“原来的词: 换成的词”"),
+    "fillers_not_words": lambda p: (None, "fillers 要一行一个语气词"),
+}
+
+
+def explain(problem: Problem) -> FieldError:
     """A content.schema problem in plain Chinese, placed on the field it is about."""
-    for pattern, make in _MESSAGES:
-        found = pattern.match(problem.message)
-        if found:
-            where, text = make(found)
-            if where == "phrasing":
-                where = "question" if found[2].strip() == question.strip() else "alternatives"
-            return FieldError(where, text, problem.entry)
-    return FieldError(None, problem.message, problem.entry)
+    wording = WORDING.get(problem.code)
+    if wording is None:
+        return FieldError(None, problem.message, problem.entry)
+    where, text = wording(problem)
+    return FieldError(where, text, problem.entry)
 
 
 # ----- validation and publishing ------------------------------------------------------
@@ -213,8 +206,8 @@ def placeholder_errors(data: Mapping[str, Any], county: Mapping[str, Any]) -> li
     saved (a refused draft is not stored) and again, through ``check``, when published."""
     errors = []
     for key in ("answer", "details"):
-        for message in placeholder_problems(key, str(data.get(key) or ""), county):
-            errors.append(explain(Problem("", None, message)))
+        for problem in placeholder_problems(key, str(data.get(key) or ""), county):
+            errors.append(explain(problem))
     return errors
 
 
@@ -236,9 +229,8 @@ async def validate(session: AsyncSession, data: Mapping[str, Any], county: Mappi
     """
     entry, problems = entry_from(data)
     errors = _field_checks(data)
-    question = str(data.get("question") or "")
     if entry is None:
-        return Outcome(errors + [explain(p, question) for p in problems])
+        return Outcome(errors + [explain(p) for p in problems])
     published = await load_published(session)
     exists = any(e.id == entry.id for _, e in published.entries)
     if is_new and exists:
@@ -248,7 +240,7 @@ async def validate(session: AsyncSession, data: Mapping[str, Any], county: Mappi
     others = [(f, e) for f, e in published.entries if e.id != entry.id]
     baseline = {(p.entry, p.message) for p in check(published.entries, county)}
     found = check([*others, (str(data.get("file") or ""), entry)], county)
-    errors += [explain(p, question) for p in found
+    errors += [explain(p) for p in found
                if p.entry == entry.id or (p.entry, p.message) not in baseline]
     return Outcome(errors, entry=entry)
 
@@ -411,7 +403,7 @@ def valid_new_id(entry_id: str) -> str | None:
 
 def today() -> str:
     """Today's date in China, as the review date of an edit."""
-    return datetime.now(LOCAL_TZ).date().isoformat()
+    return local_today().isoformat()
 
 
 LIMITS = {"answer": ANSWER_MAX_CHARS, "details": DETAILS_MAX_CHARS,

@@ -160,8 +160,7 @@ async def _plan_faq(session: AsyncSession, name: str, items: list[Any],
     imported: list[tuple[str, FaqEntry]] = []
     for item in items:
         entry, problems = entry_from_data(item, name)
-        question = str(item.get("question") or "") if isinstance(item, Mapping) else ""
-        plan.errors += [explain(p, question) for p in problems]
+        plan.errors += [explain(p) for p in problems]
         if entry is not None:
             file = current[entry.id][0] if entry.id in current else FAQ_FILE_PREFIX + name
             imported.append((file, entry))
@@ -170,8 +169,7 @@ async def _plan_faq(session: AsyncSession, name: str, items: list[Any],
     ids = {e.id for _, e in imported}
     others = [(f, e) for f, e in published.entries if e.id not in ids]
     baseline = {(p.entry, p.message) for p in check(published.entries, county)}
-    questions = {e.id: e.question for _, e in imported}
-    plan.errors += [explain(p, questions.get(p.entry or "", ""))
+    plan.errors += [explain(p)
                     for p in check([*others, *imported], county)
                     if p.entry in ids or (p.entry, p.message) not in baseline]
     for file, entry in imported:

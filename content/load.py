@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from content import CONTENT_DIR, DICTIONARY_FILE, FAQ_DIR
-from content.schema import Dictionary, FaqEntry, Problem, entry_from_data
+from content.schema import Dictionary, FaqEntry, Problem, entry_from_data, problem
 
 CATALOGUE_FILE = CONTENT_DIR / "catalogue.yaml"
 MAX_FILE_BYTES = 1024 * 1024  # the shipped files are under 20 KB each
@@ -144,17 +144,17 @@ def load_dictionary_data(data: Any, file: str, problems: list[Problem]) -> Dicti
     if data is None:
         return Dictionary()
     if not isinstance(data, Mapping):
-        problems.append(Problem(file, None, "must be a mapping with 'replacements' and 'fillers'"))
+        problems.append(problem(file, None, "dictionary_not_mapping"))
         return Dictionary()
     replacements = data.get("replacements") or {}
     fillers = data.get("fillers") or []
     if not isinstance(replacements, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in replacements.items()
     ):
-        problems.append(Problem(file, "replacements", "must map words to words"))
+        problems.append(problem(file, "replacements", "replacements_not_words"))
         replacements = {}
     if not isinstance(fillers, list) or not all(isinstance(f, str) and f for f in fillers):
-        problems.append(Problem(file, "fillers", "must be a list of words"))
+        problems.append(problem(file, "fillers", "fillers_not_words"))
         fillers = []
     return Dictionary(replacements=dict(replacements), fillers=tuple(fillers))
 

@@ -4,6 +4,7 @@ errors beside the fields, new entries, "试一试", the dictionary, import and e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import re
 import zipfile
@@ -13,12 +14,13 @@ import aiohttp
 import yaml
 from sqlalchemy import func, select
 
-from admin.faq import diff
+from admin.faq import WORDING, FieldError, diff, explain
 from admin.models import AuditEntry, FaqDraft, FaqVersion
 from bot.app import BOT, create_app, load_snapshot
 from bot.dialog import Guide, reply_to_match
 from content.load import dump_yaml, load_county
 from content.models import ContentRevision, DictionaryRow, FaqEntryRow
+from content.schema import MESSAGES, problem
 from huimin.cli import initialise
 from huimin.db import Database
 from huimin.settings import Settings
@@ -403,3 +405,16 @@ async def test_uploads_larger_than_the_bot_allows_still_reach_the_admin(
     assert response.status == 400  # read and checked, not refused as too large
     html = await response.text()
     assert "不能导入" in html and "每个条目都要写成“栏目: 内容”的样子" in html
+
+
+def test_every_content_problem_is_worded_from_its_code_not_its_english_text() -> None:
+    assert set(WORDING) == set(MESSAGES)
+    few = problem("content/faq/x.yaml", "x-one", "too_few_alternatives", "alternatives",
+                  least=8, has=1)
+    reworded = dataclasses.replace(few, message="(the English wording may change)")
+    assert explain(reworded) == FieldError("alternatives", "其他问法至少要8种，现在只有1种",
+                                           "x-one")
+    long = problem("content/faq/x.yaml", "x-one", "too_long", "details", length=700,
+                   limit=600)
+    assert explain(long) == FieldError("details", "详细说明显示出来有700个字，最多600个字",
+                                       "x-one")

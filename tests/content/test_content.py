@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from content import FAQ_DIR
 from content.load import catalogue_ids, dump_yaml, load_content_files, load_county
 from content.models import FaqEntryRow
-from content.schema import ANSWER_MAX_CHARS, check, render, text_key
+from content.schema import ANSWER_MAX_CHARS, MESSAGES, REQUIRED, check, render, text_key
 from huimin.cli import _export, initialise
 from huimin.db import Database
 from huimin.settings import DEFAULT_COUNTY_FILE, Settings
@@ -103,6 +103,28 @@ def test_check_names_file_and_entry_for_each_problem(tmp_path: Path) -> None:
     assert "a-five: phrasing 'a-one的第0种问法' is also used by a-one" in joined
     assert "a-six: missing field 'alternatives'" in joined
     assert "a-seven: unknown field 'colour'" in joined
+
+
+def test_each_problem_says_what_is_wrong_as_a_code_a_field_and_its_values(
+        tmp_path: Path) -> None:
+    files = load_content_files(_write(tmp_path, [
+        _entry("b-one", alternatives=["只有一种问法"]),
+        _entry("b-two", answer="很长" * 150),
+        _entry("b-three", alternatives=["b-two的第0种问法", *[f"三{i}" for i in range(8)]]),
+        {"id": "b-four", "question": "缺字段"},
+    ]), tmp_path / "none.yaml")
+    found = {(p.entry, p.code): p for p in files.problems + check(files.entries, COUNTY)}
+    few = found["b-one", "too_few_alternatives"]
+    assert (few.field, dict(few.params)) == ("alternatives", {"least": 8, "has": 1})
+    long = found["b-two", "too_long"]
+    assert (long.field, dict(long.params)) == ("answer", {"length": 300, "limit": 200})
+    shared = found["b-three", "phrasing_shared"]
+    assert shared.field == "alternatives"
+    assert dict(shared.params) == {"phrasing": "b-two的第0种问法", "owner": "b-two"}
+    assert found["b-four", "missing_field"].field in REQUIRED
+    # The English sentence for `huimin content check` is made from the same values.
+    assert all(p.message == MESSAGES[p.code].format(field=p.field, **p.params)
+               for p in found.values())
 
 
 def test_phrasings_compare_ignoring_punctuation_and_width() -> None:
