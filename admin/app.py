@@ -38,7 +38,7 @@ from admin.views import (
     users,
 )
 from admin.web import STATE, AdminState, access, errors, security_headers
-from bot.dialog import Guide
+from content.guide import Guide
 from content.load import load_county
 from huimin.db import Database, utcnow
 from huimin.settings import Settings, admin_forwarded_hops

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.dialog import Guide, Snapshot, reply_to_match
+from bot.dialog import Snapshot, reply_to_match
 from bot.matcher import Band
+from content.guide import Guide
 from content.queries import PublishedContent, current_revision, load_published
 from content.schema import FaqEntry
 from huimin.db import Database

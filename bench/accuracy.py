@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import table
-from bot.dialog import Guide, Snapshot, understand
+from bot.dialog import Snapshot, understand
 from bot.matcher import Band, Match
 from content import CONTENT_DIR
+from content.guide import Guide
 from content.load import load_content_files, load_county
 from content.queries import PublishedContent
 

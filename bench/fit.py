@@ -28,9 +28,10 @@ import yaml
 
 from bench.accuracy import BLIND, outcome, read_questions
 from bench.matcher import load_set
-from bot.dialog import Guide, Snapshot, understand
+from bot.dialog import Snapshot, understand
 from bot.matcher import WEIGHTS_FILE, Tuning, load_tuning
 from content import CONTENT_DIR
+from content.guide import Guide
 from content.load import load_content_files, load_county
 from content.queries import PublishedContent
 

@@ -29,8 +29,9 @@ import yaml
 
 from bench.report import table
 from bench.synthetic import synthetic_faq
-from bot.dialog import Guide
+from bot.dialog import matcher_for
 from bot.matcher import Band, Matcher
+from content.guide import Guide
 from content.load import ContentFiles, load_content_files
 from content.queries import PublishedContent
 from content.schema import FaqEntry
@@ -53,7 +54,7 @@ def build_matcher(guide: Guide, entries: Sequence[FaqEntry], files: ContentFiles
     """The matcher as the bot builds it, and how long that took (seconds)."""
     content = PublishedContent(tuple(("bench.yaml", e) for e in entries), files.dictionary, 1)
     started = time.perf_counter()
-    matcher = guide.matcher(content)
+    matcher = matcher_for(guide, content)
     return matcher, time.perf_counter() - started
 
 

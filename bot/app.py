@@ -15,12 +15,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
 
-from bot.dialog import Bot, Guide, Snapshot
+from bot.dialog import Bot, Snapshot
 from bot.handoff import HandoffDesk
 from bot.status import LOCKOUT_PREFIXES, StatusDesk
 from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
 from bot.webhook import WeChatEndpoint
 from bot.writes import WRITE_DELAY, Writer
+from content.guide import Guide
 from content.load import load_county
 from content.queries import current_revision, load_published
 from huimin import metrics

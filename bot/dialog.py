@@ -12,11 +12,9 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 from sqlalchemy import insert, update
 
 from bot import grants
@@ -26,8 +24,8 @@ from bot.status import StatusDesk
 from bot.store import ConversationStore
 from bot.tally import AnswerCounter
 from bot.writes import Operation, Writer
-from content import INTENTS_FILE, MENU_FILE, TEMPLATES_DIR
-from content.guidance import Guidance, load_guidance
+from content import TEMPLATES_DIR
+from content.guide import Guide
 from content.queries import PublishedContent
 from content.schema import render
 from huimin.db import Database, upsert, utcnow
@@ -78,89 +76,21 @@ def carries_personal_number(text: str) -> bool:
     return mask_text(compact) != compact or _TYPED_DIGITS.search(compact) is not None
 
 
-@dataclass(frozen=True)
-class Topic:
-    name: str
-    faq_ids: tuple[str, ...]
+def matcher_for(guide: Guide, content: PublishedContent) -> Matcher:
+    """A matcher for ``content`` with the guide's domain words (and the situations
+    staff keep in the database, when it has them)."""
+    guidance = guide.guidance
+    if content.situations is not None:
+        guidance = dataclasses.replace(guidance, situations=content.situations)
+    return Matcher([entry for _, entry in content.entries], content.dictionary,
+                   guide.other_departments, guide.domain_terms, guide.programmes,
+                   tuning=load_tuning(), guidance=guidance,
+                   answer_first=guide.answer_first, second_when=guide.second_when)
 
 
-@dataclass(frozen=True)
-class MyStatusAsk:
-    """"我的申请到哪一步了": a person asking for their own application's status, told
-    apart from asking how to look it up (``my_status`` in content/intents.yaml)."""
-
-    faq_id: str
-    asks: tuple[str, ...]
-    how_to: tuple[str, ...]
-
-    @classmethod
-    def from_yaml(cls, data: Mapping[str, Any] | None) -> MyStatusAsk | None:
-        if not data:
-            return None
-        return cls(str(data["faq"]), tuple(str(w) for w in data.get("asks") or ()),
-                   tuple(str(w) for w in data.get("how_to") or ()))
-
-    def asked(self, cleaned: str, match: Match) -> bool:
-        """The matcher would answer with the how-to, and the (cleaned) message asks
-        where the application is, not how to find out."""
-        return (match.band is Band.ANSWER and match.candidates[0].faq_id == self.faq_id
-                and any(w in cleaned for w in self.asks)
-                and not any(w in cleaned for w in self.how_to))
-
-
-@dataclass(frozen=True)
-class Guide:
-    """The fixed parts of the conversation: menu topics, menu clicks and intents."""
-
-    topics: tuple[Topic, ...]
-    clicks: Mapping[str, Mapping[str, Any]]
-    wechat_menu: Mapping[str, Any]
-    intents: Mapping[str, frozenset[str]]
-    other_departments: Mapping[str, str]
-    domain_terms: tuple[str, ...]
-    programmes: tuple[tuple[str, ...], ...]
-    guidance: Guidance = field(default_factory=Guidance)
-    answer_first: tuple[tuple[str, ...], ...] = ()
-    second_when: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    my_status: MyStatusAsk | None = None
-
-    @classmethod
-    def load(cls, menu_file: Path = MENU_FILE, intents_file: Path = INTENTS_FILE,
-             guidance: Guidance | None = None) -> Guide:
-        """The menu and intents files, and situations and referrals (content.guidance)."""
-        menu = yaml.safe_load(menu_file.read_text(encoding="utf-8"))
-        intents = yaml.safe_load(intents_file.read_text(encoding="utf-8"))
-        if guidance is None:
-            guidance = load_guidance()
-            for problem in guidance.problems:
-                log.warning("content: %s", problem)
-        return cls(
-            topics=tuple(Topic(t["name"], tuple(t["faq"])) for t in menu["topics"]),
-            clicks=menu["clicks"],
-            wechat_menu=menu["wechat_menu"],
-            intents={k: frozenset(str(v) for v in intents[k])
-                     for k in ("greeting", "thanks", "help", "more")},
-            other_departments=intents.get("other_departments") or {},
-            domain_terms=tuple(intents.get("domain_terms") or ()),
-            programmes=tuple(tuple(group) for group in intents.get("programmes") or ()),
-            guidance=guidance,
-            answer_first=tuple(tuple(p["pair"] if isinstance(p, dict) else p)
-                               for p in intents.get("answer_first") or ()),
-            second_when={p["pair"][1]: tuple(p.get("second_when") or ())
-                         for p in intents.get("answer_first") or () if isinstance(p, dict)},
-            my_status=MyStatusAsk.from_yaml(intents.get("my_status")),
-        )
-
-    def matcher(self, content: PublishedContent) -> Matcher:
-        """A matcher for ``content`` with this guide's domain words (and the
-        situations staff keep in the database, when it has them)."""
-        guidance = self.guidance
-        if content.situations is not None:
-            guidance = dataclasses.replace(guidance, situations=content.situations)
-        return Matcher([entry for _, entry in content.entries], content.dictionary,
-                       self.other_departments, self.domain_terms, self.programmes,
-                       tuning=load_tuning(), guidance=guidance,
-                       answer_first=self.answer_first, second_when=self.second_when)
+def answered_with(match: Match) -> str | None:
+    """The entry the matcher answers with (None when it offers choices or nothing)."""
+    return match.candidates[0].faq_id if match.band is Band.ANSWER else None
 
 
 @dataclass
@@ -178,7 +108,7 @@ class Snapshot:
         entries = [entry for _, entry in content.entries]
         return cls(
             revision=content.revision,
-            matcher=guide.matcher(content),
+            matcher=matcher_for(guide, content),
             questions={e.id: e.question for e in entries},
             answers={e.id: render(e.answer, county) for e in entries},
             details={e.id: render(e.details, county) for e in entries if e.details},
@@ -358,7 +288,7 @@ class Bot:
         match = matcher.match(text)
         asks = self.guide.my_status
         if (asks is not None and self.status is not None and self.status.vault is not None
-                and asks.asked(cleaned, match)):
+                and asks.asked(cleaned, answered_with(match))):
             self.answered.add()
             reply, new_state = await self.status.start(openid)
             await self.conversations.put(openid, new_state)

@@ -217,7 +217,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 # ----- ask ------------------------------------------------------------------
 async def _snapshot(settings: Settings) -> Any:
     from bot.app import load_snapshot
-    from bot.dialog import Guide
+    from content.guide import Guide
     from content.load import load_county
     from huimin.db import Database
 
@@ -649,7 +649,7 @@ def cmd_doctor(settings: Settings | None, args: argparse.Namespace) -> int:
 
 # ----- wechat ---------------------------------------------------------------
 def cmd_wechat_menu(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.dialog import Guide
+    from content.guide import Guide
 
     print(json.dumps(dict(Guide.load().wechat_menu), ensure_ascii=False, indent=2))
     return 0

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from admin.faq import WORDING, FieldError, diff, explain
 from admin.models import AuditEntry, FaqDraft, FaqVersion
 from bot.app import BOT, create_app, load_snapshot
-from bot.dialog import Guide, reply_to_match
+from bot.dialog import reply_to_match
+from content.guide import Guide
 from content.load import dump_yaml, load_county
 from content.models import ContentRevision, DictionaryRow, FaqEntryRow
 from content.schema import MESSAGES, problem

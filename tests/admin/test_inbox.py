@@ -51,14 +51,15 @@ def test_similar_questions_are_grouped() -> None:
 
 async def _ask(settings: Settings, *texts: str) -> list[int]:
     """Record questions as the bot does (normalised text, digit runs masked)."""
-    from bot.dialog import Guide
+    from bot.dialog import matcher_for
+    from content.guide import Guide
     from content.queries import load_published
 
     db = Database(settings.database_url)
     try:
         async with db.session() as session:
             content = await load_published(session)
-        matcher = Guide.load().matcher(content)
+        matcher = matcher_for(Guide.load(), content)
         ids = []
         async with db.session() as session:
             for text in texts:

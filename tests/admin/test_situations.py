@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from admin.models import AuditEntry
 from bot.app import load_snapshot
-from bot.dialog import Guide
+from content.guide import Guide
 from content.load import load_county
 from content.models import SituationRow
 from huimin.cli import initialise

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.dialog import Guide
+from bot.dialog import matcher_for
 from bot.matcher import Band, Matcher
+from content.guide import Guide
 from content.load import load_content_files
 from content.queries import PublishedContent
 
@@ -18,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 @pytest.fixture(scope="module")
 def matcher() -> Matcher:
     files = load_content_files()
-    return Guide.load().matcher(PublishedContent(tuple(files.entries), files.dictionary, 1))
+    return matcher_for(Guide.load(), PublishedContent(tuple(files.entries), files.dictionary, 1))
 
 
 def score_set(matcher: Matcher, name: str) -> tuple[float, float, int]:

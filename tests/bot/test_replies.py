@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.dialog import Guide, Snapshot, reply_to_match, understand
+from bot.dialog import Snapshot, reply_to_match, understand
 from bot.matcher import Band
 from content import CONTENT_DIR
+from content.guide import Guide
 from content.load import load_content_files, load_county
 from content.queries import PublishedContent
 
