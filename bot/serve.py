@@ -19,13 +19,13 @@ def run_worker(index: int) -> int:
     from aiohttp import web
 
     from bot.app import WORKER, ContentMissing, create_app
-    from huimin.cli import _configure_logging
+    from huimin.logs import configure_logging
     from huimin.metrics import install_log_format
     from huimin.settings import load_settings
 
     try:
         settings = load_settings()
-        _configure_logging(settings)
+        configure_logging(settings.log_level)
         install_log_format(settings.extra)
         app = create_app(settings)
     except SettingsError as exc:

@@ -52,26 +52,28 @@ from huimin.registry.importer import (
     BATCH,
     ID_ALIASES,
     NAME_ALIASES,
-    PROGRAMME_ALIASES,
     PROGRAMME_COLUMN_ALIASES,
     CheckedList,
     ImportReport,
     ListSpec,
     Progress,
     RowError,
-    _amount,
-    _choice,
-    _clean,
-    _date,
-    _id_number,
-    _name,
-    _shown,
-    _text,
     check_list,
     read_rows,
     save_rows,
 )
 from huimin.registry.queries import find_beneficiary
+from huimin.registry.rows import (
+    PROGRAMME_ALIASES,
+    cell_text,
+    clean_cell,
+    parse_amount,
+    parse_choice,
+    parse_date,
+    parse_id_number,
+    parse_name,
+    quoted,
+)
 from notify.models import PayoutLine
 
 log = logging.getLogger(__name__)
@@ -115,12 +117,14 @@ class PayoutRecord:
 def parse_payout(values: Mapping[str, str]) -> PayoutRecord:
     """Check one row's values; raises RowError naming every problem in the row."""
     problems: list[str] = []
-    id_number = _id_number(_text(values, "身份证号"), problems)
-    name = _name(_clean(values.get("姓名") or ""), problems)
-    programme = _choice(_text(values, "项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES, problems)
-    month = _month(_text(values, "发放月份"), problems)
-    amount = _amount(_text(values, "金额"), problems, "金额", required=True, positive=True)
-    paid_on = _date(_text(values, "发放日期"), "发放日期", problems, required=False)
+    id_number = parse_id_number(cell_text(values, "身份证号"), problems)
+    name = parse_name(clean_cell(values.get("姓名") or ""), problems)
+    programme = parse_choice(cell_text(values, "项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES,
+                             problems)
+    month = _month(cell_text(values, "发放月份"), problems)
+    amount = parse_amount(cell_text(values, "金额"), problems, "金额", required=True,
+                          positive=True)
+    paid_on = parse_date(cell_text(values, "发放日期"), "发放日期", problems, required=False)
     if problems:
         raise RowError("；".join(problems))
     assert programme is not None and month is not None and amount is not None
@@ -137,16 +141,16 @@ def _month(value: str, problems: list[str]) -> str | None:
     if match:
         year, month = int(match[1]), int(match[2] or match[3])
     else:
-        day = _date(value, "发放月份", [], required=True)  # a whole date names its month
+        day = parse_date(value, "发放月份", [], required=True)  # a whole date names its month
         if day is None:
-            problems.append(f"发放月份“{_shown(value)}”看不懂，请写成 2026-11 这样")
+            problems.append(f"发放月份“{quoted(value)}”看不懂，请写成 2026-11 这样")
             return None
         year, month = day.year, day.month
     if not 1 <= month <= 12:
-        problems.append(f"发放月份“{_shown(value)}”不是真实的月份")
+        problems.append(f"发放月份“{quoted(value)}”不是真实的月份")
         return None
     if not 1990 <= year <= 2100:
-        problems.append(f"发放月份“{_shown(value)}”看不懂，请写成 2026-11 这样")
+        problems.append(f"发放月份“{quoted(value)}”看不懂，请写成 2026-11 这样")
         return None
     return f"{year:04d}-{month:02d}"
 
@@ -154,9 +158,10 @@ def _month(value: str, problems: list[str]) -> str | None:
 def _key(values: Mapping[str, str]) -> tuple[str, str, str] | None:
     """(ID number, programme, month) when all three can be read, for finding duplicates."""
     scratch: list[str] = []
-    id_number = _id_number(_text(values, "身份证号"), scratch)
-    programme = _choice(_text(values, "项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES, scratch)
-    month = _month(_text(values, "发放月份"), scratch)
+    id_number = parse_id_number(cell_text(values, "身份证号"), scratch)
+    programme = parse_choice(cell_text(values, "项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES,
+                             scratch)
+    month = _month(cell_text(values, "发放月份"), scratch)
     if id_number and programme and month:
         return id_number, programme, month
     return None

@@ -40,3 +40,28 @@ def test_import_directions(package: str) -> None:
         if bad:
             offenders.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert offenders == []
+
+
+PACKAGES = {"bot", "admin", "notify", "content", "huimin", "casework"}
+
+
+def private_names_taken(path: Path, package: str) -> list[str]:
+    """Names starting with '_' that ``path`` imports from another of our packages."""
+    taken = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            top = node.module.split(".")[0]
+            if top in PACKAGES and top != package:
+                taken += [f"{node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_")]
+    return taken
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_packages_share_only_public_names(package: str) -> None:
+    """What two packages share is public and named (e.g. the row checkers in
+    huimin.registry.rows), never another package's private helper."""
+    offenders = [f"{path.relative_to(ROOT)} takes {name}"
+                 for path in sorted((ROOT / package).rglob("*.py"))
+                 for name in private_names_taken(path, package)]
+    assert offenders == []

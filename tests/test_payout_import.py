@@ -17,7 +17,6 @@ from sqlalchemy import func, select, text, update
 from huimin.db import Database
 from huimin.personal import Vault, id_check_digit
 from huimin.registry.importer import (
-    NUMERIC_ID,
     ImportFileError,
     RowError,
     import_applications,
@@ -25,6 +24,7 @@ from huimin.registry.importer import (
 )
 from huimin.registry.models import Beneficiary
 from huimin.registry.queries import ApplicationRecord, save_application
+from huimin.registry.rows import NUMERIC_ID
 from notify.models import OutboxMessage, PayoutLine
 from notify.payouts import NOT_FOUND, PAYOUTS, import_payouts, parse_payout
 from notify.plan import PlanReport, plan_payouts

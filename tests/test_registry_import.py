@@ -23,7 +23,6 @@ from huimin.registry.importer import (
     MAX_FILE_BYTES,
     MAX_KEPT_ERRORS,
     MAX_ROWS,
-    NUMERIC_ID,
     XLSX_MAX_MEMBER_BYTES,
     ImportFileError,
     ImportReport,
@@ -33,6 +32,7 @@ from huimin.registry.importer import (
     read_rows,
 )
 from huimin.registry.models import Application, Beneficiary, StatusChange
+from huimin.registry.rows import NUMERIC_ID
 
 DEMO_FILE = Path(__file__).resolve().parents[1] / "content" / "demo" / "applications.csv"
 VAULT = Vault("test-secret-key-0123456789")

@@ -34,8 +34,7 @@ Decisions:
 
 Reading is not tied to this list: ``read_rows(path, spec)`` reads any list described
 by a ``ListSpec`` (its columns, their aliases, which hold ID numbers and which dates),
-and the row-level checks (``_id_number``, ``_name``, ``_choice``, ``_date``,
-``_amount``, ``_shown``, ``PROGRAMME_ALIASES``) are shared with the payout list
+and the row-level checks (``huimin.registry.rows``) are shared with the payout list
 (``notify.payouts``).
 """
 
@@ -52,7 +51,6 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -64,8 +62,6 @@ from huimin.db import Database, utcnow
 from huimin.personal import (
     PersonalDataError,
     Vault,
-    mask_text,
-    normalise_id,
     normalise_phone,
 )
 from huimin.registry import ALL_STAGES, PROGRAMMES
@@ -80,6 +76,17 @@ from huimin.registry.queries import (
     save_application,
     update_application,
     update_person,
+)
+from huimin.registry.rows import (
+    INVISIBLE,
+    PROGRAMME_ALIASES,
+    cell_text,
+    clean_cell,
+    parse_amount,
+    parse_choice,
+    parse_date,
+    parse_id_number,
+    parse_name,
 )
 
 log = logging.getLogger(__name__)
@@ -141,16 +148,6 @@ COLUMNS = REQUIRED + OPTIONAL
 APPLICATIONS = ListSpec(required=REQUIRED, optional=OPTIONAL, aliases=ALIASES,
                         id_columns=("身份证号",), date_columns=("环节日期", "复核日期"))
 
-# The bureau's older or shorter names for its programmes.
-PROGRAMME_ALIASES: dict[str, str] = {
-    "最低生活保障": "低保", "城乡低保": "低保", "农村低保": "低保", "城市低保": "低保",
-    "特困": "特困供养", "五保": "特困供养", "五保供养": "特困供养",
-    "特困人员供养": "特困供养", "特困人员救助供养": "特困供养",
-    "残疾人生活补贴": "困难残疾人生活补贴",
-    "护理补贴": "重度残疾人护理补贴", "残疾人护理补贴": "重度残疾人护理补贴",
-    "孤儿": "孤儿基本生活费", "孤儿基本生活保障": "孤儿基本生活费",
-}
-
 STAGE_ALIASES: dict[str, str] = {
     "批准": "已批准", "审批通过": "已批准", "已通过": "已批准",
     "不批准": "未批准", "不予批准": "未批准", "未通过": "未批准",
@@ -174,18 +171,9 @@ XLSX_MAX_TOTAL_BYTES = 600 * 2**20
 XLSX_MAX_RATIO = 100  # inflated / compressed, for members over XLSX_RATIO_FROM bytes
 XLSX_RATIO_FROM = 2**20
 
-NUMERIC_ID = "身份证号被Excel当成了数字，后几位已经丢了，请把这一列设为文本后重新填写"
 HEADER_SEARCH_ROWS = 10  # a title row or two above the headers is allowed
-MAX_AMOUNT = Decimal("99999999.99")  # Numeric(10, 2)
 
 _BRACKETED = re.compile(r"[(\[【][^)\]】]*[)\]】]")
-_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
-_DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
-                   r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?")
-_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
-_SCIENTIFIC = re.compile(r"\d+(?:\.\d+)?[eE][+-]?\d+|\d{15,}\.0+")
-_AMOUNT = re.compile(r"-?\d+(?:\.\d+)?")
-_DIGIT_RUN = re.compile(r"\d{7,}")
 
 
 class ImportFileError(Exception):
@@ -291,7 +279,7 @@ def check_list(rows: Iterable[tuple[int, Record | str]]) -> CheckedList[Record]:
 def column_name(header: str, spec: ListSpec = APPLICATIONS) -> str | None:
     """The column a header means (one of the spec's columns), or None for a column we do
     not use."""
-    text = unicodedata.normalize("NFKC", _INVISIBLE.sub("", header))
+    text = unicodedata.normalize("NFKC", INVISIBLE.sub("", header))
     text = re.sub(r"\s+", "", text)
     text = _BRACKETED.sub("", text).strip("*＊:：")
     if text in spec.columns:
@@ -360,10 +348,6 @@ def _header_columns(line: int, cells: list[str], spec: ListSpec) -> dict[int, st
             raise ImportFileError(f"第{line}行有几列都是“{name}”：{'、'.join(same)}，"
                                   f"请只留一列")
     return found
-
-
-def _clean(value: str) -> str:
-    return _INVISIBLE.sub("", value).strip()
 
 
 def check_size(path: Path) -> None:
@@ -447,7 +431,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     line = 1
     try:
         for cells in reader:
-            yield line, [_clean(cell) for cell in cells[:MAX_COLUMNS]]
+            yield line, [clean_cell(cell) for cell in cells[:MAX_COLUMNS]]
             line = reader.line_num + 1
     except csv.Error as exc:
         raise ImportFileError(f"第{line}行附近的格式不对（引号没有配对？）") from exc
@@ -518,7 +502,7 @@ def _cell_text(value: object, column: str | None, spec: ListSpec = APPLICATIONS)
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
         return repr(value) if isinstance(value, float) else str(value)
-    return _clean(str(value))
+    return clean_cell(str(value))
 
 
 # --- checking ---------------------------------------------------------------------------
@@ -528,7 +512,7 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
     problems: list[str] = []
 
     def text(column: str) -> str:
-        return _text(values, column)
+        return cell_text(values, column)
 
     number = text("申请编号")
     if not number:
@@ -536,9 +520,9 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
     elif len(number) > 40:
         problems.append("申请编号太长（最多40个字符）")
 
-    name = _name(_clean(values.get("姓名") or ""), problems)
+    name = parse_name(clean_cell(values.get("姓名") or ""), problems)
 
-    id_number = _id_number(text("身份证号"), problems)
+    id_number = parse_id_number(text("身份证号"), problems)
 
     phone: str | None = None
     raw_phone = text("手机号").lstrip("'")
@@ -554,13 +538,13 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
     elif len(township) > 32:
         problems.append("乡镇名称太长（最多32个字）")
 
-    programme = _choice(text("项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES, problems)
-    stage = _choice(text("环节"), "环节", ALL_STAGES, STAGE_ALIASES, problems)
-    stage_date = _date(text("环节日期"), "环节日期", problems, required=True)
-    recheck_due = _date(text("复核日期"), "复核日期", problems, required=False)
-    amount = _amount(text("月补助金额"), problems)
+    programme = parse_choice(text("项目"), "项目", PROGRAMMES, PROGRAMME_ALIASES, problems)
+    stage = parse_choice(text("环节"), "环节", ALL_STAGES, STAGE_ALIASES, problems)
+    stage_date = parse_date(text("环节日期"), "环节日期", problems, required=True)
+    recheck_due = parse_date(text("复核日期"), "复核日期", problems, required=False)
+    amount = parse_amount(text("月补助金额"), problems)
 
-    next_step = re.sub(r"\s+", " ", _clean(values.get("下一步") or ""))
+    next_step = re.sub(r"\s+", " ", clean_cell(values.get("下一步") or ""))
     if len(next_step) > 200:
         problems.append("下一步太长（最多200个字）")
 
@@ -571,107 +555,6 @@ def parse_record(values: Mapping[str, str]) -> ApplicationRecord:
         number=number, name=name, id_number=id_number, phone=phone, township=township,
         programme=programme, stage=stage, stage_date=stage_date, next_step=next_step,
         recheck_due=recheck_due, monthly_amount=amount)
-
-
-def _text(values: Mapping[str, str], column: str) -> str:
-    """A cell's value, cleaned and in half-width form (NFKC)."""
-    return unicodedata.normalize("NFKC", _clean(values.get(column) or ""))
-
-
-def _id_number(raw: str, problems: list[str]) -> str:
-    """The checked ID number, or "" (and a problem) when it is missing or wrong."""
-    raw = raw.lstrip("'")
-    if not raw:
-        problems.append("身份证号是空的")
-    elif _SCIENTIFIC.fullmatch(raw):
-        problems.append(NUMERIC_ID)
-    else:
-        try:
-            return normalise_id(raw)
-        except PersonalDataError as exc:
-            problems.append(str(exc))
-    return ""
-
-
-def _shown(value: str) -> str:
-    """A cell's value quoted in a reason: short, and never an ID or phone number."""
-    value = _DIGIT_RUN.sub("…", mask_text(value))
-    return value if len(value) <= 20 else value[:20] + "…"
-
-
-def _name(raw: str, problems: list[str]) -> str:
-    name = unicodedata.normalize("NFKC", raw)
-    # Spaces padding a Chinese name out to line up in Excel: 张  三.
-    name = re.sub(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])", "", name)
-    name = re.sub(r"\s+", " ", name)
-    if not name:
-        problems.append("姓名是空的")
-    elif not 2 <= len(name) <= 20:
-        problems.append("姓名应为2到20个字")
-    elif re.search(r"\d", name):
-        problems.append("姓名里不应有数字")
-    return name
-
-
-def _choice(value: str, column: str, allowed: tuple[str, ...], aliases: dict[str, str],
-            problems: list[str]) -> str | None:
-    compact = re.sub(r"\s+", "", value)
-    if compact in allowed:
-        return compact
-    if compact in aliases:
-        return aliases[compact]
-    if not compact:
-        problems.append(f"{column}是空的")
-    else:
-        problems.append(f"{column}“{_shown(value)}”不认识，应为：{'、'.join(allowed)}")
-    return None
-
-
-def _date(value: str, column: str, problems: list[str], *, required: bool) -> date | None:
-    if not value:
-        if required:
-            problems.append(f"{column}是空的")
-        return None
-    match = _DATE.fullmatch(value) or _COMPACT_DATE.fullmatch(value)
-    if match:
-        try:
-            day = date(int(match[1]), int(match[2]), int(match[3]))
-        except ValueError:
-            problems.append(f"{column}“{_shown(value)}”不是真实的日期")
-            return None
-        if 1990 <= day.year <= 2100:
-            return day
-    problems.append(f"{column}“{_shown(value)}”看不懂，请写成 2026-11-28 这样")
-    return None
-
-
-def _amount(value: str, problems: list[str], column: str = "月补助金额", *,
-            required: bool = False, positive: bool = False) -> Decimal | None:
-    """An amount in yuan, to the fen (``￥1,200.5元`` is 1200.50); ``positive`` refuses 0."""
-    value = re.sub(r"[,，\s]", "", value).removesuffix("元").lstrip("¥￥")
-    if not value:
-        if required:
-            problems.append(f"{column}是空的")
-        return None
-    if not _AMOUNT.fullmatch(value):
-        problems.append(f"{column}“{_shown(value)}”不是数字")
-        return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        problems.append(f"{column}“{_shown(value)}”不是数字")
-        return None
-    if amount < 0:
-        problems.append(f"{column}不能是负数")
-    elif positive and amount == 0:
-        problems.append(f"{column}不能是0")
-    elif amount != amount.quantize(Decimal("0.01")):
-        problems.append(f"{column}最多两位小数（到分）")
-    elif amount > MAX_AMOUNT:
-        problems.append(f"{column}太大")
-    else:
-        return amount.quantize(Decimal("0.01"))
-    return None
 
 
 # --- importing --------------------------------------------------------------------------
@@ -685,7 +568,7 @@ class _Seen:
 
     def check(self, line: int, values: Mapping[str, str],
               record: ApplicationRecord | None) -> str | None:
-        number = unicodedata.normalize("NFKC", _clean(values.get("申请编号") or ""))
+        number = unicodedata.normalize("NFKC", clean_cell(values.get("申请编号") or ""))
         if number:
             if number in self.numbers:
                 return f"申请编号重复（第{self.numbers[number]}行已出现）"
