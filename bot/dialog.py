@@ -397,10 +397,7 @@ class Bot:
             return
         statement = (update(AskedQuestion).where(AskedQuestion.id == asked_id)
                      .values(chosen_faq_id=chosen))
-        if self.writes is not None:
-            self.writes.later(lambda conn: conn.execute(statement).rowcount)  # write-behind
-        else:
-            await self._write_now(lambda conn: conn.execute(statement).rowcount)
+        await self._write_now(lambda conn: conn.execute(statement).rowcount)
 
     async def _write_now(self, operation: Operation) -> Any:
         """Run ``operation`` committed, batched with other messages' when it can be."""
