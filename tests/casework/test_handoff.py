@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from admin.app import create_admin_app
 from admin.models import AuditEntry
-from bot.app import create_app
+from bot.app import WRITER, create_app
 from bot.handoff import WorkingHours, when_text
 from bot.models import AskedQuestion
 from casework.models import Case, CaseMessage, CaseRoute, QuestionAsker
@@ -482,6 +482,7 @@ async def test_closed_cases_and_askers_are_forgotten(bot: Any, wired: Settings,
     assert "您是想问" in await say(bot, VAGUE, openid=STRANGER)
     await leave(bot, "十天前的事", "好了")
     await _close_all(wired, clock.now)
+    await bot.app[WRITER].flush()  # who asked is written behind the reply
     assert len(await rows(wired, select(QuestionAsker))) == 1
     clock.now = WEDNESDAY + timedelta(days=181)
     await say(bot, "人工", openid=STRANGER)
