@@ -75,10 +75,12 @@ class UploadStore:
         path = folder / f"upload{suffix}"
         path.write_bytes(data)
         os.chmod(path, 0o600)
+        now = time.time()
         meta = {"kind": kind, "owner": owner, "filename": Path(filename).name[:200],
-                "created": time.time()}
+                "created": now}
         (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False),
                                           encoding="utf-8")
+        os.utime(folder, (now, now))  # the sweep reads ages by this process's clock
         return Upload(token, kind, meta["filename"], path)
 
     def get(self, token: str, kind: str, owner: str) -> Upload | None:
@@ -110,7 +112,10 @@ class UploadStore:
         claimed = self.root / f"{token}.claimed"
         try:
             os.rename(self.root / token, claimed)
-            os.utime(claimed)  # the hour starts again: the import job reads it from here
+            # The hour starts again (the import job reads it from here), by this
+            # process's clock, which the sweep compares with, not the file system's.
+            now = time.time()
+            os.utime(claimed, (now, now))
         except OSError:  # claimed by the other request a moment ago
             return None
         return Upload(f"{token}.claimed", kind, found.filename, claimed / found.path.name)
