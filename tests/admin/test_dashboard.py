@@ -63,11 +63,15 @@ async def add_reminders(settings: Any) -> None:
 
 async def set_rechecks(settings: Any) -> None:
     """LZ-2026-0009 was due a recheck 40 days ago and rechecked since; LZ-2026-0024 was due
-    20 days ago and not rechecked."""
+    20 days ago and not rechecked; the demo list's other recheck dates (calendar dates)
+    are moved 100 days ahead of today, so that no date of the year decides the counts."""
     today = stats.local_today()
     db = Database(settings.database_url)
     try:
         async with db.session() as session:
+            await session.execute(update(Application).where(
+                Application.recheck_due.is_not(None)).values(
+                recheck_due=today + timedelta(days=100)))
             await session.execute(update(Application).where(
                 Application.number == "LZ-2026-0009").values(
                 recheck_due=today - timedelta(days=40), stage_date=today - timedelta(days=35)))
