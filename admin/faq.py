@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.audit import Actor, record
+from admin.labels import FAQ_FIELD_LABELS
 from admin.models import FaqDraft, FaqVersion
 from content.models import ContentRevision, FaqEntryRow
 from content.placeholders import PLACEHOLDERS, placeholder
@@ -41,18 +42,6 @@ from huimin.db import utcnow
 FIELDS = ("id", "file", "category", "question", "alternatives", "keywords", "answer",
           "details", "source", "reviewed")
 LIST_FIELDS = ("alternatives", "keywords")
-LABELS: dict[str, str] = {
-    "id": "编号",
-    "file": "所在文件",
-    "category": "分类",
-    "question": "标准问法",
-    "alternatives": "其他问法",
-    "keywords": "关键词",
-    "answer": "答案",
-    "details": "详细说明",
-    "source": "依据",
-    "reviewed": "审核日期",
-}
 FAQ_FILE_PREFIX = "content/faq/"
 ALLOWED_IN_WORDS = ("答案和详细说明里只能用这几个占位符（照原样写，会换成县里的信息）："
                     + "、".join(f"{placeholder(name)}（{what}）"
@@ -135,7 +124,7 @@ class FieldError:
 
 
 def _label(problem: Problem) -> str:
-    return LABELS.get(problem.field or "", problem.field or "")
+    return FAQ_FIELD_LABELS.get(problem.field or "", problem.field or "")
 
 
 # How each content.schema problem code is said on the form: (field shown beside, text).
@@ -216,7 +205,7 @@ def _field_checks(data: Mapping[str, Any]) -> list[FieldError]:
     errors = []
     for key, limit in (("category", 32), ("source", 64), ("question", 200)):
         if len(str(data.get(key) or "")) > limit:
-            errors.append(FieldError(key, f"{LABELS[key]}最多{limit}个字"))
+            errors.append(FieldError(key, f"{FAQ_FIELD_LABELS[key]}最多{limit}个字"))
     return errors
 
 
@@ -388,7 +377,7 @@ def diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[FieldDif
                 continue
             lines += [("del", line) for line in before[a1:a2]]
             lines += [("add", line) for line in after[b1:b2]]
-        changes.append(FieldDiff(key, LABELS[key], lines))
+        changes.append(FieldDiff(key, FAQ_FIELD_LABELS[key], lines))
     return changes
 
 

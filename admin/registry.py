@@ -55,21 +55,6 @@ def staff(username: str) -> str:
     return f"staff:{username}"
 
 
-def who_label(value: str | None) -> str:
-    """Who did something in the registry, in words; never an openid."""
-    if not value:
-        return ""
-    if value.startswith("import:staff:"):
-        return f"导入名单（{value.removeprefix('import:staff:')}）"
-    if value.startswith("import"):
-        return "导入名单"
-    if value.startswith("staff:"):
-        return f"经办人员 {value.removeprefix('staff:')}"
-    if value.startswith("wechat:"):
-        return "微信用户在公众号里自助办理"
-    return "系统"
-
-
 def mask_openid(openid: str) -> str:
     """o****abcd: enough to tell two WeChat accounts apart, not to use one."""
     if len(openid) <= 6:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from admin.labels import CHANNEL_LABELS, KIND_LABELS, reason_text
 from admin.registry import mask_openid
 from admin.stats import day_range, local_day, to_date
 from huimin.clock import CHINA
@@ -25,58 +26,11 @@ from notify.models import FAILED, QUEUED, SKIPPED, OptOut, OutboxMessage, Provid
 
 PER_PAGE = 50
 
-KIND_LABELS = {
-    "payout": "到账提醒",
-    "recheck_due": "复核提醒",
-    "recheck_overdue": "复核逾期提醒",
-    "status_change": "办理进度通知",
-    "verification_code": "短信验证码",
-    "case_reply": "留言有回复（请回电）",
-}
-STATE_LABELS = {
-    "queued": "排队等发",
-    "sending": "正在发",
-    "sent": "已发出",
-    "delivered": "已送达",
-    "failed": "失败",
-    "skipped": "不发送",
-}
 STATE_ORDER = ("queued", "sending", "sent", "delivered", "failed", "skipped")
-CHANNEL_LABELS = {"wechat": "微信", "sms": "短信", None: "还没发", "": "还没发"}
 # A skipped message was never given a channel; in the counts it is shown by why it was
 # skipped instead ("skipped:opted out"), never as "还没发".
 SKIPPED_CHANNEL = "skipped:"
-SOURCE_LABELS = {
-    "sms_reply": "短信回复退订",
-    "wechat_menu": "公众号里关闭",
-    "caseworker": "经办人员办理",
-}
 
-# The notifier's error texts, as staff should read them.
-_REASONS = {
-    "no phone": "没有登记手机号，也收不到微信",
-    "opted out": "本人已退订提醒",
-    "unfollowed": "已取消关注公众号，又没有手机号",
-    "no such beneficiary": "名单里已经没有这个人",
-    "no SMS provider available": "没有能用的短信通道",
-    "rejected": "短信平台拒收",
-    "expired": "过了时效，不再发",
-}
-
-
-def reason_text(error: str | None) -> str:
-    """A failure reason in plain words (the technical text is shown beside it)."""
-    if not error:
-        return "没有记录原因"
-    if error in _REASONS:
-        return _REASONS[error]
-    if error.startswith("gave up:"):
-        return "试了多次都没发出去（短信或微信平台连不上）"
-    if error.startswith("wechat"):
-        return "微信拒绝发送"
-    if error.startswith("failed:") or error.startswith("failed"):
-        return "微信报告没有送达"
-    return "短信平台报告发送失败"
 
 
 def channel_label(channel: str | None) -> str:

@@ -20,9 +20,14 @@ from multidict import MultiDictProxy
 
 from admin.accounts import LoginGuard, SignedIn, find_session, pop_flash, set_flash
 from admin.audit import ACTIONS, TARGETS, Actor
-from admin.faq import LABELS
-from admin.registry import who_label
-from admin.reminders import CHANNEL_LABELS, KIND_LABELS, STATE_LABELS, reason_text
+from admin.labels import (
+    CHANNEL_LABELS,
+    FAQ_FIELD_LABELS,
+    KIND_LABELS,
+    STATE_LABELS,
+    reason_text,
+    who_label,
+)
 from admin.roles import ROLES, can, navigation
 from admin.tryout import TryOut
 from admin.uploads import MAX_UPLOAD, UploadStore
@@ -206,7 +211,7 @@ templates.filters["local"] = _local
 templates.filters["day"] = _day
 templates.filters["money"] = _money
 templates.filters["who"] = who_label
-templates.globals.update(ROLES=ROLES, ACTIONS=ACTIONS, TARGETS=TARGETS, LABELS=LABELS,
+templates.globals.update(ROLES=ROLES, ACTIONS=ACTIONS, TARGETS=TARGETS, LABELS=FAQ_FIELD_LABELS,
                          KINDS=KIND_LABELS, STATES=STATE_LABELS, CHANNELS=CHANNEL_LABELS,
                          reason_text=reason_text)
 

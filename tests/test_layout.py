@@ -5,6 +5,8 @@ everything together, so they are the exceptions)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,15 @@ def test_packages_share_only_public_names(package: str) -> None:
                  for path in sorted((ROOT / package).rglob("*.py"))
                  for name in private_names_taken(path, package)]
     assert offenders == []
+
+
+def test_the_admin_base_loads_none_of_the_modules_behind_its_pages() -> None:
+    """admin.web (what every page shares) takes its labels from admin.labels, not from
+    the modules behind the pages, which themselves build on admin.web."""
+    code = ("import sys, admin.web; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('admin.'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert "admin.labels" in loaded
+    assert not {"admin.faq", "admin.registry", "admin.reminders", "admin.stats",
+                "admin.inbox"} & set(loaded)

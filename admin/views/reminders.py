@@ -9,7 +9,7 @@ from math import ceil
 from aiohttp import web
 from sqlalchemy import and_, select
 
-from admin import reminders
+from admin import labels, reminders
 from admin.audit import record, record_list_view
 from admin.charts import GOOD, NEUTRAL, WARN, Series, day_label, day_words, line_chart, number
 from admin.registry import staff
@@ -91,7 +91,7 @@ async def retry_reason(request: web.Request) -> web.Response:
                    before={"state": "failed", "last_error": reason, "ids": ids[:1000]},
                    after={"state": "queued", "attempts": 0, "count": len(ids)})
     if ids:
-        await flash(request, "ok", f"已把 {len(ids)} 条“{reminders.reason_text(reason)}”的提醒"
+        await flash(request, "ok", f"已把 {len(ids)} 条“{labels.reason_text(reason)}”的提醒"
                                    "重新排队。")
     else:
         await flash(request, "error", "没有这个原因的失败提醒了，没有改动。")
@@ -110,7 +110,7 @@ async def optouts_page(request: web.Request, status: int = 200, error: str = "",
     pages = max(1, ceil(total / reminders.PER_PAGE))
     return await render(request, "optouts.html", status=status, rows=rows, total=total,
                         page=page, pages=pages, error=error, number_typed=number_typed,
-                        sources=reminders.SOURCE_LABELS)
+                        sources=labels.SOURCE_LABELS)
 
 
 async def optouts(request: web.Request) -> web.Response:
