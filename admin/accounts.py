@@ -25,7 +25,8 @@ from zxcvbn import zxcvbn
 
 from admin.models import AdminSession, AdminUser, LoginThrottle
 from admin.roles import ROLES
-from huimin.db import Database, dialect_insert, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database, dialect_insert
 
 IDLE_TIMEOUT = timedelta(minutes=30)
 ABSOLUTE_TIMEOUT = timedelta(hours=12)

@@ -40,7 +40,8 @@ from admin.views import (
 from admin.web import STATE, AdminState, access, errors, security_headers
 from content.guide import Guide
 from content.load import load_county
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.settings import Settings, admin_forwarded_hops
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -36,8 +36,7 @@ from content.schema import (
     entry_from_data,
     placeholder_problems,
 )
-from huimin.clock import local_today
-from huimin.db import utcnow
+from huimin.clock import local_today, utcnow
 
 FIELDS = ("id", "file", "category", "question", "alternatives", "keywords", "answer",
           "details", "source", "reviewed")

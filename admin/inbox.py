@@ -19,7 +19,7 @@ from admin.models import InboxResolution
 from bot.matcher import Tuning, load_tuning
 from bot.models import AskedQuestion
 from bot.normalize import words
-from huimin.db import utcnow
+from huimin.clock import utcnow
 
 SIMILAR_AT = 85.0
 # token_set_ratio says 100 when one question's words are all inside the other's; a

@@ -39,7 +39,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from admin.audit import Actor, record
 from admin.uploads import Upload, UploadStore
-from huimin.db import AwareDateTime, Base, Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import AwareDateTime, Base, Database
 from huimin.personal import Vault
 from huimin.registry import importer
 from huimin.registry.importer import CheckedList, ImportFileError, ImportReport, check_list

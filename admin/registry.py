@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from admin.lists import PREVIEW_ROWS, ListPreview, check_file, chunks, people_by_id_number
-from huimin.db import utcnow
+from huimin.clock import utcnow
 from huimin.personal import (
     PersonalDataError,
     Vault,

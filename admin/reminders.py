@@ -19,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from admin.labels import CHANNEL_LABELS, KIND_LABELS, reason_text
 from admin.registry import mask_openid
 from admin.stats import day_range, local_day, to_date
-from huimin.clock import CHINA
-from huimin.db import utcnow
+from huimin.clock import CHINA, utcnow
 from huimin.registry.models import Application, Beneficiary, Binding
 from notify.models import FAILED, QUEUED, SKIPPED, OptOut, OutboxMessage, ProviderStatus
 

@@ -15,7 +15,7 @@ from admin.audit import Actor, record
 from content.guidance import MAX_OFFER
 from content.models import ContentRevision, FaqEntryRow, SituationRow
 from content.schema import text_key
-from huimin.db import utcnow
+from huimin.clock import utcnow
 
 MAX_NAME = 64
 MAX_WORD = 20

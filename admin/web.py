@@ -31,8 +31,8 @@ from admin.labels import (
 from admin.roles import ROLES, can, navigation
 from admin.tryout import TryOut
 from admin.uploads import MAX_UPLOAD, UploadStore
-from huimin.clock import CHINA, as_utc
-from huimin.db import Database, utcnow
+from huimin.clock import CHINA, as_utc, utcnow
+from huimin.db import Database
 from huimin.personal import Vault
 from huimin.settings import Settings
 

@@ -25,7 +25,8 @@ from content.guide import Guide
 from content.load import load_county
 from content.queries import current_revision, load_published
 from huimin import metrics
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.lockouts import DatabaseLockouts, RedisLockouts
 from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat

@@ -28,7 +28,8 @@ from content import TEMPLATES_DIR
 from content.guide import Guide
 from content.queries import PublishedContent
 from content.schema import render
-from huimin.db import Database, upsert, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database, upsert
 from huimin.personal import mask_text
 from notify.receipts import opt_in, opt_out, wechat_job_finished
 

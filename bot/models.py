@@ -7,7 +7,8 @@ from datetime import date, datetime
 from sqlalchemy import JSON, Boolean, Date, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import AwareDateTime, Base, utcnow
+from huimin.clock import utcnow
+from huimin.db import AwareDateTime, Base
 
 
 class AskedQuestion(Base):

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 
-from huimin.clock import CHINA
-from huimin.db import Database, utcnow
+from huimin.clock import CHINA, utcnow
+from huimin.db import Database
 from huimin.lockouts import Backoff, Lockouts, Spacing
 from huimin.personal import PersonalDataError, Vault, mask_name, normalise_id
 from huimin.registry import STAGE_WORDS, queries

@@ -23,7 +23,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.models import ConversationRow, HandledMessage
 from bot.writes import Writer
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 
 LEDGER_TTL = timedelta(hours=1)
 CONVERSATION_TTL = timedelta(minutes=30)

@@ -15,8 +15,8 @@ from datetime import date, datetime, time
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bot.models import QuestionTally
-from huimin.clock import CHINA
-from huimin.db import Database, dialect_insert, utcnow
+from huimin.clock import CHINA, utcnow
+from huimin.db import Database, dialect_insert
 
 ANSWERED = "answer"  # the band of a question answered directly
 

@@ -7,7 +7,8 @@ from datetime import date, datetime
 from sqlalchemy import JSON, Boolean, Date, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import AwareDateTime, Base, utcnow
+from huimin.clock import utcnow
+from huimin.db import AwareDateTime, Base
 
 
 class FaqEntryRow(Base):

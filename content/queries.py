@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from content.guidance import Situation, load_guidance
 from content.models import ContentRevision, DictionaryRow, FaqEntryRow, SituationRow
 from content.schema import Dictionary, FaqEntry
-from huimin.db import utcnow
+from huimin.clock import utcnow
 
 
 @dataclass(frozen=True)

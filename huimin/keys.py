@@ -35,8 +35,8 @@ from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huimin.clock import local_today
-from huimin.db import Database, utcnow
+from huimin.clock import local_today, utcnow
+from huimin.db import Database
 from huimin.personal import PersonalDataError, Vault
 from huimin.registry.models import (
     Beneficiary,

@@ -22,7 +22,8 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.metrics import SENDS
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary, Binding

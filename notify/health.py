@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from huimin.clock import CHINA, china_midnight, local_today
-from huimin.db import Database, upsert, utcnow
+from huimin.clock import CHINA, china_midnight, local_today, utcnow
+from huimin.db import Database, upsert
 from notify.models import ProviderStatus
 from notify.sms import FailureKind
 

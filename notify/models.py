@@ -20,7 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import AwareDateTime, Base, utcnow
+from huimin.clock import utcnow
+from huimin.db import AwareDateTime, Base
 
 # Outbox states: queued -> sending -> sent -> delivered, or failed; skipped when
 # nobody may be reached (every channel opted out, or no phone and no WeChat).

@@ -45,7 +45,8 @@ from pathlib import Path
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.personal import Vault
 from huimin.registry import PROGRAMMES
 from huimin.registry.importer import (

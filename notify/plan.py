@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huimin.clock import local_today
-from huimin.db import Database, dialect_insert, utcnow
+from huimin.clock import local_today, utcnow
+from huimin.db import Database, dialect_insert
 from huimin.personal import Vault
 from huimin.registry import STAGE_WORDS
 from huimin.registry.models import Application, StatusChange

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from huimin.db import utcnow
+from huimin.clock import utcnow
 from notify.claims import Outbox, StaleClaim
 from notify.dispatch import until_not_throttled
 from notify.render import sms_for

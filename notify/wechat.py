@@ -52,8 +52,8 @@ import aiohttp
 from sqlalchemy import String, Text, or_, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.clock import as_utc
-from huimin.db import AwareDateTime, Base, Database, dialect_insert, upsert, utcnow
+from huimin.clock import as_utc, utcnow
+from huimin.db import AwareDateTime, Base, Database, dialect_insert, upsert
 from huimin.metrics import TOKEN_REFRESHES
 from huimin.settings import Settings, SettingsError
 

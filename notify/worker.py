@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.personal import Vault
 from notify.claims import Outbox
 from notify.decide import (

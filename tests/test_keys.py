@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.keys import counter_keys, key_status, rotate
 from huimin.personal import Vault, id_check_digit, mask_id, mask_phone
 from huimin.registry.models import (

@@ -15,7 +15,7 @@ from admin.audit import Actor, record
 from admin.web import AdminState, actor, flash, form_text, redirect, render, state
 from content.models import FaqEntryRow
 from content.schema import text_key
-from huimin.db import utcnow
+from huimin.clock import utcnow
 
 PERIODS = {"7": "最近7天", "30": "最近30天", "90": "最近90天", "all": "全部"}
 MAX_GROUPS = 100

@@ -22,7 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import AwareDateTime, Base, utcnow
+from huimin.clock import utcnow
+from huimin.db import AwareDateTime, Base
 
 
 class Beneficiary(Base):

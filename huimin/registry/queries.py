@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from huimin.db import utcnow
+from huimin.clock import utcnow
 from huimin.keys import rekey_beneficiary
 from huimin.personal import Vault, mask_id, mask_phone
 from huimin.registry import STAGES

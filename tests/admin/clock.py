@@ -12,7 +12,7 @@ from aiohttp import web
 
 from admin.accounts import LOGIN_POLICY, LoginPolicy
 from admin.app import create_admin_app
-from huimin.db import utcnow
+from huimin.clock import utcnow
 from huimin.settings import Settings
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import select, text
 from admin.accounts import _hasher
 from admin.app import create_admin_app
 from admin.models import TABLES, AdminUser
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.personal import Vault
 from huimin.registry.importer import import_applications
 from huimin.registry.models import Application

@@ -12,8 +12,8 @@ from sqlalchemy import select, update
 from admin.audit import Actor, record
 from admin.cli import create_user_command, reset_password_command
 from admin.models import AdminUser, AuditEntry
-from huimin.clock import CHINA
-from huimin.db import Database, utcnow
+from huimin.clock import CHINA, utcnow
+from huimin.db import Database
 from huimin.settings import Settings
 from tests.admin.conftest import PASSWORD, follow, login, post, signed_in
 from tests.admin.test_faq import ENTRY, NEW_ANSWER, _form

@@ -14,7 +14,8 @@ from admin.charts import Series, bar_chart, hbar_chart, line_chart, nice_ticks
 from admin.web import templates
 from bot.models import AskedQuestion
 from bot.tally import count_question
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.registry.models import Application
 from notify.models import OutboxMessage
 from tests.admin.conftest import assert_no_clear_numbers, load_demo, rows_of, signed_in

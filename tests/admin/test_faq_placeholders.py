@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from admin.models import FaqDraft, FaqVersion
 from bot.app import BOT, create_app
 from content.models import ContentRevision, FaqEntryRow
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.settings import Settings
 from tests.admin.conftest import follow, mounted, post, signed_in
 from tests.admin.test_faq import ENTRY, QUESTION, _bot_reply, _form

@@ -19,8 +19,8 @@ from admin.jobs import ImportJob
 from admin.models import AuditEntry
 from admin.registry import parse_confirmed as registry_confirmed
 from admin.uploads import UploadStore, default_root
-from huimin.clock import CHINA
-from huimin.db import Database, utcnow
+from huimin.clock import CHINA, utcnow
+from huimin.db import Database
 from huimin.personal import id_check_digit
 from huimin.registry.models import AccessLogEntry, Application, Binding, StatusChange
 from huimin.settings import Settings

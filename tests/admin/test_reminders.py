@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from admin.models import AuditEntry
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.personal import Vault
 from huimin.registry.models import AccessLogEntry, Application, Binding
 from notify.models import OptOut, OutboxMessage

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from bot.models import AskedQuestion
 from bot.status import lock_time_text
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.personal import Vault, id_check_digit
 from huimin.registry import STAGE_WORDS
 from huimin.registry.models import AccessLogEntry, Binding, VerificationCode

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from notify.models import OptOut, OutboxMessage
 from notify.plan import plan, queue_verification_code
 from notify.providers.aliyun import AliyunSms

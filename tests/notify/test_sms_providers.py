@@ -595,7 +595,7 @@ async def test_tencent_finds_its_record_of_a_message_by_content_and_time(
         tencent: TencentSms, tencent_fake: TencentFake) -> None:
     from datetime import timedelta
 
-    from huimin.db import utcnow
+    from huimin.clock import utcnow
 
     tencent_fake.template_texts = {"1234567": "您的验证码是{1}"}
     before = utcnow() - timedelta(seconds=5)
@@ -624,7 +624,7 @@ async def test_aliyun_finds_its_record_of_a_message_by_out_id(
         aliyun: AliyunSms, aliyun_fake: AliyunFake) -> None:
     from datetime import timedelta
 
-    from huimin.db import utcnow
+    from huimin.clock import utcnow
 
     before = utcnow() - timedelta(seconds=5)
     await aliyun.send([msg(GOOD, reference="s-first"), msg(OTHER, reference="s-first")])
