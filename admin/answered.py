@@ -1,6 +1,6 @@
 """Closing the loop: after an editor makes unanswered questions answerable (a phrasing
 added from the inbox, or a new entry published from it), tell the people who asked
-them in the last 48 hours, once (see ``casework.loop``).
+them in the last 48 hours, once (see ``notify.new_answers``).
 
 A question counts as answered only when the published content now answers it with
 that entry (the real matcher, as 试一试 runs it). How many were told goes into the
@@ -20,8 +20,8 @@ from admin.audit import Actor, record
 from admin.models import AuditEntry
 from admin.web import AdminState
 from bot.models import AskedQuestion
-from casework.delivery import ReplyChannels
-from casework.loop import askers_waiting, tell_askers
+from notify.case_replies import ReplyChannels
+from notify.new_answers import askers_waiting, tell_askers
 
 # Set by the FAQ views when a publish resolved inbox questions: their ids.
 RESOLVED = web.RequestKey("inbox_resolved", list)

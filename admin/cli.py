@@ -16,7 +16,7 @@ from admin.accounts import AccountError, create_user, set_password
 from admin.audit import Actor, record
 from admin.models import AdminUser
 from admin.roles import ROLES, role_from_text
-from casework.cases import add_route
+from huimin.casework.cases import add_route
 from huimin.db import Database
 from huimin.settings import Settings
 

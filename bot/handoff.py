@@ -4,7 +4,7 @@
   the bot offers it after two "I don't know" replies in a row and after "none of
   these" in a "did you mean" list.
 * Every message (text, or voice as recognised) then joins the person's case (one open
-  case per person, see ``casework.cases``) until they say 好了 (or 算了 before leaving
+  case per person, see ``huimin.casework.cases``) until they say 好了 (or 算了 before leaving
   anything); the first reply says honestly when staff read messages (read from
   ``office_hours`` in county.yaml) and gives the hotline.
 * The last few exchanges (masked) are kept for 30 minutes, so a case carries the
@@ -30,18 +30,18 @@ import yaml
 
 from bot.store import CONVERSATION_TTL, ConversationStore, RedisConversations
 from bot.writes import Writer
-from casework.cases import (
+from content import CONTENT_DIR
+from huimin.casework.cases import (
     DAILY_CASES,
     RECENT_TURNS,
     leave_message,
     open_case_of,
     recent_turn,
 )
-from casework.delivery import waiting_replies
-from casework.loop import asker_row, remember_asker
-from content import CONTENT_DIR
 from huimin.clock import CHINA
 from huimin.db import Database, utcnow
+from notify.case_replies import waiting_replies
+from notify.new_answers import asker_row, remember_asker
 
 HANDOFF_FILE = CONTENT_DIR / "handoff.yaml"
 FLOW = "handoff"

@@ -10,7 +10,7 @@ Callback URLs carry ``?token=`` (``HUIMIN_CALLBACK_TOKEN``), compared in constan
 time: providers do not sign these pushes. Without the setting the callbacks are
 off (404). A reply of 退订/TD/T/N opts that phone out of SMS reminders; any other reply
 from a registered phone becomes a '请回电' case for the person's caseworker
-(``casework.callbacks``).
+(``huimin.casework.callbacks``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import and_, delete, or_, select, update
 
-from casework.callbacks import sms_reply_case
+from huimin.casework.callbacks import sms_reply_case
 from huimin.db import Database, utcnow
 from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phone
 from huimin.registry.models import Beneficiary

@@ -45,7 +45,7 @@ SAMPLE_PARAMS: dict[str, dict[str, str]] = {
     "status_change": {"programme": "低保", "number": "LZ-2026-0017", "stage": "公示",
                       "stage_words": "正在村里公示"},
     "verification_code": {"code": "246810"},
-    "case_reply": {},  # a caseworker replied (casework.delivery): never the reply's text
+    "case_reply": {},  # a caseworker replied (notify.case_replies): never the reply's text
 }
 
 

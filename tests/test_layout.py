@@ -44,7 +44,7 @@ def test_import_directions(package: str) -> None:
     assert offenders == []
 
 
-PACKAGES = {"bot", "admin", "notify", "content", "huimin", "casework"}
+PACKAGES = {"bot", "admin", "notify", "content", "huimin"}
 
 
 def private_names_taken(path: Path, package: str) -> list[str]:

@@ -14,16 +14,10 @@ from admin.answered import told_recently
 from admin.audit import Actor, record
 from admin.models import AdminUser
 from admin.web import actor, flash, form_text, redirect, render, signed_in, state
-from casework.cases import OUTCOMES, SCOPES, Routing, add_route, open_cases, waiting_text
-from casework.delivery import (
-    DELIVERY_LABELS,
-    OUTBOX_LABELS,
-    Delivered,
-    ReplyChannels,
-    deliver,
-    outbox_states,
-)
-from casework.models import (
+from content.models import FaqEntryRow
+from content.schema import render as render_answer
+from huimin.casework.cases import OUTCOMES, SCOPES, Routing, add_route, open_cases, waiting_text
+from huimin.casework.models import (
     CALLBACK,
     CLOSED,
     DELIVERY_FAILED,
@@ -35,9 +29,15 @@ from casework.models import (
     CaseMessage,
     CaseRoute,
 )
-from content.models import FaqEntryRow
-from content.schema import render as render_answer
 from huimin.registry.models import Beneficiary
+from notify.case_replies import (
+    DELIVERY_LABELS,
+    OUTBOX_LABELS,
+    Delivered,
+    ReplyChannels,
+    deliver,
+    outbox_states,
+)
 
 MAX_REPLY = 500
 KIND_LABELS = {"message": "微信留言", CALLBACK: "请回电（短信回复）"}

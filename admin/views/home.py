@@ -26,8 +26,8 @@ from admin.faq import SYSTEM
 from admin.models import AdminUser, AuditEntry, FaqDraft, FaqVersion
 from admin.roles import AUDIT, CASES, CONTENT, INBOX, REGISTRY, USERS, can
 from admin.web import render, signed_in, state
-from casework.cases import Routing, open_cases, waiting_text
 from content.models import ContentRevision, FaqEntryRow
+from huimin.casework.cases import Routing, open_cases, waiting_text
 
 REFERRED_COLOUR = PALETTE[4]  # purple: neither a failure nor an answer from the FAQ
 

@@ -19,10 +19,10 @@ from admin.models import AuditEntry
 from bot.app import WRITER, create_app
 from bot.handoff import WorkingHours, when_text
 from bot.models import AskedQuestion
-from casework.models import Case, CaseMessage, CaseRoute, QuestionAsker
 from content.load import load_county
 from content.models import FaqEntryRow
 from content.schema import render
+from huimin.casework.models import Case, CaseMessage, CaseRoute, QuestionAsker
 from huimin.db import Database
 from huimin.personal import Vault
 from huimin.registry.models import Beneficiary

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from casework.cases import Left, callback_case
+from huimin.casework.cases import Left, callback_case
 from huimin.db import Database
 from huimin.personal import Vault, mask_phone
 from huimin.registry.models import Beneficiary

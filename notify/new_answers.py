@@ -5,7 +5,7 @@ When the bot records a question it could not answer, it also records who asked
 the question answerable (adds it as a phrasing of an entry, or publishes a new entry
 from it), everyone who asked it in the last 48 hours gets, once, a customer-service
 message '您之前问的“…”，现在有答案了' with the answer. Past 48 hours WeChat would refuse
-the message anyway, and the rows are deleted then (``casework.cases.forget_old``).
+the message anyway, and the rows are deleted then (``huimin.casework.cases.forget_old``).
 
 "Once" is kept by claiming the rows (``told_at``) before sending: a failed send is
 not retried, so nobody gets it twice.
@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Insert, and_, insert, select, update
 
-from casework.cases import ASKER_HOURS
-from casework.models import QuestionAsker
+from huimin.casework.cases import ASKER_HOURS
+from huimin.casework.models import QuestionAsker
 from huimin.db import Database
 from notify.wechat import WeChatApi, WeChatError
 

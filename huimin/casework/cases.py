@@ -8,7 +8,7 @@
   township and for its programme; when nobody is, to those routed for ``any``.
 * Retention: a closed case (messages, conversation, phone number) is deleted
   ``CLOSED_CASE_DAYS`` days after it was closed; who asked an unanswered question is
-  deleted after ``ASKER_HOURS`` hours (see ``casework.loop``).
+  deleted after ``ASKER_HOURS`` hours (see ``notify.new_answers``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casework.models import (
+from huimin.casework.models import (
     CALLBACK,
     CLOSED,
     MESSAGE,

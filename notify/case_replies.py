@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from casework.models import (
+from huimin.casework.models import (
     DELIVERY_FAILED,
     DELIVERY_READ,
     DELIVERY_SENT,

@@ -1,6 +1,6 @@
 """Tables of the hand-off: cases, their messages, routing, and who asked what.
 
-Retention (see ``casework.cases.forget_old``): a closed case, its messages, the
+Retention (see ``huimin.casework.cases.forget_old``): a closed case, its messages, the
 conversation and any phone number it carries are deleted ``CLOSED_CASE_DAYS`` after it
 was closed; who asked an unanswered question is kept ``ASKER_HOURS`` and then deleted.
 """
