@@ -209,9 +209,7 @@ class DatabaseConversations:
         row = await self.writer.now(lambda conn: conn.execute(read, params).first())
         if row is None:
             return {}
-        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
-            tzinfo=UTC)
-        return dict(row.state) if expires >= self.clock() else {}
+        return dict(row.state) if row.expires_at >= self.clock() else {}
 
     async def put(self, openid: str, state: dict[str, Any]) -> None:
         if state:
