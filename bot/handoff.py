@@ -38,8 +38,8 @@ from huimin.casework.cases import (
     open_case_of,
     recent_turn,
 )
-from huimin.clock import CHINA
-from huimin.db import Database, utcnow
+from huimin.clock import CHINA, utcnow
+from huimin.db import Database
 from notify.case_replies import waiting_replies
 from notify.new_answers import asker_row, remember_asker
 

@@ -23,10 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
-from huimin.clock import as_utc, utcnow
-
-__all__ = ["AwareDateTime", "Base", "Database", "create_engine", "dialect_insert", "upsert",
-           "utcnow"]
+from huimin.clock import as_utc
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

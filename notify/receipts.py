@@ -26,7 +26,8 @@ from aiohttp import web
 from sqlalchemy import and_, delete, or_, select, update
 
 from huimin.casework.callbacks import sms_reply_case
-from huimin.db import Database, utcnow
+from huimin.clock import utcnow
+from huimin.db import Database
 from huimin.personal import PersonalDataError, Vault, mask_phone, normalise_phone
 from huimin.registry.models import Beneficiary
 from huimin.registry.queries import registered_phone_hashes

@@ -23,7 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from huimin.db import AwareDateTime, Base, utcnow
+from huimin.clock import utcnow
+from huimin.db import AwareDateTime, Base
 
 # Case kinds: a message left from WeChat, or an SMS reply asking to be called back.
 MESSAGE, CALLBACK = "message", "callback"
