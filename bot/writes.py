@@ -56,7 +56,6 @@ WRITE_DELAY = 0.2  # seconds a write-behind record may wait for a transaction to
 MAX_BATCH = 500
 RETRY_PAUSE = 1.0  # after a write-behind batch failed because the database is away
 CLOSE_TRIES = 3
-TURN_WAIT = 5.0  # seconds the writer waits for its turn on SQLite (see Writer._turn)
 
 
 @dataclass
@@ -222,18 +221,11 @@ class Writer:
         runs on the writer's: the bot's other writes (status lookups, hand-offs,
         followers …) then take turns with the writer in asyncio instead of sleeping
         in SQLite's busy handler. Should the connection not come (someone holding it
-        waits for this writer), the batch runs anyway and SQLite's lock decides."""
-        try:
-            conn = await asyncio.wait_for(self.db.engine.connect(), TURN_WAIT)
-        except TimeoutError:
-            log.warning("the writer did not get its turn on the database in %.0f s",
-                        TURN_WAIT)
+        waits for this writer) the pool's timeout ends the wait and the batch fails.
+        No ``wait_for`` around the checkout: on Python 3.11 a connection obtained just
+        as the wait is cancelled would be lost, and with it the pool's only one."""
+        async with self.db.engine.connect():
             yield
-            return
-        try:
-            yield
-        finally:
-            await conn.close()
 
     def _in_thread(self, operations: list[Operation]) -> list[Any]:
         assert self._engine is not None
@@ -254,8 +246,8 @@ class Writer:
         """Write everything still queued, then stop (the process is about to exit)."""
         self._closing = True
         for attempt in range(CLOSE_TRIES):
-            if not self._queue:
-                break
+            if not self._queue and self._idle.is_set():
+                break  # nothing queued, no batch in flight
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._run(), name="huimin:writer")
             self._wake.set()
