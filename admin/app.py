@@ -182,10 +182,9 @@ def create_admin_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
     guide = Guide.load()
     county = load_county(settings.county_file)
     # db and guard are made when the app starts (inside its event loop)
-    upload_dir = settings.extra.get("HUIMIN_ADMIN_UPLOAD_DIR")
     state = AdminState(settings=settings, db=None, guard=None,  # type: ignore[arg-type]
                        tryout=TryOut(guide, county), county=county,
-                       uploads=UploadStore(Path(upload_dir) if upload_dir else None),
+                       uploads=UploadStore(settings.admin_upload_dir),
                        clock=clock, forwarded_hops=admin_forwarded_hops(settings))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)

@@ -78,15 +78,11 @@ class AdminState:
 
     @property
     def secure_cookies(self) -> bool:
-        return _truthy(self.settings.extra.get("HUIMIN_ADMIN_SECURE_COOKIES"))
+        return self.settings.admin_secure_cookies
 
 
 STATE = web.AppKey("admin_state", AdminState)
 SIGNED_IN_KEY = web.RequestKey("admin_signed_in", SignedIn)
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def state(request: web.Request) -> AdminState:

@@ -26,7 +26,7 @@ def run_worker(index: int) -> int:
     try:
         settings = load_settings()
         configure_logging(settings.log_level)
-        install_log_format(settings.extra)
+        install_log_format(settings.log_format)
         app = create_app(settings)
     except SettingsError as exc:
         print(f"huimin: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ def _where(settings: Settings) -> str:
         where = str(Path(url.database).resolve())
     else:
         where = url.render_as_string(hide_password=True)
-    if PREFIX + "DATABASE_URL" not in settings.extra:
+    if not settings.given("database_url"):
         where += f" (HUIMIN_DATABASE_URL is not set: the default, {DEFAULT_DATABASE_URL})"
     return where
 
@@ -144,7 +144,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                                        port=args.port or settings.port)
     require_sms_choice(settings)
     check_workers(settings, args.workers)
-    install_log_format(settings.extra)
+    install_log_format(settings.log_format)
     banner = f"Huimin bot listening on http://{settings.host}:{settings.port}/wechat"
     if args.workers > 1:
         return serve_workers(settings, args.workers, f"{banner} ({args.workers} workers)")

@@ -24,7 +24,6 @@ from huimin.settings import (
     Settings,
     SettingsError,
     load_settings,
-    parse_pairs,
     require_sms_choice,
     sms_providers,
 )
@@ -70,11 +69,8 @@ class Probe:
 
 # ----- settings ----------------------------------------------------------------
 def check_settings(environ: Any = None) -> tuple[list[Finding], Settings | None]:
-    from huimin.metrics import log_format
-
     try:
         settings = load_settings(environ)
-        log_format(settings.extra)
     except SettingsError as exc:
         return [Finding("设置", False, str(exc), "按提示改正这个环境变量（见 .env.example）")], None
     found = []
@@ -210,8 +206,7 @@ def check_sms(settings: Settings) -> list[Finding]:
                                  "HUIMIN_SMS_PROVIDER=tencent 或 aliyun，并配好模板"))
             continue
         setting = f"HUIMIN_SMS_{provider.upper()}_TEMPLATES"
-        raw = getattr(settings, f"sms_{provider}_templates") or ""
-        templates = parse_pairs(raw) if raw else {}
+        templates = getattr(settings, f"sms_{provider}_templates")
         missing = [k for k in kinds if not templates.get(k)]
         if missing:
             found.append(Finding(f"短信模板（{provider}）", False,

@@ -193,22 +193,10 @@ class JsonFormatter(ChinaTimeFormatter):
         return json.dumps(line, ensure_ascii=False)
 
 
-LOG_FORMATS = ("text", "json")
-
-
-def log_format(extra: Any) -> str:
-    """``HUIMIN_LOG_FORMAT``: text (default) or json."""
-    from huimin.settings import SettingsError
-
-    value = (extra.get("HUIMIN_LOG_FORMAT", "") or "text").strip().lower()
-    if value not in LOG_FORMATS:
-        raise SettingsError(f"HUIMIN_LOG_FORMAT must be text or json, not {value!r}")
-    return value
-
-
-def install_log_format(extra: Any) -> None:
-    """Add the request id to every record; with json, one JSON object per line."""
-    json_lines = log_format(extra) == "json"
+def install_log_format(log_format: str) -> None:
+    """Add the request id to every record; with ``json`` (``HUIMIN_LOG_FORMAT``), one
+    JSON object per line."""
+    json_lines = log_format == "json"
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
             handler.addFilter(RequestIdFilter())

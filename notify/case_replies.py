@@ -39,7 +39,7 @@ from huimin.casework.models import (
 )
 from huimin.db import Database
 from huimin.registry.models import Beneficiary
-from huimin.settings import Settings, parse_pairs
+from huimin.settings import Settings
 from notify.models import OutboxMessage
 from notify.plan import PlanReport, queue
 from notify.render import wechat_data
@@ -76,7 +76,7 @@ class ReplyChannels:
     @classmethod
     def from_settings(cls, settings: Settings, db: Database,
                       county: Mapping[str, Any]) -> ReplyChannels:
-        templates = parse_pairs(settings.wechat_templates) if settings.wechat_templates else {}
+        templates = settings.wechat_templates
         if not (settings.wechat_appid and settings.wechat_secret):
             return cls(None, templates.get(KIND), county)
         redis = None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import time
 from typing import Any
 
 from huimin.db import Database
 from huimin.personal import Vault
-from huimin.settings import Settings, parse_pairs, require_secret
+from huimin.settings import Settings, require_secret
 from notify.providers import build_sms_providers
 from notify.rules import (
     DatabasePhoneLimiter,
@@ -21,20 +20,19 @@ from notify.worker import PhoneLimiter, RateStore, Worker
 
 
 def quiet_hours(settings: Settings) -> QuietHours:
-    start, end = settings.quiet_hours.split("-")
-    return QuietHours(start=time.fromisoformat(start.zfill(5)),
-                      end=time.fromisoformat(end.zfill(5)))
+    start, end = settings.quiet_hours
+    return QuietHours(start=start, end=end)
 
 
 def recheck_offsets(settings: Settings) -> list[int]:
-    return [int(d) for d in settings.recheck_days.replace(" ", "").split(",")]
+    return list(settings.recheck_days)
 
 
 def build_worker(settings: Settings, db: Database, county: dict[str, Any],
                  redis: Any = None, **options: Any) -> Worker:
     """A worker with the configured SMS providers and, when configured, WeChat."""
     wechat = None
-    templates = parse_pairs(settings.wechat_templates) if settings.wechat_templates else {}
+    templates = dict(settings.wechat_templates)
     if settings.wechat_secret and settings.wechat_appid:  # templates, late replies
         wechat = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
                                                                database=db))

@@ -8,8 +8,9 @@ provider. :func:`build_sms_providers` turns ``HUIMIN_SMS_PROVIDER`` (comma separ
 order of preference) into provider objects and refuses to start when a named provider
 lacks what it needs.
 
-This module stays light (no provider is imported until it is asked for): the settings
-check at start reads :data:`PROVIDERS` for the names.
+This module stays light (no provider is imported until it is asked for): the composition
+root imports it before reading the settings, so that ``HUIMIN_SMS_PROVIDER`` is checked
+against :data:`PROVIDERS` at start.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from huimin.settings import offer_choices
 
 if TYPE_CHECKING:
     from huimin.settings import Settings
@@ -29,6 +32,8 @@ PROVIDERS: dict[str, str] = {
     "tencent": "notify.providers.tencent",
     "aliyun": "notify.providers.aliyun",
 }
+# HUIMIN_SMS_PROVIDER may list these (checked when the settings are read).
+offer_choices("sms_provider", PROVIDERS)
 
 
 def unknown_provider_error() -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from huimin.personal import mask_phone
-from huimin.settings import PREFIX, Settings, SettingsError, parse_pairs
+from huimin.settings import PREFIX, Settings, SettingsError
 from notify.sms import ProviderUnavailable, SmsMessage, SmsResult
 
 log = logging.getLogger("notify.providers")
@@ -203,14 +203,10 @@ class HttpSmsProvider:
 
 
 def setting(settings: Settings, variable: str) -> str | None:
-    """The value of ``HUIMIN_…`` ``variable``: the typed setting when
-    :class:`~huimin.settings.Settings` declares it, else the raw environment value (a
-    provider's own variables need no field there)."""
-    name = variable.removeprefix(PREFIX).lower()
-    if hasattr(settings, name):
-        value = getattr(settings, name)
-        return None if value is None else str(value)
-    return (settings.extra.get(variable) or "").strip() or None
+    """The value of ``HUIMIN_…`` ``variable``, as read and checked at start (every
+    provider variable is a field of :class:`~huimin.settings.Settings`)."""
+    value = getattr(settings, variable.removeprefix(PREFIX).lower())
+    return None if value is None else str(value)
 
 
 def required(settings: Settings, variable: str, provider: str) -> str:
@@ -222,12 +218,9 @@ def required(settings: Settings, variable: str, provider: str) -> str:
 
 
 def template_map(settings: Settings, variable: str, provider: str) -> dict[str, str]:
-    """A required ``name=id,name=id`` map of our template names to the provider's ids."""
-    raw = required(settings, variable, provider)
-    try:
-        templates = parse_pairs(raw)
-    except ValueError:
-        raise SettingsError(f"{variable} must look like name=id,name=id") from None
+    """A required map of our template names to the provider's ids (read at start from
+    ``name=id,name=id``)."""
+    templates = dict(getattr(settings, variable.removeprefix(PREFIX).lower()))
     if not templates:
         raise SettingsError(f"{variable} is required when HUIMIN_SMS_PROVIDER includes {provider}")
     return templates

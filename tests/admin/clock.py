@@ -37,6 +37,4 @@ def mounted_on(settings: Settings, clock: StepClock,
 
 def behind_proxy(settings: Settings, hops: int = 1) -> Settings:
     """Settings for an admin UI behind ``hops`` proxies of ours (X-Forwarded-For)."""
-    return settings.with_overrides(extra={**settings.extra,
-                                          "HUIMIN_ADMIN_TRUST_FORWARDED": "true",
-                                          "HUIMIN_ADMIN_TRUSTED_HOPS": str(hops)})
+    return settings.with_overrides(admin_trust_forwarded=True, admin_trusted_hops=hops)

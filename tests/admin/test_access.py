@@ -105,7 +105,7 @@ async def test_login_does_not_redirect_to_another_site(admin_client: Any,
 
 
 async def test_secure_cookie_setting(aiohttp_client: Any, settings: Settings) -> None:
-    secure = settings.with_overrides(extra={"HUIMIN_ADMIN_SECURE_COOKIES": "true"})
+    secure = settings.with_overrides(admin_secure_cookies=True)
     client = await aiohttp_client(mounted(secure))
     page = await client.get("/admin/login")
     assert "Secure" in page.headers["Set-Cookie"]

@@ -90,7 +90,8 @@ def test_trusted_hops_are_checked_at_start(settings: Any, hops: str) -> None:
     with pytest.raises(SettingsError, match="HUIMIN_ADMIN_TRUSTED_HOPS"):
         load_settings(environ)
     with pytest.raises(SettingsError, match="HUIMIN_ADMIN_TRUSTED_HOPS"):
-        create_admin_app(settings.with_overrides(extra=environ))
+        create_admin_app(settings.with_overrides(admin_trust_forwarded="1",
+                                                 admin_trusted_hops=hops))
 
 
 def test_trust_forwarded_must_be_yes_or_no() -> None:

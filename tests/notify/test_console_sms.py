@@ -52,7 +52,7 @@ async def test_the_demo_prints_the_text_for_whoever_tries_it(
 
 
 def test_using_the_console_provider_is_announced(caplog: pytest.LogCaptureFixture) -> None:
-    build_sms_providers(Settings(sms_provider="console"), {})
+    build_sms_providers(Settings(sms_provider=("console",)), {})
     assert any("no SMS is really sent" in r.getMessage() and r.levelno == logging.WARNING
                for r in caplog.records)
 
