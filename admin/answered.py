@@ -46,7 +46,7 @@ async def tell_askers_of(st: AdminState, who: Actor, asked_ids: Sequence[int],
                   if st.tryout.run(snapshot, row.typed or row.text).answered_id == faq_id]
     if answer is None or not answerable:
         return 0
-    channels = ReplyChannels.from_settings(st.settings, st.db, st.county)
+    channels = ReplyChannels.from_settings(st.settings, st.tokens, st.county)
     try:
         told = await tell_askers(st.db, channels.wechat, answerable, answer, now)
     finally:

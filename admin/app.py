@@ -3,16 +3,20 @@
 Routes are relative, so the same app works on its own (``huimin admin serve``, which
 mounts it at /admin) and as a sub-app of the bot's application::
 
-    app.add_subapp("/admin", create_admin_app(settings))
+    app.add_subapp("/admin", create_admin_app(settings, backing))
+
+The database (and WeChat's shared access token) come from the composition root
+(:mod:`huimin.wiring.apps`), which opens and closes them; in the demo the bot and the
+staff UI share one database engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -43,6 +47,7 @@ from content.load import load_county
 from huimin.clock import utcnow
 from huimin.db import Database
 from huimin.settings import Settings, admin_forwarded_hops
+from notify.wechat import AccessTokenStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PUBLIC = None  # no sign-in needed
@@ -159,20 +164,18 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def _resources(settings: Settings, state: AdminState, login_policy: LoginPolicy
-               ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The admin's own database engine and sign-in throttle, for the app's lifetime."""
+class Backing(Protocol):
+    """What the composition root (:class:`huimin.wiring.resources.Backing`) hands the
+    staff UI: the database, and WeChat's access token shared with every process (None
+    without an AppID), kept in Redis or the database as the root chose."""
 
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        state.db = Database(settings.database_url)
-        state.guard = LoginGuard(state.db, login_policy)
-        yield
-        await state.db.dispose()
+    db: Database
 
-    return resources
+    def token_store(self) -> AccessTokenStore | None: ...
 
 
-def create_admin_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
+def create_admin_app(settings: Settings, backing: Backing,
+                     clock: Callable[[], datetime] = utcnow,
                      login_policy: LoginPolicy = LOGIN_POLICY) -> web.Application:
     """The staff web UI; mount it at /admin (see ``admin.serve`` for running it alone).
 
@@ -181,8 +184,8 @@ def create_admin_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
     app = web.Application(middlewares=[errors, access])
     guide = Guide.load()
     county = load_county(settings.county_file)
-    # db and guard are made when the app starts (inside its event loop)
-    state = AdminState(settings=settings, db=None, guard=None,  # type: ignore[arg-type]
+    state = AdminState(settings=settings, db=backing.db,
+                       guard=LoginGuard(backing.db, login_policy), tokens=backing.token_store(),
                        tryout=TryOut(guide, county), county=county,
                        uploads=UploadStore(settings.admin_upload_dir),
                        clock=clock, forwarded_hops=admin_forwarded_hops(settings))
@@ -192,7 +195,6 @@ def create_admin_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
     app.router.add_static("/static", STATIC_DIR, name="static")
     state.capabilities["static"] = PUBLIC
     app[STATE] = state
-    app.cleanup_ctx.append(_resources(settings, state, login_policy))
     # Confirmed list imports run in the background; stopped (and marked interrupted)
     # before the database engine is closed.
     runner = ImportRunner(lambda: state.db, lambda: state.vault, state.uploads)

@@ -1,6 +1,6 @@
 """Account commands for ``huimin admin ...``; plain functions, no argparse here.
 
-``huimin.cli`` parses the command line and calls these; each returns the exit code.
+``huimin.wiring.cli`` parses the command line and calls these; each returns the exit code.
 """
 
 from __future__ import annotations

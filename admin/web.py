@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
@@ -35,6 +35,9 @@ from huimin.clock import CHINA, as_utc, utcnow
 from huimin.db import Database
 from huimin.personal import Vault
 from huimin.settings import Settings
+
+if TYPE_CHECKING:
+    from notify.wechat import AccessTokenStore
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ class AdminState:
     clock: Callable[[], datetime] = utcnow
     # Proxies of ours in front that append to X-Forwarded-For; None: the header is ignored.
     forwarded_hops: int | None = None
+    # WeChat's access token, shared with every process (None without an AppID).
+    tokens: AccessTokenStore | None = None
     _vault: Vault | None = None
 
     @property

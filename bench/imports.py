@@ -132,9 +132,9 @@ def timed_check(path: Path, memory: bool) -> tuple[float, float, int, int]:
 
 
 async def fresh_db(folder: Path, name: str) -> Any:
-    from huimin.cli import initialise
     from huimin.db import Database
     from huimin.settings import Settings
+    from huimin.wiring.cli import initialise
 
     url = f"sqlite+aiosqlite:///{folder / name}"
     await initialise(Settings(database_url=url))

@@ -2,7 +2,7 @@
 
 Measures, in one run, and prints figures only (nothing asserts):
 
-1. Planning: a fresh SQLite database (``huimin.cli.initialise``) with N beneficiaries
+1. Planning: a fresh SQLite database (``huimin.wiring.cli.initialise``) with N beneficiaries
    (bulk-inserted, valid fake ID numbers, distinct phones, encrypted with the Vault)
    and one payout line each for 2026-11; ``notify.plan.plan`` timed at 10:00 Beijing
    time, then run again to show that nothing is queued twice.
@@ -196,10 +196,10 @@ async def timed_plan(url: str) -> tuple[float, Any, Any]:
 async def prepare(url: str, n: int, month: str, reset_postgres: bool = False,
                   distinct_amounts: bool = False) -> float:
     """Schema and content (``initialise``), then the people; returns the insert seconds."""
-    from huimin.cli import initialise
     from huimin.db import Database
     from huimin.personal import Vault
     from huimin.settings import Settings
+    from huimin.wiring.cli import initialise
 
     if reset_postgres:
         await reset_pg(url)

@@ -127,7 +127,7 @@ async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any,
     from aiohttp import web
 
     if kind == "bot":
-        from bot.app import create_app
+        from huimin.wiring.apps import create_app
         from huimin.settings import Settings
 
         assert database_url is not None

@@ -9,9 +9,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 from aiohttp import web
 from sqlalchemy.exc import DBAPIError
@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from bot.dialog import Bot, Snapshot
 from bot.handoff import HandoffDesk
 from bot.status import LOCKOUT_PREFIXES, StatusDesk
-from bot.store import DatabaseConversations, DatabaseLedger, RedisConversations, RedisLedger
+from bot.store import ConversationStore, MessageLedger
 from bot.webhook import WeChatEndpoint
 from bot.writes import WRITE_DELAY, Writer
 from content.guide import Guide
@@ -28,12 +28,12 @@ from content.queries import current_revision, load_published
 from huimin import metrics
 from huimin.clock import utcnow
 from huimin.db import Database
-from huimin.lockouts import DatabaseLockouts, RedisLockouts
 from huimin.personal import Vault
 from huimin.settings import Settings, require_wechat
+from notify.claims import outbox_depth
 from notify.models import LateReply
 from notify.receipts import ProviderCallbacks
-from notify.service import build_worker
+from notify.service import NotifierStores, build_worker
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,15 @@ async def _follow_content(app: web.Application) -> None:
                           bot.snapshot.revision)
 
 
-async def _demo_notifier(settings: Settings, db: Database, county: dict[str, Any],
-                         redis: Any) -> None:
+async def _demo_notifier(settings: Settings, stores: NotifierStores,
+                         county: dict[str, Any]) -> None:
     """The demo runs the notifier in-process: plan, then send what is due, every few
     seconds (a deployment runs `huimin notify plan` on a timer and `huimin notify run`)."""
     from notify.plan import plan
-    from notify.service import build_worker, quiet_hours, recheck_offsets
+    from notify.service import quiet_hours, recheck_offsets
 
-    worker = build_worker(settings, db, county, redis=redis)
+    db = stores.db
+    worker = build_worker(settings, county, stores)
     while True:
         try:
             report = await plan(db, quiet=quiet_hours(settings),
@@ -146,26 +147,37 @@ async def _run_courier(courier: Any) -> None:
             await asyncio.sleep(5)
 
 
-def _resources(settings: Settings, clock: Callable[[], datetime],  # type: ignore[no-untyped-def]
-               write_delay: float):
+class Backing(Protocol):
+    """What the composition root (:class:`huimin.wiring.resources.Backing`) hands the
+    bot: the database, Redis (None without it) and the stores it put on one or the
+    other. It opens and closes them; the bot only uses them."""
+
+    db: Database
+    redis: Any
+
+    def ledger(self, writer: Writer, clock: Callable[[], datetime]) -> MessageLedger: ...
+
+    def conversations(self, writer: Writer,
+                      clock: Callable[[], datetime]) -> ConversationStore: ...
+
+    def lockouts(self) -> Any: ...
+
+    async def forget_old(self, ledger: Any, lockouts: Any, lockout_prefixes: Sequence[str],
+                         now: datetime) -> None: ...
+
+    def notifier(self) -> NotifierStores: ...
+
+
+def _resources(settings: Settings, backing: Backing,  # type: ignore[no-untyped-def]
+               clock: Callable[[], datetime], write_delay: float):
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
+        db, redis = backing.db, backing.redis
         writer = Writer(db, delay=write_delay)
         writer.start()
-        redis = None
-        if settings.redis_url:
-            from redis.asyncio import Redis
-
-            redis = Redis.from_url(settings.redis_url)
-            ledger: Any = RedisLedger(redis)
-            conversations: Any = RedisConversations(redis, clock=clock)
-            lockouts: Any = RedisLockouts(redis)
-        else:
-            ledger = DatabaseLedger(db, writer, clock=clock)
-            conversations = DatabaseConversations(db, writer, clock=clock)
-            lockouts = DatabaseLockouts(db)
-            await ledger.forget_old()
-            await lockouts.forget_old(LOCKOUT_PREFIXES, timedelta(days=2), clock())
+        ledger: Any = backing.ledger(writer, clock)
+        conversations = backing.conversations(writer, clock)
+        lockouts = backing.lockouts()
+        await backing.forget_old(ledger, lockouts, LOCKOUT_PREFIXES, clock())
         ledger = metrics.CountingLedger(ledger)
         guide = Guide.load()
         county = load_county(settings.county_file)
@@ -182,7 +194,7 @@ def _resources(settings: Settings, clock: Callable[[], datetime],  # type: ignor
         if vault is not None:
             # Every bot process sends urgent messages itself: a code must not wait for
             # the notifier's next round (claims are safe across processes).
-            courier = build_worker(settings, db, county, redis=redis, urgent_only=True,
+            courier = build_worker(settings, county, backing.notifier(), urgent_only=True,
                                    name=f"{socket.gethostname()}:{os.getpid()}:courier",
                                    clock=clock)
             courier_task = asyncio.create_task(_run_courier(courier), name=COURIER_TASK)
@@ -194,7 +206,8 @@ def _resources(settings: Settings, clock: Callable[[], datetime],  # type: ignor
                                   conversations=conversations, clock=clock, writes=writer)
         app[CALLBACKS] = ProviderCallbacks(db, vault, settings.callback_token)
         if settings.demo and vault is not None:
-            background.append(asyncio.create_task(_demo_notifier(settings, db, county, redis)))
+            background.append(asyncio.create_task(
+                _demo_notifier(settings, backing.notifier(), county)))
 
         async def deliver_late(openid: str, text: str) -> None:
             # Sent as a customer-service message by the notifier; kept until then.
@@ -231,9 +244,6 @@ def _resources(settings: Settings, clock: Callable[[], datetime],  # type: ignor
             await bot.answered.flush(db)
         if courier is not None:
             await courier.close()
-        if redis is not None:
-            await redis.aclose()
-        await db.dispose()
 
     return resources
 
@@ -278,7 +288,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     """Prometheus text format; the outbox depth is read now, per scrape."""
     extra = []
     try:
-        extra.append(metrics.outbox_family(await metrics.outbox_depth(request.app[DATABASE])))
+        extra.append(metrics.outbox_family(await outbox_depth(request.app[DATABASE])))
     except Exception:
         log.warning("/metrics: cannot read the outbox depth", exc_info=True)
     body, content_type = metrics.exposition(extra)
@@ -333,10 +343,12 @@ async def plain_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return web.Response(status=503, text="服务暂时不可用，请稍后再试")
 
 
-def create_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
+def create_app(settings: Settings, backing: Backing, clock: Callable[[], datetime] = utcnow,
                write_delay: float = WRITE_DELAY) -> web.Application:
     """The bot application: ``/wechat``, ``/healthz`` and, in demo mode, ``/demo/chat``.
 
+    ``backing``: the database, Redis and the stores on them, from the composition root
+    (:func:`huimin.wiring.apps.create_app` builds one and closes it with the app).
     ``clock`` is what the bot's state reads as now (codes, locks, conversations, the
     dedup ledger, the courier); tests pass their own. ``write_delay``: how long a
     write-behind record may wait for a transaction to join (bot.writes)."""
@@ -344,7 +356,7 @@ def create_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[observe, plain_errors])
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_resources(settings, clock, write_delay))
+    app.cleanup_ctx.append(_resources(settings, backing, clock, write_delay))
     app.router.add_get("/wechat", _handshake)
     app.router.add_post("/wechat", _receive)
     app.router.add_get("/healthz", healthz)
@@ -352,9 +364,7 @@ def create_app(settings: Settings, clock: Callable[[], datetime] = utcnow,
     app.router.add_get("/metrics", metrics_page)
     app.router.add_post("/notify/callbacks/{provider}/{kind}", _provider_callback)
     if settings.demo:
-        from admin.app import create_admin_app
         from bot import demo
 
-        demo.add_routes(app)
-        app.add_subapp("/admin", create_admin_app(settings))
+        demo.add_routes(app)  # (the composition root mounts the staff UI beside it)
     return app

@@ -130,19 +130,6 @@ def outbox_family(rows: list[tuple[str, str, int]]) -> GaugeMetricFamily:
     return family
 
 
-async def outbox_depth(db: Any) -> list[tuple[str, str, int]]:
-    """One grouped count over the outbox (only at scrape time)."""
-    from sqlalchemy import func, select
-
-    from notify.models import OutboxMessage
-
-    async with db.session() as session:
-        result = await session.execute(
-            select(OutboxMessage.state, OutboxMessage.kind, func.count())
-            .group_by(OutboxMessage.state, OutboxMessage.kind))
-        return [(str(s), str(k), int(n)) for s, k, n in result.all()]
-
-
 def exposition(extra: list[Any] | None = None) -> tuple[bytes, str]:
     """The text exposition: every process's values (multiprocess mode) or this one's."""
     if os.environ.get(MULTIPROC_ENV):

@@ -148,7 +148,7 @@ def _parse_number(name: str, raw: str, kind: type, rule: Mapping[str, Any]) -> A
     text = raw.strip()
     whole = kind is int
     if whole and not (text.isascii() and text.lstrip("-").isdigit()):
-        raise SettingsError(f"{name} must be {rule.get('shape', 'a whole number')}, "
+        raise SettingsError(f"{name} must be {rule.get('shape', 'a number')}, "
                             f"not {raw!r}")
     try:
         value = kind(text)

@@ -43,7 +43,7 @@ from huimin.settings import Settings
 from notify.models import OutboxMessage
 from notify.plan import PlanReport, queue
 from notify.render import wechat_data
-from notify.wechat import WeChatApi, WeChatError, token_store
+from notify.wechat import AccessTokenStore, WeChatApi, WeChatError
 
 log = logging.getLogger(__name__)
 KIND = "case_reply"  # the outbox kind, WeChat template kind and SMS template name
@@ -74,26 +74,19 @@ class ReplyChannels:
     _closers: tuple[Any, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database,
+    def from_settings(cls, settings: Settings, tokens: AccessTokenStore | None,
                       county: Mapping[str, Any]) -> ReplyChannels:
-        templates = settings.wechat_templates
-        if not (settings.wechat_appid and settings.wechat_secret):
-            return cls(None, templates.get(KIND), county)
-        redis = None
-        if settings.redis_url:
-            from redis.asyncio import Redis
-
-            redis = Redis.from_url(settings.redis_url)
-        api = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
-                                                            database=db))
-        return cls(api, templates.get(KIND), county, (api, redis) if redis else (api,))
+        """``tokens``: WeChat's shared access token, as the composition root keeps it
+        (None without an AppID)."""
+        template_id = settings.wechat_templates.get(KIND)
+        if not (tokens is not None and settings.wechat_appid and settings.wechat_secret):
+            return cls(None, template_id, county)
+        api = WeChatApi.from_settings(settings, tokens)
+        return cls(api, template_id, county, (api,))
 
     async def close(self) -> None:
-        for thing in self._closers:
-            if isinstance(thing, WeChatApi):
-                await thing.close()
-            else:
-                await thing.aclose()
+        for api in self._closers:
+            await api.close()
 
 
 @dataclass(frozen=True)

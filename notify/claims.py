@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 
 from huimin.clock import utcnow
 from huimin.db import Database
@@ -234,3 +234,13 @@ class Outbox:
                             OutboxMessage.claimed_at == stale.claimed_at))
                 .values(claimed_by=None, claimed_at=None, sms_started_at=None, **values))
         return bool(result.rowcount)
+
+
+async def outbox_depth(db: Database) -> list[tuple[str, str, int]]:
+    """One grouped count of the outbox by state and kind (read when /metrics is scraped;
+    :func:`huimin.metrics.outbox_family` turns it into the gauge)."""
+    async with db.session() as session:
+        result = await session.execute(
+            select(OutboxMessage.state, OutboxMessage.kind, func.count())
+            .group_by(OutboxMessage.state, OutboxMessage.kind))
+        return [(str(s), str(k), int(n)) for s, k, n in result.all()]

@@ -1,21 +1,18 @@
-"""Build the notifier's parts from settings (used by the CLI and the demo process)."""
+"""Build the notifier's parts from settings and the stores the composition root
+(:mod:`huimin.wiring.resources`) hands over: the notifier never chooses between Redis
+and the database itself."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from huimin.db import Database
 from huimin.personal import Vault
 from huimin.settings import Settings, require_secret
 from notify.providers import build_sms_providers
-from notify.rules import (
-    DatabasePhoneLimiter,
-    DatabaseRateStore,
-    QuietHours,
-    RedisPhoneLimiter,
-    RedisRateStore,
-)
-from notify.wechat import WeChatApi, token_store
+from notify.rules import QuietHours
+from notify.wechat import AccessTokenStore, WeChatApi
 from notify.worker import PhoneLimiter, RateStore, Worker
 
 
@@ -28,22 +25,27 @@ def recheck_offsets(settings: Settings) -> list[int]:
     return list(settings.recheck_days)
 
 
-def build_worker(settings: Settings, db: Database, county: dict[str, Any],
-                 redis: Any = None, **options: Any) -> Worker:
-    """A worker with the configured SMS providers and, when configured, WeChat."""
-    wechat = None
-    templates = dict(settings.wechat_templates)
-    if settings.wechat_secret and settings.wechat_appid:  # templates, late replies
-        wechat = WeChatApi.from_settings(settings, token_store(settings, redis=redis,
-                                                               database=db))
+@dataclass(frozen=True)
+class NotifierStores:
+    """What the notifier keeps beside its own tables, shared by every process: the
+    database, the per-phone send limits, the per-provider rate and WeChat's access token
+    (None without an AppID). Redis or the database, as the composition root chose."""
+
+    db: Database
     limiter: PhoneLimiter
     rates: RateStore
-    if redis is not None:
-        limiter, rates = RedisPhoneLimiter(redis), RedisRateStore(redis)
-    else:
-        limiter, rates = DatabasePhoneLimiter(db), DatabaseRateStore(db)
+    tokens: AccessTokenStore | None
+
+
+def build_worker(settings: Settings, county: dict[str, Any], stores: NotifierStores,
+                 **options: Any) -> Worker:
+    """A worker with the configured SMS providers and, when configured, WeChat."""
+    wechat = None
+    if settings.wechat_secret and stores.tokens is not None:  # templates, late replies
+        wechat = WeChatApi.from_settings(settings, stores.tokens)
     vault = Vault(require_secret(settings), settings.secret_key_previous)
-    return Worker.assemble(db, vault, county,
-                           build_sms_providers(settings, county), limiter, wechat=wechat,
-                           wechat_templates=templates, quiet=quiet_hours(settings),
-                           rate=settings.notify_rate, rate_store=rates, **options)
+    return Worker.assemble(stores.db, vault, county,
+                           build_sms_providers(settings, county), stores.limiter,
+                           wechat=wechat, wechat_templates=dict(settings.wechat_templates),
+                           quiet=quiet_hours(settings), rate=settings.notify_rate,
+                           rate_store=stores.rates, **options)

@@ -15,7 +15,8 @@ Every call to WeChat's server API carries an ``access_token``. We get it from
   call gave us that same rejected token back, and at most once per send.
 
 All bot and worker processes share one token through an :class:`AccessTokenStore`
-(Redis when ``HUIMIN_REDIS_URL`` is set, else the ``wechat_tokens`` table). A
+(Redis when ``HUIMIN_REDIS_URL`` is set, else the ``wechat_tokens`` table; the composition
+root, :mod:`huimin.wiring.resources`, chooses). A
 refresh happens under the store's cross-process lock and re-reads the store
 first, so a fleet of processes makes one ``stable_token`` call, not one each.
 
@@ -342,18 +343,6 @@ class DatabaseTokenStore:
             yield
         finally:
             await self._release(owner)
-
-
-def token_store(settings: Settings, *, redis: Any = None,
-                database: Database | None = None) -> AccessTokenStore:
-    """Redis when a client is given (``HUIMIN_REDIS_URL``), else the database."""
-    if not settings.wechat_appid:
-        raise SettingsError("HUIMIN_WECHAT_APPID is needed to call WeChat's server API")
-    if redis is not None:
-        return RedisTokenStore(redis, settings.wechat_appid)
-    if database is None:
-        raise ValueError("token_store needs a Redis client or a Database")
-    return DatabaseTokenStore(database, settings.wechat_appid)
 
 
 # --- the API client ----------------------------------------------------------------

@@ -61,7 +61,7 @@ async def _flush_redis(url: str) -> None:
 @pytest.fixture(scope="session")
 def initialised_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A database with the schema and shipped content, made once per test run."""
-    from huimin.cli import initialise
+    from huimin.wiring.cli import initialise
 
     if TEST_DATABASE_URL:
         asyncio.run(_reset_postgres(TEST_DATABASE_URL))
@@ -74,7 +74,7 @@ def initialised_db(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def database_url(initialised_db: str, tmp_path: Path) -> str:
     """A fresh database for one test, with the shipped content loaded."""
-    from huimin.cli import initialise
+    from huimin.wiring.cli import initialise
 
     if TEST_DATABASE_URL:
         asyncio.run(_empty_tables(TEST_DATABASE_URL) if _has_tables() else asyncio.sleep(0))
@@ -113,6 +113,6 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
     """An in-process client for the bot application."""
-    from bot.app import create_app
+    from huimin.wiring.apps import create_app
 
     return await aiohttp_client(create_app(settings))

@@ -112,7 +112,7 @@ def test_serve_without_token_is_refused(database_url: str) -> None:
 
 def test_import_applications_reports_rows_and_is_idempotent(database_url: str,
                                                             tmp_path: Path) -> None:
-    from huimin.cli import DEMO_REGISTRY
+    from huimin.wiring.cli import DEMO_REGISTRY
 
     env = {"HUIMIN_SECRET_KEY": "test-secret-key-0123456789"}
     first = huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url,
@@ -135,7 +135,7 @@ def test_import_applications_reports_rows_and_is_idempotent(database_url: str,
 
 
 def test_import_needs_the_secret_key(database_url: str) -> None:
-    from huimin.cli import DEMO_REGISTRY
+    from huimin.wiring.cli import DEMO_REGISTRY
 
     result = huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url)
     assert result.returncode == 2
@@ -143,7 +143,7 @@ def test_import_needs_the_secret_key(database_url: str) -> None:
 
 
 def test_notify_plan_run_once_and_preview(database_url: str, tmp_path: Path) -> None:
-    from huimin.cli import DEMO_REGISTRY
+    from huimin.wiring.cli import DEMO_REGISTRY
 
     env = {"HUIMIN_SECRET_KEY": "test-secret-key-0123456789",
            "HUIMIN_SMS_PROVIDER": "console",  # on purpose: it sends nothing
@@ -244,7 +244,7 @@ def test_the_cli_runs_against_the_demo_with_its_printed_settings(tmp_path: Path)
     demo_db = tmp_path / "huimin-demo" / "huimin.db"
     assert env["HUIMIN_DATABASE_URL"] == f"sqlite+aiosqlite:///{demo_db}"
     assert len(env["HUIMIN_SECRET_KEY"]) >= 16 and env["HUIMIN_DEMO"] == "true"
-    from huimin.cli import DEMO_REGISTRY
+    from huimin.wiring.cli import DEMO_REGISTRY
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

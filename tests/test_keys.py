@@ -168,7 +168,7 @@ def read_progress(process: subprocess.Popen[str], lines_wanted: int) -> list[str
 
 async def test_rotation_killed_halfway_resumes_and_the_bot_answers_throughout(
         aiohttp_client: Any, settings: Settings) -> None:
-    from bot.app import create_app
+    from huimin.wiring.apps import create_app
 
     db = Database(settings.database_url)
     old, new, both = Vault(OLD), Vault(NEW), Vault(NEW, OLD)
@@ -314,7 +314,7 @@ async def test_receipts_and_stop_replies_by_phone_work_mid_rotation(
     """An Aliyun receipt names the phone: found for a person still under the old key. A
     退订 reply is recorded under the hash the person's row holds (the one the notifier
     checks), and moves with the person when the rotation reaches them."""
-    from bot.app import create_app
+    from huimin.wiring.apps import create_app
 
     db = Database(settings.database_url)
     old, new, both = Vault(OLD), Vault(NEW), Vault(NEW, OLD)

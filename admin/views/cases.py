@@ -148,7 +148,7 @@ async def reply(request: web.Request) -> web.Response:
 
 async def _send(request: web.Request, case_id: int, message_id: int) -> Delivered:
     st = state(request)
-    channels = ReplyChannels.from_settings(st.settings, st.db, st.county)
+    channels = ReplyChannels.from_settings(st.settings, st.tokens, st.county)
     try:
         return await deliver(st.db, channels, case_id, message_id, st.clock())
     finally:

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from huimin.db import AwareDateTime, create_engine
-from huimin.models import metadata
+from huimin.wiring.models import metadata
 
 config = context.config
 

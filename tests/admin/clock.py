@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from aiohttp import web
 
 from admin.accounts import LOGIN_POLICY, LoginPolicy
-from admin.app import create_admin_app
 from huimin.clock import utcnow
 from huimin.settings import Settings
+from huimin.wiring.apps import create_admin_app
 
 
 class StepClock:

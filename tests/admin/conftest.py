@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select, text
 
 from admin.accounts import _hasher
-from admin.app import create_admin_app
 from admin.models import TABLES, AdminUser
 from huimin.clock import utcnow
 from huimin.db import Database
@@ -23,6 +22,7 @@ from huimin.personal import Vault
 from huimin.registry.importer import import_applications
 from huimin.registry.models import Application
 from huimin.settings import Settings
+from huimin.wiring.apps import create_admin_app
 from notify.payouts import import_payouts
 
 TEST_DATABASE_URL = os.environ.get("HUIMIN_TEST_DATABASE_URL")

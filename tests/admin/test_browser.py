@@ -14,9 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from admin.app import create_admin_app
-from bot.app import create_app
 from huimin.settings import Settings
+from huimin.wiring.apps import create_admin_app, create_app
 from tests.admin.conftest import DEMO, DEMO_ID, PASSWORD, add_user, load_demo, mounted
 from tests.admin.test_faq import _bot_reply
 from tests.wechat import reply_text, signed_query, text_xml

@@ -16,15 +16,16 @@ from sqlalchemy import func, select
 
 from admin.faq import WORDING, FieldError, diff, explain
 from admin.models import AuditEntry, FaqDraft, FaqVersion
-from bot.app import BOT, create_app, load_snapshot
+from bot.app import BOT, load_snapshot
 from bot.dialog import reply_to_match
 from content.guide import Guide
 from content.load import dump_yaml, load_county
 from content.models import ContentRevision, DictionaryRow, FaqEntryRow
 from content.schema import MESSAGES, problem
-from huimin.cli import initialise
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
+from huimin.wiring.cli import initialise
 from tests.admin.conftest import follow, mounted, post, signed_in
 
 ENTRY = "dibao-apply"
@@ -391,7 +392,7 @@ async def test_uploads_larger_than_the_bot_allows_still_reach_the_admin(
         aiohttp_client: Any, settings: Settings) -> None:
     from aiohttp import web
 
-    from admin.app import create_admin_app
+    from huimin.wiring.apps import create_admin_app
 
     root = web.Application(client_max_size=settings.max_body_bytes)  # as the bot's app
     root.add_subapp("/admin", create_admin_app(settings))

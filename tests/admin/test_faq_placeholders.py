@@ -15,11 +15,12 @@ import yaml
 from sqlalchemy import func, select
 
 from admin.models import FaqDraft, FaqVersion
-from bot.app import BOT, create_app
+from bot.app import BOT
 from content.models import ContentRevision, FaqEntryRow
 from huimin.clock import utcnow
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
 from tests.admin.conftest import follow, mounted, post, signed_in
 from tests.admin.test_faq import ENTRY, QUESTION, _bot_reply, _form
 from tests.conftest import SECRET_KEY

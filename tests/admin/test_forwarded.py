@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from admin.app import create_admin_app
 from admin.models import AuditEntry
 from huimin.settings import SettingsError, load_settings
+from huimin.wiring.apps import create_admin_app
 from tests.admin.clock import StepClock, behind_proxy, mounted_on
 from tests.admin.conftest import PASSWORD, add_user, csrf_of, mounted, rows_of
 

@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from admin.inbox import TUNING, group_questions
 from admin.models import AuditEntry, InboxResolution
-from bot.app import create_app
 from bot.dialog import mask_digits, mask_typed
 from bot.models import AskedQuestion
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
 from tests.admin.conftest import follow, post, signed_in
 from tests.admin.test_faq import NEW_ENTRY, _bot_reply, _unescape
 from tests.wechat import reply_text, signed_query, text_xml

@@ -473,8 +473,8 @@ async def test_a_family_member_is_granted_by_the_code_the_bot_gave_them(
     types it (any case, with a space) instead of an openid; then 查进度 from their WeChat
     shows the application. The code is single use; wrong codes are refused, counted and
     limited; the grant is audited with the openid masked."""
-    from bot.app import create_app
     from huimin.registry import grants as grant_codes
+    from huimin.wiring.apps import create_app
     from tests.wechat import reply_text, signed_query, text_xml
 
     ids = await load_demo(settings)

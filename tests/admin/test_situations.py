@@ -12,9 +12,9 @@ from bot.app import load_snapshot
 from content.guide import Guide
 from content.load import load_county
 from content.models import SituationRow
-from huimin.cli import initialise
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.cli import initialise
 from tests.admin.conftest import follow, post, rows_of, signed_in
 
 QUESTION = "家里顶梁柱倒下了咋整"

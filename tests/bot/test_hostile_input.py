@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from bot.app import create_app
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
 from tests.wechat import cdata, encrypted, event_xml, signed_query, text_xml
 
 CALLBACK_TOKEN = "cbtoken"

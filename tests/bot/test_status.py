@@ -50,7 +50,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def client(aiohttp_client, settings: Settings, clock: Clock):  # type: ignore[no-untyped-def]
-    from bot.app import create_app
+    from huimin.wiring.apps import create_app
 
     return await aiohttp_client(create_app(settings, clock=clock))
 
@@ -470,7 +470,7 @@ async def test_no_log_line_or_reply_contains_an_unmasked_number(
 
 async def test_without_secret_key_the_lookup_is_switched_off(aiohttp_client,
                                                              settings: Settings) -> None:
-    from bot.app import create_app
+    from huimin.wiring.apps import create_app
 
     client = await aiohttp_client(create_app(settings.with_overrides(secret_key=None)))
     assert "暂时用不了" in await say(client, "查进度")

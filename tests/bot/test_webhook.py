@@ -22,12 +22,12 @@ from defusedxml.ElementTree import fromstring
 from sqlalchemy import func, select
 from wechatpy.crypto import WeChatCrypto
 
-from bot.app import create_app
 from bot.models import AskedQuestion, Follower, HandledMessage
 from bot.webhook import sign
 from content import FAQ_DIR, MENU_FILE
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
 from notify.models import LateReply
 from tests.wechat import (
     ACCOUNT,

@@ -13,11 +13,12 @@ import aiohttp
 import pytest
 from sqlalchemy import func, insert, select
 
-from bot.app import WRITER, create_app
+from bot.app import WRITER
 from bot.models import AskedQuestion, HandledMessage, QuestionTally
 from bot.writes import Writer
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
 from tests.deploy.helpers import base_environment, free_port, start, stop, wait_ready
 from tests.wechat import TOKEN, reply_text, signed_query, text_xml, urlq
 

@@ -14,9 +14,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from admin.app import create_admin_app
 from admin.models import AuditEntry
-from bot.app import WRITER, create_app
+from bot.app import WRITER
 from bot.handoff import WorkingHours, when_text
 from bot.models import AskedQuestion
 from content.load import load_county
@@ -28,6 +27,8 @@ from huimin.personal import Vault
 from huimin.registry.models import Beneficiary
 from huimin.registry.queries import ApplicationRecord, bind, save_application
 from huimin.settings import DEFAULT_COUNTY_FILE, Settings
+from huimin.wiring.apps import create_admin_app, create_app
+from huimin.wiring.resources import Backing
 from notify.models import OutboxMessage
 from notify.service import build_worker
 from tests.admin.conftest import add_user, csrf, follow, login, post
@@ -324,7 +325,8 @@ async def test_no_wechat_reachable_means_an_sms_asking_to_call_never_the_text(
     assert [(o.kind, o.params) for o in outbox] == [("case_reply", {})]
     db = Database(wired.database_url)
     try:
-        await build_worker(wired, db, COUNTY, clock=clock).run(once=True)
+        await build_worker(wired, COUNTY, Backing(wired, db).notifier(),
+                           clock=clock).run(once=True)
     finally:
         await db.dispose()
     sent = [json.loads(line) for line in (tmp_path / "sms.jsonl").read_text().splitlines()]

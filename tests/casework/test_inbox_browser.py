@@ -10,9 +10,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from admin.app import create_admin_app
-from bot.app import create_app
 from huimin.settings import Settings
+from huimin.wiring.apps import create_admin_app, create_app
 from tests.admin.conftest import PASSWORD, add_user
 from tests.admin.test_browser import CHROMIUM, CHROMIUM_ARGS, async_playwright
 from tests.casework.test_handoff import GRANDMA, route

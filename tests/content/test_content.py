@@ -14,9 +14,9 @@ from content import FAQ_DIR
 from content.load import catalogue_ids, dump_yaml, load_content_files, load_county
 from content.models import FaqEntryRow
 from content.schema import ANSWER_MAX_CHARS, MESSAGES, REQUIRED, check, render, text_key
-from huimin.cli import _export, initialise
 from huimin.db import Database
 from huimin.settings import DEFAULT_COUNTY_FILE, Settings
+from huimin.wiring.cli import _export, initialise
 
 COUNTY = load_county(DEFAULT_COUNTY_FILE)
 CATALOGUE = Path(__file__).resolve().parents[3] / "shared" / "faq-catalogue.md"

@@ -6,8 +6,8 @@ import socket
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.app import create_app
 from huimin.settings import Settings
+from huimin.wiring.apps import create_app
 from tests.wechat import reply_text, signed_query, text_xml, urlq
 
 
@@ -48,7 +48,7 @@ async def test_metrics_count_a_message_its_band_latency_and_retry(client):
 
 async def test_outbox_depth_is_read_at_scrape_time(client):
     from bot.app import DATABASE
-    from huimin.metrics import outbox_depth
+    from notify.claims import outbox_depth
 
     rows = await outbox_depth(client.app[DATABASE])
     scraped = await _scrape(client)

@@ -323,7 +323,7 @@ async def test_callbacks_are_off_without_a_token(client, db: Database) -> None: 
 
 @pytest.fixture
 async def callback_client(aiohttp_client, settings: Settings):  # type: ignore[no-untyped-def]
-    from bot.app import create_app
+    from huimin.wiring.apps import create_app
 
     return await aiohttp_client(create_app(settings.with_overrides(callback_token="cbtoken")))
 

@@ -21,6 +21,7 @@ from sqlalchemy import delete
 
 from huimin.db import Database
 from huimin.settings import Settings
+from huimin.wiring.resources import Backing
 from notify.wechat import (
     TEMPLATE_LIMITS,
     DatabaseTokenStore,
@@ -31,7 +32,6 @@ from notify.wechat import (
     WeChatTokenError,
     WeChatUnavailable,
     fit_template_data,
-    token_store,
 )
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.fakes.wechat_server import FakeWeChat
@@ -254,7 +254,7 @@ async def test_from_settings(fake: FakeWeChat, token_db_url: str) -> None:
     db = Database(settings.database_url)
     await _create_token_table(db)
     try:
-        store = token_store(settings, database=db)
+        store = Backing(settings, db).token_store()
         assert isinstance(store, DatabaseTokenStore)
         async with WeChatApi.from_settings(settings, store) as api:
             assert (await api.send_text(OPENID, "你好")).ok

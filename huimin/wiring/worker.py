@@ -1,5 +1,5 @@
-"""One bot worker of ``huimin serve --workers N`` (started by :mod:`huimin.serve`'s
-supervisor as ``python -m bot.serve INDEX``; settings from the environment): the same
+"""One bot worker of ``huimin serve --workers N`` (started by :mod:`huimin.wiring.serve`'s
+supervisor as ``python -m huimin.wiring.worker INDEX``; settings from the environment): the same
 server as a single ``huimin serve``, listening with ``SO_REUSEPORT`` beside the others."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 
-from huimin.serve import SHUTDOWN_TIMEOUT
 from huimin.settings import SettingsError
+from huimin.wiring.serve import SHUTDOWN_TIMEOUT
 
 log = logging.getLogger("huimin.serve")
 
@@ -18,10 +18,11 @@ def run_worker(index: int) -> int:
     """One worker (started by the supervisor, settings from the environment)."""
     from aiohttp import web
 
-    from bot.app import WORKER, ContentMissing, create_app
+    from bot.app import WORKER, ContentMissing
     from huimin.logs import configure_logging
     from huimin.metrics import install_log_format
     from huimin.settings import load_settings
+    from huimin.wiring.apps import create_app
 
     try:
         settings = load_settings()

@@ -1,6 +1,6 @@
 """``huimin serve --workers N``: N bot processes on one port under a small supervisor.
 
-Each worker is an ordinary ``huimin serve`` process (``python -m bot.serve N``) that
+Each worker is an ordinary ``huimin serve`` process (``python -m huimin.wiring.worker N``) that
 listens with ``SO_REUSEPORT`` on the same host and port: the kernel spreads new
 connections over the workers, with no accept lock and no shared listening socket.
 The supervisor (this module's :class:`Supervisor`) only starts the workers, restarts
@@ -101,7 +101,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         # Its own session: a Ctrl+C on the terminal reaches the supervisor only, which
         # passes one SIGTERM on (a second signal would cut a worker's cleanup short).
-        child = subprocess.Popen([sys.executable, "-m", "bot.serve", str(index)],
+        child = subprocess.Popen([sys.executable, "-m", "huimin.wiring.worker", str(index)],
                                  env=self._environment(), start_new_session=True)
         self.children[index] = (child, time.monotonic())
         log.info("worker %d started (pid %d)", index, child.pid)
