@@ -15,6 +15,12 @@ load is signed WeChat text messages (``tests.wechat``) with unique MsgIds,
 varied openids and questions from ``tests/data/devset.yaml``, sent by N
 concurrent clients (closed loop: each client sends its next request when the
 previous reply arrives). Prints figures only; nothing asserts on timing.
+
+``--versus-naive``: a naive FAQ bot (:func:`_naive_app`: wechatpy, rapidfuzz
+``extractOne``/``WRatio``, one sqlite3 commit per message) against the bot on SQLite,
+alternating ``--repeat`` times in one run: closed loop, then open loop (messages arriving
+at ``--rate`` per second, latency counted from when each was due), with the server's CPU
+per message. ``--workers 1,2``: ``huimin serve --workers N`` on PostgreSQL + Redis.
 """
 
 from __future__ import annotations
@@ -127,8 +133,8 @@ async def _serve(kind: str, database_url: str | None, ready: Any, stop: Any,
     from aiohttp import web
 
     if kind == "bot":
-        from huimin.wiring.apps import create_app
         from huimin.settings import Settings
+        from huimin.wiring.apps import create_app
 
         assert database_url is not None
         app = create_app(Settings(database_url=database_url, wechat_token=TOKEN,
