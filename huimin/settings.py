@@ -47,9 +47,9 @@ def _rule(**rule: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Runtime configuration, typed. Build it with :func:`load_settings`; every field
-    ``x`` is read from ``HUIMIN_X`` by the reader its type names (see :func:`read_value`),
-    once, at start."""
+    """Runtime configuration, typed. Build it with :func:`load_settings`; every field is
+    read from the variable named ``HUIMIN_`` + its name in capitals, by the reader its
+    type names (see :func:`read_value`), once, at start."""
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
