@@ -23,7 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.matcher
-	$(BIN)/python -m bench.webhook
+	$(BIN)/python -m bench.webhook --versus-naive
 	$(BIN)/python -m bench.notify --quick
 
 clean:
