@@ -29,9 +29,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,10 +44,62 @@ from huimin.registry.models import (
     GuessCounter,
     VerificationCode,
 )
-from notify.models import OptOut, OutboxMessage
 
 BATCH = 500
 Progress = Callable[[str, int, int, int], None]  # table, checked, total, rewritten
+
+
+class PhoneKeyed(Protocol):
+    """Records another package keeps under a phone number's keyed hash (the notifier's
+    SMS opt-outs): they move with the phone when a beneficiary is re-keyed."""
+
+    async def held(self, session: AsyncSession) -> set[str]:
+        """Every phone hash these records hold (read once per pass)."""
+        ...
+
+    async def count(self, session: AsyncSession, hashes: Sequence[str]) -> int:
+        """How many records are under ``hashes`` (a dry run's count)."""
+        ...
+
+    async def move(self, session: AsyncSession, phones: dict[str, str]) -> int:
+        """Put the records under each old hash under its new one; how many moved."""
+        ...
+
+
+class TablePass(Protocol):
+    """One pass of :func:`rotate` / :func:`key_status` over a table with sealed values."""
+
+    async def __call__(self, db: Database, vault: Vault, tally: TableTally, *, write: bool,
+                      batch: int, progress: Progress | None) -> None: ...
+
+
+# Filled by the packages that own such records when they are imported (the notifier's
+# notify.keys; the composition root imports it), so this core module names none of them.
+_PHONE_KEYED: list[PhoneKeyed] = []
+_TABLES: dict[str, TablePass] = {}
+TABLE_NAMES = {"beneficiaries": "救助对象"}
+
+
+def keep_with_phones(records: PhoneKeyed) -> None:
+    """Register records that key rotation moves along with a phone's hash."""
+    if records not in _PHONE_KEYED:
+        _PHONE_KEYED.append(records)
+
+
+def rotate_table(name: str, label: str, run: TablePass) -> None:
+    """Register a table whose sealed values :func:`rotate` rewrites (``label``: its name
+    in the command's output)."""
+    _TABLES[name] = run
+    TABLE_NAMES[name] = label
+
+
+def _phone_keyed() -> list[PhoneKeyed]:
+    """The registered records; refusing to go on without them, since moving a phone
+    without its opt-outs would let reminders reach someone who said no."""
+    if not _PHONE_KEYED:
+        raise RotationError("no package has registered the records it keeps under a phone "
+                            "hash (the composition root, huimin.wiring, imports them)")
+    return _PHONE_KEYED
 
 
 class RotationError(RuntimeError):
@@ -123,8 +175,9 @@ def counter_keys(id_hash: str | None, phone_hash: str | None, now: datetime) -> 
 
 @dataclass
 class Held:
-    """Which hashes the opt-outs and the live counters hold, read once per pass, so a
-    batch queries them only for the people it concerns (usually none)."""
+    """Which hashes the phone-keyed records (opt-outs) and the live counters hold, read
+    once per pass, so a batch queries them only for the people it concerns (usually
+    none)."""
 
     opt_outs: set[str]
     counters: set[str]
@@ -136,12 +189,14 @@ class Held:
 
 
 async def held_hashes(db: Database, now: datetime | None = None) -> Held:
-    """SMS opt-out addresses, and the hashes in counters touched in the last two days
-    or still locked (older ones no longer matter)."""
+    """The phone hashes the registered records hold (SMS opt-outs), and the hashes in
+    counters touched in the last two days or still locked (older ones no longer
+    matter)."""
     now = now or utcnow()
     async with db.session() as session:
-        opt_outs = set((await session.scalars(
-            select(OptOut.address).where(OptOut.channel == "sms"))).all())
+        opt_outs: set[str] = set()
+        for records in _phone_keyed():
+            opt_outs |= await records.held(session)
         keys = (await session.scalars(select(GuessCounter.key).where(or_(
             GuessCounter.window_start > now - timedelta(days=2),
             GuessCounter.locked_until > now)))).all()
@@ -162,7 +217,10 @@ async def carry_over(session: AsyncSession, changes: Sequence[Rekeyed],
         changes = [c for c in changes if held.concerns(c)]
     renames = _counter_renames(changes, now or utcnow())
     phones = {c.phone_hashes[0]: c.phone_hashes[1] for c in changes if c.phone_hashes}
-    moved = await _move_opt_outs(session, phones) if phones else 0
+    moved = 0
+    if phones:
+        for records in _phone_keyed():
+            moved += await records.move(session, phones)
     if renames:
         moved += await _move_counters(session, renames)
     return moved
@@ -178,27 +236,6 @@ def _counter_renames(changes: Sequence[Rekeyed], now: datetime) -> dict[str, str
                         for h in pair)
             renames.update(zip(old, new, strict=True))
     return renames
-
-
-async def _move_opt_outs(session: AsyncSession, phones: dict[str, str]) -> int:
-    found = list((await session.execute(
-        select(OptOut.id, OptOut.address).where(and_(
-            OptOut.channel == "sms", OptOut.address.in_(list(phones)))))).all())
-    if not found:
-        return 0
-    targets = {phones[row.address] for row in found}
-    existing = set((await session.scalars(select(OptOut.address).where(and_(
-        OptOut.channel == "sms", OptOut.address.in_(list(targets)))))).all())
-    duplicates = [row.id for row in found if phones[row.address] in existing]
-    moves = [{"row_id": row.id, "new": phones[row.address]} for row in found
-             if phones[row.address] not in existing]
-    if duplicates:
-        await session.execute(delete(OptOut).where(OptOut.id.in_(duplicates)))
-    if moves:
-        table = OptOut.__table__
-        await session.execute(update(table).where(table.c.id == bindparam("row_id"))
-                              .values(address=bindparam("new")), moves)
-    return len(found)
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -274,9 +311,6 @@ class KeyReport:
         return sum(t.unreadable for t in self.tables.values())
 
 
-TABLE_NAMES = {"beneficiaries": "救助对象", "outbox": "待发验证码"}
-
-
 def _worth_retrying(db: Database, error: DBAPIError) -> bool:
     """SQLite: another process's write made the batch's snapshot stale. PostgreSQL: a
     deadlock with another transaction (an import locking the same people in another
@@ -288,7 +322,7 @@ def _worth_retrying(db: Database, error: DBAPIError) -> bool:
     return state in {"40P01", "40001"}
 
 
-async def _retrying(db: Database, work: Callable[[AsyncSession], Any]) -> Any:
+async def retrying(db: Database, work: Callable[[AsyncSession], Any]) -> Any:
     """Run one batch in its own transaction, again if it was rolled back by a conflict."""
     for attempt in range(5):
         try:
@@ -343,7 +377,7 @@ async def _beneficiary_pass(db: Database, vault: Vault, tally: TableTally, *, wr
                             else await _count_carry(session, changes, held))
             return done
 
-        done = await _retrying(db, one_batch)
+        done = await retrying(db, one_batch)
         if not done.rows:
             break
         last = done.last_id
@@ -361,61 +395,12 @@ async def _count_carry(session: AsyncSession, changes: Sequence[Rekeyed], held: 
     keys = list(_counter_renames(changes, utcnow()))
     total = 0
     if phones:
-        total += int(await session.scalar(select(func.count()).select_from(OptOut).where(
-            and_(OptOut.channel == "sms", OptOut.address.in_(phones)))) or 0)
+        for records in _phone_keyed():
+            total += await records.count(session, phones)
     if keys:
         total += int(await session.scalar(select(func.count()).select_from(GuessCounter)
                                           .where(GuessCounter.key.in_(keys))) or 0)
     return total
-
-
-async def _outbox_pass(db: Database, vault: Vault, tally: TableTally, *, write: bool,
-                       batch: int, progress: Progress | None) -> None:
-    from notify.plan import SEALED_KINDS
-
-    sealed = sorted(SEALED_KINDS)
-    async with db.session() as session:
-        tally.total = int(await session.scalar(
-            select(func.count()).select_from(OutboxMessage)
-            .where(OutboxMessage.kind.in_(sealed))) or 0)
-    table = OutboxMessage.__table__
-    last = 0
-    while True:
-        async def one_batch(session: AsyncSession, after: int = last) -> Batch:
-            query = (select(OutboxMessage.id, OutboxMessage.params)
-                     .where(and_(OutboxMessage.kind.in_(sealed), OutboxMessage.id > after))
-                     .order_by(OutboxMessage.id).limit(batch))
-            rows = (await session.execute(query.with_for_update() if write else query)).all()
-            if not rows:
-                return Batch(0, after)
-            done = Batch(len(rows), rows[-1].id)
-            updates = []
-            for row in rows:
-                params = dict(row.params or {})
-                try:
-                    opened = {k: vault.unseal(v) for k, v in params.items()}
-                except PersonalDataError:
-                    done.unreadable += 1
-                    continue
-                if all(current for _, current in opened.values()):
-                    continue
-                done.stale += 1
-                updates.append({"row_id": row.id, "params": {
-                    k: v if current else vault.encrypt(value)
-                    for (k, v), (value, current) in zip(params.items(), opened.values(),
-                                                        strict=True)}})
-            if write and updates:
-                await session.execute(update(table).where(table.c.id == bindparam("row_id"))
-                                      .values(params=bindparam("params")), updates)
-            return done
-
-        done = await _retrying(db, one_batch)
-        if not done.rows:
-            break
-        last = done.last_id
-        tally.add(done)
-        if progress:
-            progress("outbox", tally.checked, tally.total, tally.stale)
 
 
 async def _open_codes(db: Database, report: KeyReport, issued_before: datetime) -> None:
@@ -434,11 +419,16 @@ async def _open_codes(db: Database, report: KeyReport, issued_before: datetime) 
                 report.codes_lapse_at = _later(report.codes_lapse_at, lapse)
 
 
+def _passes() -> list[tuple[str, TablePass]]:
+    _phone_keyed()  # (registered together with the tables)
+    return [("beneficiaries", _beneficiary_pass), *_TABLES.items()]
+
+
 async def key_status(db: Database, vault: Vault, *, batch: int = 2000,
                      issued_before: datetime | None = None) -> KeyReport:
     """Count what is not yet under the current key (nothing is written)."""
     report = KeyReport(vault.key_id, vault.previous_key_id)
-    for name, run in (("beneficiaries", _beneficiary_pass), ("outbox", _outbox_pass)):
+    for name, run in _passes():
         report.tables[name] = TableTally()
         await run(db, vault, report.tables[name], write=False, batch=batch, progress=None)
     if vault.rotating:
@@ -459,7 +449,7 @@ async def rotate(db: Database, vault: Vault, *, batch: int = BATCH,
     started = utcnow()
     report = KeyReport(vault.key_id, vault.previous_key_id)
     for _ in range(passes):
-        for name, run in (("beneficiaries", _beneficiary_pass), ("outbox", _outbox_pass)):
+        for name, run in _passes():
             tally = report.tables.setdefault(name, TableTally())
             done = TableTally()
             await run(db, vault, done, write=True, batch=batch, progress=progress)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+import huimin.wiring  # noqa: F401  (what the apps register with the core, as in every process)
 from huimin.settings import Settings
 from tests.wechat import APPID, TOKEN
 

@@ -355,3 +355,19 @@ def test_rotate_on_a_database_without_the_schema_says_so(tmp_path: Path) -> None
     _out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "huimin init" in err and "Traceback" not in err
+
+
+def test_rotation_refuses_to_run_without_the_records_kept_under_a_phone_hash(
+        tmp_path: Path) -> None:
+    """The core's rotation names no app: the notifier registers its opt-outs and outbox
+    (notify.keys, imported by the composition root). A process that skipped that would
+    move phones without their opt-outs, so it stops instead."""
+    code = ("import asyncio, huimin.keys as k; from huimin.db import Database\n"
+            f"try:\n    asyncio.run(k.held_hashes(Database('sqlite+aiosqlite:///{tmp_path}/k.db')))\n"
+            "except k.RotationError as e:\n    print('refused:', e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], check=True)
+    assert done.stdout.startswith("refused: no package has registered")
+    from huimin.keys import TABLE_NAMES  # this process went through huimin.wiring
+
+    assert TABLE_NAMES == {"beneficiaries": "救助对象", "outbox": "待发验证码"}

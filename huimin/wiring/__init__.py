@@ -9,7 +9,9 @@ composition root that builds the database, Redis and the Redis-or-database pairs
 and the pre-flight check (:mod:`.doctor`).
 """
 
-# The apps offer the names some settings may take (the SMS providers) when imported;
-# importing them here means every process started through this layer checks those
-# settings at start.
+# What the apps hand the core when imported: the names some settings may take (the SMS
+# providers), and the records key rotation must move with a phone and the tables it
+# re-seals (notify.keys). Imported here, so every process started through this layer
+# has them before it reads settings or touches a key.
+import notify.keys
 import notify.providers  # noqa: F401
