@@ -149,7 +149,23 @@ def test_notify_plan_run_once_and_preview(database_url: str, tmp_path: Path) -> 
            "HUIMIN_SMS_PROVIDER": "console",  # on purpose: it sends nothing
            "HUIMIN_SMS_CONSOLE_FILE": str(tmp_path / "sms.jsonl"),
            "HUIMIN_QUIET_HOURS": "00:00-00:00"}  # whatever the clock says in CI
-    huimin("import", "applications", str(DEMO_REGISTRY), database_url=database_url,
+    # The demo list's recheck dates are calendar dates: moved 200 days past today, so that
+    # no recheck reminder is due whatever the date (in March 2027 one would be).
+    import csv
+    from datetime import timedelta
+
+    from huimin.clock import local_today
+
+    with DEMO_REGISTRY.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    column = rows[0].index("复核日期")
+    later = (local_today() + timedelta(days=200)).isoformat()
+    for row in rows[1:]:
+        row[column] = later if row[column] else ""
+    registry = tmp_path / "applications.csv"
+    with registry.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    huimin("import", "applications", str(registry), database_url=database_url,
            extra_env=env)
     payouts = DEMO_REGISTRY.with_name("payouts.csv")
     imported = huimin("import", "payouts", str(payouts), database_url=database_url,
