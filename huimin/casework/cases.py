@@ -145,17 +145,21 @@ async def leave_message(db: Database, openid: str, text: str, now: datetime,
                         opened_at=now, last_person_at=now)
             session.add(case)
             await session.flush()
-        else:
-            count = await session.scalar(select(func.count()).select_from(CaseMessage).where(
-                and_(CaseMessage.case_id == case.id, CaseMessage.author == PERSON))) or 0
-            if count >= MAX_PERSON_MESSAGES:
-                return Left(case.id, refused="full")
-            case.last_person_at = now
+        elif await _full(session, case.id):
+            return Left(case.id, refused="full")
+        case.last_person_at = now
         session.add(CaseMessage(case_id=case.id, at=now, author=PERSON, text=kept))
         case_id = case.id
     if new:
         await forget_old(db, now)
     return Left(case_id, new_case=new)
+
+
+async def _full(session: AsyncSession, case_id: int) -> bool:
+    """Whether the person has left as many messages in this case as one may."""
+    count = await session.scalar(select(func.count()).select_from(CaseMessage).where(
+        and_(CaseMessage.case_id == case_id, CaseMessage.author == PERSON))) or 0
+    return count >= MAX_PERSON_MESSAGES
 
 
 async def callback_case(db: Database, beneficiary_id: int, phone_encrypted: str,
@@ -178,13 +182,10 @@ async def callback_case(db: Database, beneficiary_id: int, phone_encrypted: str,
                         opened_at=now, last_person_at=now)
             session.add(case)
             await session.flush()
-        else:
-            count = await session.scalar(select(func.count()).select_from(CaseMessage).where(
-                and_(CaseMessage.case_id == case.id, CaseMessage.author == PERSON))) or 0
-            if count >= MAX_PERSON_MESSAGES:
-                return Left(case.id, refused="full")
-            case.last_person_at = now
-            case.phone_encrypted, case.phone_masked = phone_encrypted, phone_masked
+        elif await _full(session, case.id):
+            return Left(case.id, refused="full")
+        case.last_person_at = now
+        case.phone_encrypted, case.phone_masked = phone_encrypted, phone_masked
         session.add(CaseMessage(case_id=case.id, at=now, author=PERSON, text=kept))
         case_id = case.id
     if new:
