@@ -119,6 +119,7 @@ def serve(settings: Settings, banner: str | None = None) -> None:
     from aiohttp import web
 
     from huimin.wiring.apps import create_app
+    from huimin.wiring.serve import shutdown_timeout
 
     app = create_app(settings)
 
@@ -129,7 +130,7 @@ def serve(settings: Settings, banner: str | None = None) -> None:
     app.on_startup.append(announce)
     try:
         web.run_app(app, host=settings.host, port=settings.port, print=None,
-                    access_log=None)
+                    access_log=None, shutdown_timeout=shutdown_timeout(settings))
     except OSError as exc:
         raise SettingsError(f"cannot listen on {settings.host}:{settings.port}: "
                             f"{exc.strerror or exc} (set HUIMIN_PORT or --port)") from None

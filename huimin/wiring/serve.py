@@ -49,7 +49,18 @@ STARTUP_SECONDS = 15.0
 RESTART_PAUSE = 1.0
 # How long the workers get to finish their requests and write what they hold.
 STOP_GRACE = 90.0
-SHUTDOWN_TIMEOUT = 60.0  # per worker: in-flight requests, then the cleanup
+SHUTDOWN_MARGIN = 6.0  # seconds beyond the reply deadline (see shutdown_timeout)
+
+
+def shutdown_timeout(settings: Settings) -> float:
+    """How long aiohttp waits for the requests in progress when a bot process stops.
+
+    A webhook request never takes longer than the reply deadline (what is left of the
+    work goes on in the background and is drained after), so the deadline and a margin.
+    aiohttp also waits this long for a connection accepted just as the listener closed
+    that never sends a request (it does not wake such a connection), so a longer wait
+    would only delay the stop: with 60 s a stop under load sometimes took a minute."""
+    return settings.reply_deadline + SHUTDOWN_MARGIN
 
 
 def check_workers(settings: Settings, workers: int) -> None:

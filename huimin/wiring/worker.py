@@ -9,7 +9,7 @@ import os
 import sys
 
 from huimin.settings import SettingsError
-from huimin.wiring.serve import SHUTDOWN_TIMEOUT
+from huimin.wiring.serve import shutdown_timeout
 
 log = logging.getLogger("huimin.serve")
 
@@ -41,7 +41,8 @@ def run_worker(index: int) -> int:
     app.on_startup.append(announce)
     try:
         web.run_app(app, host=settings.host, port=settings.port, reuse_port=True,
-                    print=None, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+                    print=None, access_log=None,
+                    shutdown_timeout=shutdown_timeout(settings))
     except ContentMissing as exc:
         print(f"huimin: {exc}", file=sys.stderr)
         return 2
