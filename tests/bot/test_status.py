@@ -296,7 +296,7 @@ async def test_the_same_work_with_and_without_a_match(client, registry: Settings
     one real SMS, and the content follower run in their own tasks and are left out)."""
     from sqlalchemy import event
 
-    from bot.app import BOT, CONTENT_TASK, COURIER_TASK, DATABASE, ENDPOINT
+    from bot.app import BOT, CONTENT_TASK, COURIER_TASK, DATABASE, ENDPOINT, WRITER
 
     engine = client.app[DATABASE].engine.sync_engine
     statements: list[str] = []
@@ -308,12 +308,16 @@ async def test_the_same_work_with_and_without_a_match(client, registry: Settings
 
     async def work_for(openid: str, identity: str) -> list[str]:
         await say(client, "查进度", openid)
+        # The records the bot writes behind its replies (bot/writes.py) land a moment
+        # later: the earlier message's before recording, this one's within it.
+        await client.app[WRITER].flush()
         statements.clear()
         event.listen(engine, "before_cursor_execute", seen)
         try:
             assert "验证码已发送" in await say(client, identity, openid)
             await client.app[BOT].status.drain()
             await client.app[ENDPOINT].drain()
+            await client.app[WRITER].flush()
         finally:
             event.remove(engine, "before_cursor_execute", seen)
         return list(statements)
