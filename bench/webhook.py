@@ -304,27 +304,33 @@ class Messages:
         return out
 
 
+async def _post_once(session: Any, url: str, body: bytes, since: float,
+                     result: Result) -> None:
+    """Post one signed message and count it in ``result``: its status, its latency
+    from ``since`` (when it was sent, or due), and whether the reply was bare success."""
+    import aiohttp
+
+    try:
+        async with session.post(url, data=body,
+                                headers={"Content-Type": "text/xml; charset=utf-8"}) as response:
+            reply = await response.read()
+            status = str(response.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reply, status = b"", type(exc).__name__
+    result.latencies_ms.append((time.perf_counter() - since) * 1000.0)
+    result.statuses[status] += 1
+    if status == "200" and reply.strip() == b"success":
+        result.no_reply += 1
+
+
 async def drive(session: Any, requests: list[tuple[str, bytes]], concurrency: int) -> Result:
     """Send ``requests`` with ``concurrency`` closed-loop clients."""
-    import aiohttp
 
     result = Result(requests=len(requests))
     pending = iter(requests)
-    headers = {"Content-Type": "text/xml; charset=utf-8"}
-
     async def client() -> None:
         for url, body in pending:
-            started = time.perf_counter()
-            try:
-                async with session.post(url, data=body, headers=headers) as response:
-                    reply = await response.read()
-                    status = str(response.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reply, status = b"", type(exc).__name__
-            result.latencies_ms.append((time.perf_counter() - started) * 1000.0)
-            result.statuses[status] += 1
-            if status == "200" and reply.strip() == b"success":
-                result.no_reply += 1
+            await _post_once(session, url, body, time.perf_counter(), result)
 
     cpu = time.process_time()
     started = time.perf_counter()
@@ -339,22 +345,10 @@ async def drive_open(session: Any, requests: list[tuple[str, bytes]], rate: floa
     ``i / rate`` seconds whether or not earlier ones were answered); each latency is
     counted from the moment its request was due, so a stalled server is not hidden by
     the load generator waiting for it."""
-    import aiohttp
 
     result = Result(requests=len(requests))
-    headers = {"Content-Type": "text/xml; charset=utf-8"}
-
     async def one(url: str, body: bytes, due: float) -> None:
-        try:
-            async with session.post(url, data=body, headers=headers) as response:
-                reply = await response.read()
-                status = str(response.status)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            reply, status = b"", type(exc).__name__
-        result.latencies_ms.append((time.perf_counter() - due) * 1000.0)
-        result.statuses[status] += 1
-        if status == "200" and reply.strip() == b"success":
-            result.no_reply += 1
+        await _post_once(session, url, body, due, result)
 
     cpu = time.process_time()
     started = time.perf_counter()
